@@ -1,0 +1,1 @@
+//! IP address management: the built-in allocator and delegation to IPAM plugins.

@@ -1,0 +1,1 @@
+//! Links, addresses and routes on the node and inside pod network namespaces.

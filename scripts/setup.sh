@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for podmeter on Debian 12 (run as root).
+# Installs every package the build, demo and tests need, and mounts bpffs.
+set -euo pipefail
+
+PACKAGES=(
+  clang-19 llvm-19 libbpf-dev linux-libc-dev
+  iproute2 nftables iptables busybox-static jq iperf3
+  containernetworking-plugins podman runc
+  prometheus prometheus-node-exporter
+  python3-pip
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Prometheus' Debian package may start a service; podmeter runs its own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
+
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  pip install -q kubernetes-validate >/dev/null 2>&1 || pip install -q --break-system-packages kubernetes-validate
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
