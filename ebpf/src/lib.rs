@@ -1,0 +1,23 @@
+//! podmeter's kernel side and the only code that knows its map layouts.
+//!
+//! The tc programs (`bpf/podmeter.bpf.c`) are loaded once per pin path and
+//! pinned together with their maps and links (see [`pins`]), so counters
+//! survive restarts of every userspace process. The CNI plugin attaches,
+//! registers and unregisters pods; the exporter only reads.
+
+pub mod abi;
+pub mod attach;
+pub mod counters;
+pub mod error;
+pub mod loader;
+mod lock;
+pub mod maps;
+pub mod object;
+pub mod pins;
+pub mod registry;
+
+pub use abi::{Direction, PodCounter};
+pub use attach::AttachMode;
+pub use error::Error;
+pub use pins::PinLayout;
+pub use registry::PodIdentity;

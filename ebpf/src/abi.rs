@@ -1,0 +1,86 @@
+//! Rust mirrors of the structs in `bpf/podmeter.h`.
+//!
+//! `tests/btf_layout.rs` checks every size and field offset here against the
+//! BTF of the compiled object, so a change on one side cannot go unnoticed.
+
+/// Mirrors `PODMETER_ABI_VERSION`: part of every pin path (`<pin path>/v1/...`).
+pub const ABI_VERSION: u32 = 1;
+
+/// Mirrors `PM_MAX_PODS`: the registry's capacity (the counters hold two entries a pod).
+pub const MAX_PODS: u32 = 8192;
+
+/// Mirrors `PM_MAX_IPS`.
+pub const MAX_IPS: usize = 4;
+
+/// Mirrors `enum pm_direction`: receive/transmit as seen by the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Direction {
+    /// Host veth egress: traffic towards the pod.
+    Receive = 0,
+    /// Host veth ingress: traffic from the pod.
+    Transmit = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Receive, Direction::Transmit];
+}
+
+/// Mirrors `struct pm_counter_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct CounterKey {
+    pub ifindex: u32,
+    pub direction: u32,
+}
+
+impl CounterKey {
+    pub fn new(ifindex: u32, direction: Direction) -> Self {
+        Self {
+            ifindex,
+            direction: direction as u32,
+        }
+    }
+}
+
+/// Mirrors `struct pm_counter`; also the sum over CPUs handed to readers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PodCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Mirrors `struct pm_ip`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct IpEntry {
+    pub family: u8,
+    pub prefix_len: u8,
+    pub pad: [u8; 2],
+    pub addr: [u8; 16],
+}
+
+/// Mirrors `struct pm_pod_info`: fixed-size, NUL-padded strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct PodInfo {
+    pub k8s_namespace: [u8; 64],
+    pub k8s_pod: [u8; 256],
+    pub k8s_uid: [u8; 64],
+    pub container_id: [u8; 128],
+    pub network: [u8; 128],
+    pub ifname: [u8; 16],
+    pub host_ifname: [u8; 16],
+    pub ips: [IpEntry; MAX_IPS],
+    pub n_ips: u32,
+    pub flags: u32,
+}
+
+// SAFETY: plain `#[repr(C)]` data without padding or pointers; any bit
+// pattern is a valid value.
+unsafe impl aya::Pod for CounterKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PodCounter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PodInfo {}

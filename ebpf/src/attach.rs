@@ -1,0 +1,209 @@
+//! Attaching the counting programs to a pod's host veth, and detaching them.
+//!
+//! TCX (kernel ≥ 6.6) gives a bpf link per hook, pinned so it outlives the
+//! plugin process; removing the pin (or the veth) detaches it. Older kernels
+//! get a clsact filter, which lives as long as the interface.
+
+use std::fs;
+
+use aya::{
+    programs::{
+        links::FdLink,
+        tc::{self, NlOptions, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    util::KernelVersion,
+};
+
+use crate::{
+    loader::{remove_if_exists, Programs},
+    object::{ProgramSpec, PROGRAMS},
+    pins::PinLayout,
+    Error,
+};
+
+/// How programs are attached: `Auto` picks TCX where the kernel has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Tcx,
+    /// The clsact qdisc with a direct-action filter, for kernels before 6.6.
+    Clsact,
+}
+
+impl AttachMode {
+    fn resolve(self) -> AttachMode {
+        match self {
+            AttachMode::Auto => {
+                let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+                if tcx {
+                    AttachMode::Tcx
+                } else {
+                    AttachMode::Clsact
+                }
+            }
+            mode => mode,
+        }
+    }
+}
+
+impl Programs {
+    /// Attaches both programs to the host veth `ifname` (index `ifindex`).
+    /// The interface must be new: a link pin left for its ifindex belongs to
+    /// a deleted interface and is replaced.
+    pub fn attach(
+        &mut self,
+        layout: &PinLayout,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<(), Error> {
+        let mode = mode.resolve();
+        if mode == AttachMode::Clsact {
+            match tc::qdisc_add_clsact(ifname) {
+                Ok(()) => {}
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(tc_error(ifname, source)),
+            }
+        }
+        for (spec, program) in &mut self.programs {
+            match mode {
+                AttachMode::Clsact => attach_clsact(spec, program, ifname)?,
+                _ => attach_tcx(layout, spec, program, ifname, ifindex)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn attach_tcx(
+    layout: &PinLayout,
+    spec: &ProgramSpec,
+    program: &mut SchedClassifier,
+    ifname: &str,
+    ifindex: u32,
+) -> Result<(), Error> {
+    let path = layout.link(ifindex, spec.hook);
+    remove_if_exists(&path)?;
+    let dir = layout.links_dir();
+    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let err = |source| Error::Program {
+        name: spec.name,
+        source,
+    };
+    let id = program
+        .attach_with_options(
+            ifname,
+            spec.attach_type,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(err)?;
+    let link: FdLink = program
+        .take_link(id)
+        .map_err(err)?
+        .try_into()
+        .map_err(|source| Error::Link {
+            path: path.clone(),
+            source,
+        })?;
+    link.pin(&path)
+        .map_err(|source| Error::Pin { path, source })?;
+    Ok(())
+}
+
+fn attach_clsact(
+    spec: &ProgramSpec,
+    program: &mut SchedClassifier,
+    ifname: &str,
+) -> Result<(), Error> {
+    // Replace rather than add, so a repeated attach never stacks filters.
+    detach_clsact(spec, ifname)?;
+    let id = program
+        .attach_with_options(
+            ifname,
+            spec.attach_type,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|source| Error::Program {
+            name: spec.name,
+            source,
+        })?;
+    let link = program.take_link(id).map_err(|source| Error::Program {
+        name: spec.name,
+        source,
+    })?;
+    // Dropping the link would remove the filter; it must stay after we exit.
+    std::mem::forget(link);
+    Ok(())
+}
+
+fn detach_clsact(spec: &ProgramSpec, ifname: &str) -> Result<(), Error> {
+    match tc::qdisc_detach_program(ifname, spec.attach_type, spec.name) {
+        Ok(()) => Ok(()),
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(tc_error(ifname, source)),
+    }
+}
+
+fn tc_error(ifname: &str, source: tc::TcError) -> Error {
+    Error::Tc {
+        ifname: ifname.to_owned(),
+        source,
+    }
+}
+
+/// Detaches the programs from the pod interface `ifindex`: removes its link
+/// pins and, if the interface `ifname` still exists, any clsact filters of
+/// ours. Nothing attached is not an error.
+pub fn detach(layout: &PinLayout, ifindex: u32, ifname: Option<&str>) -> Result<(), Error> {
+    for spec in &PROGRAMS {
+        remove_if_exists(&layout.link(ifindex, spec.hook))?;
+        if let Some(ifname) = ifname.filter(|n| interface_exists(n)) {
+            match detach_clsact(spec, ifname) {
+                // No clsact qdisc at all: nothing of ours is there.
+                Err(Error::Tc {
+                    source: tc::TcError::NetlinkError(e),
+                    ..
+                }) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn interface_exists(ifname: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(ifname) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// The names of the TCX programs attached at each hook of `ifname`, in order
+/// (`(hook, names)`): what CHECK and the tests compare against.
+pub fn tcx_programs(ifname: &str) -> Result<Vec<(&'static str, Vec<String>)>, Error> {
+    PROGRAMS
+        .iter()
+        .map(|spec| {
+            let (_, infos) =
+                SchedClassifier::query_tcx(ifname, spec.attach_type).map_err(|source| {
+                    Error::Program {
+                        name: spec.name,
+                        source,
+                    }
+                })?;
+            let names = infos
+                .iter()
+                .map(|i| i.name_as_str().unwrap_or_default().to_owned())
+                .collect();
+            Ok((spec.hook, names))
+        })
+        .collect()
+}
+
+/// The hook of each program, for callers that report per hook.
+pub fn hooks() -> impl Iterator<Item = (&'static str, &'static str, TcAttachType)> {
+    PROGRAMS.iter().map(|p| (p.hook, p.name, p.attach_type))
+}

@@ -1,0 +1,131 @@
+//! Loading the programs once per pin path: the first ADD runs the verifier
+//! and pins programs and maps; every later one reopens the pins.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
+
+use aya::{programs::SchedClassifier, EbpfLoader};
+
+use crate::{
+    lock::DirLock,
+    maps,
+    object::{ProgramSpec, OBJECT, PROGRAMS},
+    pins::PinLayout,
+    Error,
+};
+
+/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The loaded tc programs, in the order of [`PROGRAMS`].
+pub struct Programs {
+    pub(crate) programs: Vec<(ProgramSpec, SchedClassifier)>,
+}
+
+/// Returns the programs pinned under `layout`, loading and pinning them (and
+/// the maps) first if this pin path has none yet. Refuses pinned maps of
+/// another layout.
+pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
+    check_bpffs(layout.pin_path())?;
+    let dir = layout.dir();
+    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let _lock = DirLock::acquire(&dir)?;
+    maps::check_existing(layout)?;
+
+    if !PROGRAMS.iter().all(|p| layout.program(p.name).exists()) {
+        load_and_pin(layout)?;
+    }
+    let programs = PROGRAMS
+        .iter()
+        .map(|spec| {
+            SchedClassifier::from_pin(layout.program(spec.name))
+                .map(|p| (*spec, p))
+                .map_err(|source| Error::Program {
+                    name: spec.name,
+                    source,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Programs { programs })
+}
+
+/// Runs the verifier and pins programs and maps. Dropping the `Ebpf`
+/// afterwards keeps them: the pins hold the kernel objects.
+fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(layout.dir())
+        .load(OBJECT)?;
+    for spec in PROGRAMS {
+        let err = |source| Error::Program {
+            name: spec.name,
+            source,
+        };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(spec.name)
+            .ok_or(Error::Program {
+                name: spec.name,
+                source: aya::programs::ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(err)?;
+        program.load().map_err(err)?;
+        let path = layout.program(spec.name);
+        // A half-finished earlier load may have pinned some programs only.
+        remove_if_exists(&path)?;
+        program
+            .pin(&path)
+            .map_err(|source| Error::Pin { path, source })?;
+    }
+    Ok(())
+}
+
+/// Checks that `path`, or its nearest existing ancestor, is on bpffs, before
+/// anything is created there.
+pub fn check_bpffs(path: &Path) -> Result<(), Error> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let c = CString::new(existing.as_os_str().as_bytes()).map_err(|e| {
+        Error::io(
+            "statfs",
+            existing,
+            io::Error::new(io::ErrorKind::InvalidInput, e),
+        )
+    })?;
+    // SAFETY: statfs writes into the zeroed struct we pass.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::io("statfs", existing, io::Error::last_os_error()));
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(Error::NotBpffs {
+            path: PathBuf::from(path),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Removes everything pinned under this pin path (programs, maps, links):
+/// what an operator does to uninstall, and what tests do to clean up.
+pub fn remove_pins(layout: &PinLayout) -> Result<(), Error> {
+    let root = layout.pin_path();
+    match fs::remove_dir_all(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", root, e)),
+    }
+}

@@ -1,0 +1,116 @@
+//! Opening the pinned maps, after checking they have this build's layout
+//! (aya reuses a pinned map without looking at it).
+
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+
+use crate::{
+    abi::{CounterKey, PodCounter, PodInfo},
+    object::{MapSpec, MAPS},
+    pins::{PinLayout, COUNTERS_MAP, REGISTRY_MAP},
+    Error,
+};
+
+/// Handles on the pinned maps of one pin path.
+pub struct PinnedMaps {
+    layout: PinLayout,
+    pub(crate) counters: PerCpuHashMap<MapData, CounterKey, PodCounter>,
+    pub(crate) registry: HashMap<MapData, u32, PodInfo>,
+}
+
+impl PinnedMaps {
+    /// Opens both maps; fails if they are missing or have another layout.
+    pub fn open(layout: &PinLayout) -> Result<Self, Error> {
+        let counters = open_checked(layout, spec(COUNTERS_MAP))?;
+        let registry = open_checked(layout, spec(REGISTRY_MAP))?;
+        let path = layout.map(COUNTERS_MAP);
+        let counters = PerCpuHashMap::try_from(counters).map_err(|source| Error::Map {
+            path: path.clone(),
+            source,
+        })?;
+        let path = layout.map(REGISTRY_MAP);
+        let registry = HashMap::try_from(registry).map_err(|source| Error::Map { path, source })?;
+        Ok(Self {
+            layout: layout.clone(),
+            counters,
+            registry,
+        })
+    }
+
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    pub(crate) fn error(&self, map: &str, source: aya::maps::MapError) -> Error {
+        Error::Map {
+            path: self.layout.map(map),
+            source,
+        }
+    }
+}
+
+fn spec(name: &str) -> &'static MapSpec {
+    MAPS.iter()
+        .find(|m| m.name == name)
+        .expect("every map name has a spec")
+}
+
+fn open_checked(layout: &PinLayout, spec: &MapSpec) -> Result<Map, Error> {
+    let path = layout.map(spec.name);
+    let data = MapData::from_pin(&path).map_err(|source| Error::Map {
+        path: path.clone(),
+        source,
+    })?;
+    check(&path, spec, &data)?;
+    Ok(Map::from_map_data(data).map_err(|source| Error::Map { path, source })?)
+}
+
+/// Checks every map already pinned under `layout` (missing ones are fine:
+/// loading will create them).
+pub(crate) fn check_existing(layout: &PinLayout) -> Result<(), Error> {
+    for spec in &MAPS {
+        let path = layout.map(spec.name);
+        if path.exists() {
+            let data = MapData::from_pin(&path).map_err(|source| Error::Map {
+                path: path.clone(),
+                source,
+            })?;
+            check(&path, spec, &data)?;
+        }
+    }
+    Ok(())
+}
+
+fn check(path: &Path, spec: &MapSpec, data: &MapData) -> Result<(), Error> {
+    let info = data.info().map_err(|source| Error::Map {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let found_type = info.map_type().ok();
+    let found = MapSpec {
+        name: spec.name,
+        map_type: found_type.unwrap_or(spec.map_type),
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    };
+    if found_type.is_none() || found != *spec {
+        return Err(Error::LayoutMismatch {
+            path: path.to_path_buf(),
+            expected: describe(spec),
+            found: match found_type {
+                Some(_) => describe(&found),
+                None => "an unknown map type".to_owned(),
+            },
+        });
+    }
+    Ok(())
+}
+
+fn describe(s: &MapSpec) -> String {
+    format!(
+        "{:?} key {} B, value {} B, {} entries",
+        s.map_type, s.key_size, s.value_size, s.max_entries
+    )
+}

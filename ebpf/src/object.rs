@@ -1,0 +1,61 @@
+//! The compiled BPF object (built by `build.rs`) and what we expect of it.
+
+use aya::{maps::MapType, programs::TcAttachType};
+
+use crate::{
+    abi::{CounterKey, PodCounter, PodInfo, MAX_PODS},
+    pins::{COUNTERS_MAP, REGISTRY_MAP},
+};
+
+/// The object, aligned as the ELF parser requires.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/podmeter.bpf.o"));
+
+/// A map as this build defines it; a pinned map must match it to be reused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+pub const MAPS: [MapSpec; 2] = [
+    MapSpec {
+        name: COUNTERS_MAP,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<CounterKey>() as u32,
+        value_size: size_of::<PodCounter>() as u32,
+        max_entries: 2 * MAX_PODS,
+    },
+    MapSpec {
+        name: REGISTRY_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<PodInfo>() as u32,
+        max_entries: MAX_PODS,
+    },
+];
+
+/// A tc program and the hook of the host veth it runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramSpec {
+    /// The C function name, which is how aya finds it.
+    pub name: &'static str,
+    pub attach_type: TcAttachType,
+    /// Short hook name used in link pin names.
+    pub hook: &'static str,
+}
+
+pub const PROGRAMS: [ProgramSpec; 2] = [
+    ProgramSpec {
+        name: "pm_ingress",
+        attach_type: TcAttachType::Ingress,
+        hook: "ingress",
+    },
+    ProgramSpec {
+        name: "pm_egress",
+        attach_type: TcAttachType::Egress,
+        hook: "egress",
+    },
+];

@@ -1,0 +1,81 @@
+//! Where podmeter pins things on bpffs. The pins are the truth: every process
+//! rebuilds its handles from them.
+//!
+//! ```text
+//! <pin path>/v<ABI>/pm_counters          per-CPU counters   (map)
+//! <pin path>/v<ABI>/pm_registry          pod identities     (map)
+//! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
+//! <pin path>/v<ABI>/prog_pm_egress
+//! <pin path>/v<ABI>/links/<ifindex>_<hook>   TCX links (one per pod and hook)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::abi::ABI_VERSION;
+
+/// The default pin path, shared by the plugin's `pinPath` and the exporter's flag.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/podmeter";
+
+pub const COUNTERS_MAP: &str = "pm_counters";
+pub const REGISTRY_MAP: &str = "pm_registry";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(pin_path: impl AsRef<Path>) -> Self {
+        Self {
+            root: pin_path.as_ref().to_path_buf(),
+        }
+    }
+
+    /// The configured pin path (e.g. `/sys/fs/bpf/podmeter`).
+    pub fn pin_path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The versioned directory holding this ABI's maps, programs and links.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(format!("v{ABI_VERSION}"))
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("prog_{name}"))
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.dir().join("links")
+    }
+
+    pub fn link(&self, ifindex: u32, hook: &str) -> PathBuf {
+        self.links_dir().join(format!("{ifindex}_{hook}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_versioned() {
+        let l = PinLayout::new("/sys/fs/bpf/x");
+        assert_eq!(
+            l.map(COUNTERS_MAP),
+            Path::new("/sys/fs/bpf/x/v1/pm_counters")
+        );
+        assert_eq!(
+            l.program("pm_ingress"),
+            Path::new("/sys/fs/bpf/x/v1/prog_pm_ingress")
+        );
+        assert_eq!(
+            l.link(7, "egress"),
+            Path::new("/sys/fs/bpf/x/v1/links/7_egress")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The pod registry: who is behind each host veth. Registering also creates
+//! the pod's zeroed counters, which the programs only ever update.
+
+use std::net::IpAddr;
+
+use aya::maps::{MapError, PerCpuValues};
+
+use crate::{
+    abi::{CounterKey, Direction, IpEntry, PodCounter, PodInfo, MAX_IPS},
+    maps::PinnedMaps,
+    pins::{COUNTERS_MAP, REGISTRY_MAP},
+    Error,
+};
+
+/// A pod interface's identity, as the plugin knows it at ADD.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub container_id: String,
+    pub network: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    /// Addresses with their prefix length.
+    pub ips: Vec<(IpAddr, u8)>,
+}
+
+impl PodIdentity {
+    /// True if this is the attachment `(network, container_id, ifname)`.
+    pub fn is_attachment(&self, network: &str, container_id: &str, ifname: &str) -> bool {
+        self.network == network && self.container_id == container_id && self.ifname == ifname
+    }
+}
+
+impl PinnedMaps {
+    /// Zeroes the pod's counters, then records its identity: in that order, so
+    /// a reader that sees the identity also finds counters for it.
+    pub fn register(&mut self, ifindex: u32, pod: &PodIdentity) -> Result<(), Error> {
+        let info = encode(pod)?;
+        for direction in Direction::ALL {
+            self.counters
+                .insert(CounterKey::new(ifindex, direction), zeroes()?, 0)
+                .map_err(|source| self.error(COUNTERS_MAP, source))?;
+        }
+        self.registry
+            .insert(ifindex, info, 0)
+            .map_err(|source| self.error(REGISTRY_MAP, source))
+    }
+
+    /// Removes the identity first, then the counters, so a reader never sees
+    /// a registered pod without counters. Missing entries are not an error.
+    pub fn unregister(&mut self, ifindex: u32) -> Result<(), Error> {
+        ignore_missing(self.registry.remove(&ifindex))
+            .map_err(|source| self.error(REGISTRY_MAP, source))?;
+        for direction in Direction::ALL {
+            ignore_missing(self.counters.remove(&CounterKey::new(ifindex, direction)))
+                .map_err(|source| self.error(COUNTERS_MAP, source))?;
+        }
+        Ok(())
+    }
+
+    /// Every registered pod interface, keyed by host veth ifindex.
+    pub fn pods(&self) -> Result<Vec<(u32, PodIdentity)>, Error> {
+        self.registry
+            .iter()
+            .map(|entry| {
+                entry
+                    .map(|(ifindex, info)| (ifindex, decode(&info)))
+                    .map_err(|source| self.error(REGISTRY_MAP, source))
+            })
+            .collect()
+    }
+
+    /// The registered interface of one attachment, if any.
+    pub fn find(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<(u32, PodIdentity)>, Error> {
+        Ok(self
+            .pods()?
+            .into_iter()
+            .find(|(_, p)| p.is_attachment(network, container_id, ifname)))
+    }
+
+    pub fn pod(&self, ifindex: u32) -> Result<Option<PodIdentity>, Error> {
+        match self.registry.get(&ifindex, 0) {
+            Ok(info) => Ok(Some(decode(&info))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(self.error(REGISTRY_MAP, source)),
+        }
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// One zero per possible CPU, the shape the kernel expects.
+fn zeroes() -> Result<PerCpuValues<PodCounter>, Error> {
+    let cpus = aya::util::nr_cpus().map_err(|(path, e)| Error::io("read", path, e))?;
+    PerCpuValues::try_from(vec![PodCounter::default(); cpus])
+        .map_err(|e| Error::io("size", "per-CPU values", e))
+}
+
+fn encode(pod: &PodIdentity) -> Result<PodInfo, Error> {
+    if pod.ips.len() > MAX_IPS {
+        return Err(Error::FieldTooLong {
+            field: "ips",
+            len: pod.ips.len(),
+            max: MAX_IPS,
+        });
+    }
+    let mut ips = [IpEntry::default(); MAX_IPS];
+    for (slot, (addr, prefix_len)) in ips.iter_mut().zip(&pod.ips) {
+        slot.prefix_len = *prefix_len;
+        match addr {
+            IpAddr::V4(a) => {
+                slot.family = libc::AF_INET as u8;
+                slot.addr[..4].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                slot.family = libc::AF_INET6 as u8;
+                slot.addr = a.octets();
+            }
+        }
+    }
+    Ok(PodInfo {
+        k8s_namespace: text("namespace", &pod.namespace)?,
+        k8s_pod: text("pod", &pod.pod)?,
+        k8s_uid: text("uid", &pod.uid)?,
+        container_id: text("container_id", &pod.container_id)?,
+        network: text("network", &pod.network)?,
+        ifname: text("ifname", &pod.ifname)?,
+        host_ifname: text("host_ifname", &pod.host_ifname)?,
+        ips,
+        n_ips: pod.ips.len() as u32,
+        flags: 0,
+    })
+}
+
+/// NUL-padded, with at least one NUL so C readers see a terminated string.
+fn text<const N: usize>(field: &'static str, s: &str) -> Result<[u8; N], Error> {
+    if s.len() >= N {
+        return Err(Error::FieldTooLong {
+            field,
+            len: s.len(),
+            max: N - 1,
+        });
+    }
+    let mut out = [0u8; N];
+    out[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(out)
+}
+
+fn untext(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn decode(info: &PodInfo) -> PodIdentity {
+    let n = (info.n_ips as usize).min(MAX_IPS);
+    let ips = info.ips[..n]
+        .iter()
+        .filter_map(|e| {
+            let addr = match i32::from(e.family) {
+                libc::AF_INET => IpAddr::from(<[u8; 4]>::try_from(&e.addr[..4]).ok()?),
+                libc::AF_INET6 => IpAddr::from(e.addr),
+                _ => return None,
+            };
+            Some((addr, e.prefix_len))
+        })
+        .collect();
+    PodIdentity {
+        namespace: untext(&info.k8s_namespace),
+        pod: untext(&info.k8s_pod),
+        uid: untext(&info.k8s_uid),
+        container_id: untext(&info.container_id),
+        network: untext(&info.network),
+        ifname: untext(&info.ifname),
+        host_ifname: untext(&info.host_ifname),
+        ips,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trips_through_the_abi() {
+        let pod = PodIdentity {
+            namespace: "default".into(),
+            pod: "web-0".into(),
+            uid: "0b0c6d3e-1f2a-4d5e-9f00-123456789abc".into(),
+            container_id: "c0ffee".into(),
+            network: "podmeter".into(),
+            ifname: "eth0".into(),
+            host_ifname: "pm0123456789abc".into(),
+            ips: vec![
+                ("10.22.0.5".parse().unwrap(), 24),
+                ("fd00:22::5".parse().unwrap(), 64),
+            ],
+        };
+        assert_eq!(decode(&encode(&pod).unwrap()), pod);
+    }
+
+    #[test]
+    fn too_long_fields_are_refused_not_truncated() {
+        let pod = PodIdentity {
+            ifname: "x".repeat(16),
+            ..Default::default()
+        };
+        assert!(matches!(
+            encode(&pod),
+            Err(Error::FieldTooLong {
+                field: "ifname",
+                len: 16,
+                max: 15
+            })
+        ));
+    }
+}

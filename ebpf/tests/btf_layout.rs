@@ -1,0 +1,124 @@
+//! The Rust mirrors in `abi.rs` and the map specs in `object.rs` must match
+//! the compiled object exactly: sizes and field offsets from its BTF, map
+//! types and sizes from its map definitions. No root needed.
+
+use std::mem::{offset_of, size_of};
+
+use btf_rs::{Btf, Type};
+use object::{Object, ObjectSection};
+use podmeter_ebpf::{
+    abi::{CounterKey, IpEntry, PodCounter, PodInfo},
+    object::{MAPS, OBJECT, PROGRAMS},
+};
+
+fn btf() -> Btf {
+    let elf = object::File::parse(OBJECT).expect("the embedded object is ELF");
+    let section = elf
+        .section_by_name(".BTF")
+        .expect("object has .BTF (built with -g)");
+    Btf::from_bytes(&section.data().unwrap()).expect("valid BTF")
+}
+
+/// `(size, [(field, byte offset)])` of the C struct `name`, from BTF.
+fn c_layout(btf: &Btf, name: &str) -> (usize, Vec<(String, usize)>) {
+    let types = btf.resolve_types_by_name(name).unwrap();
+    let s = types
+        .iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("struct {name} not in BTF"));
+    let fields = s
+        .members
+        .iter()
+        .map(|m| {
+            assert_eq!(m.bit_offset() % 8, 0, "{name}: bitfields are not mirrored");
+            (btf.resolve_name(m).unwrap(), m.bit_offset() as usize / 8)
+        })
+        .collect();
+    (s.size(), fields)
+}
+
+macro_rules! rust_layout {
+    ($t:ty { $($f:ident),* $(,)? }) => {
+        (size_of::<$t>(), vec![$((stringify!($f).to_owned(), offset_of!($t, $f))),*])
+    };
+}
+
+#[test]
+fn rust_mirrors_match_btf() {
+    let btf = btf();
+    let cases = [
+        (
+            "pm_counter_key",
+            rust_layout!(CounterKey { ifindex, direction }),
+        ),
+        ("pm_counter", rust_layout!(PodCounter { packets, bytes })),
+        (
+            "pm_ip",
+            rust_layout!(IpEntry {
+                family,
+                prefix_len,
+                pad,
+                addr
+            }),
+        ),
+        (
+            "pm_pod_info",
+            rust_layout!(PodInfo {
+                k8s_namespace,
+                k8s_pod,
+                k8s_uid,
+                container_id,
+                network,
+                ifname,
+                host_ifname,
+                ips,
+                n_ips,
+                flags,
+            }),
+        ),
+    ];
+    for (name, rust) in cases {
+        assert_eq!(c_layout(&btf, name), rust, "layout of struct {name}");
+    }
+}
+
+#[test]
+fn map_specs_match_the_object() {
+    let obj = aya_obj::Object::parse(OBJECT).unwrap();
+    assert_eq!(
+        obj.maps.len(),
+        MAPS.len(),
+        "maps in the object: {:?}",
+        obj.maps.keys()
+    );
+    for spec in MAPS {
+        let map = obj
+            .maps
+            .get(spec.name)
+            .unwrap_or_else(|| panic!("{} missing", spec.name));
+        assert_eq!(map.map_type(), spec.map_type as u32, "{} type", spec.name);
+        assert_eq!(map.key_size(), spec.key_size, "{} key size", spec.name);
+        assert_eq!(
+            map.value_size(),
+            spec.value_size,
+            "{} value size",
+            spec.name
+        );
+        assert_eq!(
+            map.max_entries(),
+            spec.max_entries,
+            "{} max entries",
+            spec.name
+        );
+    }
+    for spec in PROGRAMS {
+        assert!(
+            obj.programs.contains_key(spec.name),
+            "program {} missing",
+            spec.name
+        );
+    }
+}
