@@ -63,7 +63,7 @@ fn open_checked(layout: &PinLayout, spec: &MapSpec) -> Result<Map, Error> {
         source,
     })?;
     check(&path, spec, &data)?;
-    Ok(Map::from_map_data(data).map_err(|source| Error::Map { path, source })?)
+    Map::from_map_data(data).map_err(|source| Error::Map { path, source })
 }
 
 /// Checks every map already pinned under `layout` (missing ones are fine:

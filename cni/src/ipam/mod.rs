@@ -1,1 +1,100 @@
 //! IP address management: the built-in allocator and delegation to IPAM plugins.
+//!
+//! [`Ipam::from_netconf`] only parses, so the caller can reject a bad config before it
+//! creates anything; the verbs then either run the built-in host-local-style allocator
+//! or the plugin named by `ipam.type`, found on `CNI_PATH`.
+
+pub mod builtin;
+pub mod delegate;
+mod error;
+
+use std::path::{Path, PathBuf};
+
+use rscni_plugin::types::{CNIResult, GcAttachment, NetConf};
+
+pub use error::{IpamError, CODE_ALREADY_ALLOCATED, CODE_LEASE_MISSING, CODE_RANGE_EXHAUSTED};
+
+/// The `ipam.type` that selects the built-in allocator instead of a plugin binary.
+pub const BUILTIN_TYPE: &str = "builtin";
+
+/// What one invocation knows about the attachment, as the runtime passed it to us.
+///
+/// For GC and STATUS the runtime passes no attachment, so `container_id` and `ifname`
+/// are empty strings there; nothing reads them for those verbs.
+#[derive(Debug, Clone, Copy)]
+pub struct IpamContext<'a> {
+    /// `NetConf.name`, already validated (it names the lease directory).
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    pub netns: Option<&'a Path>,
+    pub cni_args: Option<&'a str>,
+    pub cni_path: &'a [PathBuf],
+    /// The exact network config JSON we got on stdin: a delegate must see what we saw.
+    pub raw_config: &'a [u8],
+}
+
+/// Where addresses come from for this network.
+#[derive(Debug, Clone)]
+pub enum Ipam {
+    Builtin(builtin::BuiltinConfig),
+    Delegated(delegate::Delegate),
+}
+
+impl Ipam {
+    /// Parses and validates `conf.ipam` without touching anything.
+    ///
+    /// `ipam.type == "builtin"` selects the built-in allocator; any other type is the
+    /// file name of a plugin to delegate to.
+    pub fn from_netconf(conf: &NetConf) -> Result<Self, IpamError> {
+        let ipam = conf.ipam.as_ref().ok_or(IpamError::MissingIpam)?;
+        if ipam.r#type == BUILTIN_TYPE {
+            builtin::BuiltinConfig::parse(&ipam.custom).map(Self::Builtin)
+        } else {
+            delegate::Delegate::new(&ipam.r#type).map(Self::Delegated)
+        }
+    }
+
+    /// Leases one address per range set (or runs the delegate's ADD).
+    pub fn add(&self, ctx: &IpamContext) -> Result<CNIResult, IpamError> {
+        match self {
+            Self::Builtin(conf) => conf.add(ctx),
+            Self::Delegated(delegate) => delegate.add(ctx),
+        }
+    }
+
+    /// Releases the attachment's leases; Ok when it holds none.
+    pub fn del(&self, ctx: &IpamContext) -> Result<(), IpamError> {
+        match self {
+            Self::Builtin(conf) => conf.del(ctx),
+            Self::Delegated(delegate) => delegate.del(ctx),
+        }
+    }
+
+    /// Fails unless the attachment still holds its lease(s).
+    pub fn check(&self, ctx: &IpamContext) -> Result<(), IpamError> {
+        match self {
+            Self::Builtin(conf) => conf.check(ctx),
+            Self::Delegated(delegate) => delegate.check(ctx),
+        }
+    }
+
+    /// Drops every lease whose attachment is not in `valid`.
+    pub fn gc(&self, ctx: &IpamContext, valid: &[GcAttachment]) -> Result<(), IpamError> {
+        match self {
+            Self::Builtin(conf) => conf.gc(ctx, valid),
+            Self::Delegated(delegate) => delegate.gc(ctx, valid),
+        }
+    }
+
+    /// Whether an ADD could succeed now: the data dir is usable, or the delegate says so.
+    pub fn status(&self, ctx: &IpamContext) -> Result<(), IpamError> {
+        match self {
+            Self::Builtin(conf) => conf.status(ctx),
+            Self::Delegated(delegate) => delegate.status(ctx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
