@@ -16,7 +16,7 @@ fn btf() -> Btf {
     let section = elf
         .section_by_name(".BTF")
         .expect("object has .BTF (built with -g)");
-    Btf::from_bytes(&section.data().unwrap()).expect("valid BTF")
+    Btf::from_bytes(section.data().unwrap()).expect("valid BTF")
 }
 
 /// `(size, [(field, byte offset)])` of the C struct `name`, from BTF.
