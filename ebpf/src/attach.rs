@@ -4,7 +4,7 @@
 //! plugin process; removing the pin (or the veth) detaches it. Older kernels
 //! get a clsact filter, which lives as long as the interface.
 
-use std::fs;
+use std::{collections::HashSet, fs};
 
 use aya::{
     programs::{
@@ -33,7 +33,8 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn resolve(self) -> AttachMode {
+    /// The mode actually used on this kernel.
+    pub fn resolve(self) -> AttachMode {
         match self {
             AttachMode::Auto => {
                 let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
@@ -206,4 +207,27 @@ pub fn tcx_programs(ifname: &str) -> Result<Vec<(&'static str, Vec<String>)>, Er
 /// The hook of each program, for callers that report per hook.
 pub fn hooks() -> impl Iterator<Item = (&'static str, &'static str, TcAttachType)> {
     PROGRAMS.iter().map(|p| (p.hook, p.name, p.attach_type))
+}
+
+/// Removes link pins whose interface is registered nowhere (left by a crash
+/// between attaching and rolling back): such programs count into nothing.
+pub fn remove_orphan_links(layout: &PinLayout, registered: &HashSet<u32>) -> Result<(), Error> {
+    let dir = layout.links_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read", &dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
+        let ifindex = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.split_once('_'))
+            .and_then(|(i, _)| i.parse::<u32>().ok());
+        if ifindex.is_some_and(|i| !registered.contains(&i)) {
+            remove_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -6,13 +6,13 @@
 
 pub mod builtin;
 pub mod delegate;
-mod error;
+pub mod error;
 
 use std::path::{Path, PathBuf};
 
 use rscni_plugin::types::{CNIResult, GcAttachment, NetConf};
 
-pub use error::{IpamError, CODE_ALREADY_ALLOCATED, CODE_LEASE_MISSING, CODE_RANGE_EXHAUSTED};
+pub use error::IpamError;
 
 /// The `ipam.type` that selects the built-in allocator instead of a plugin binary.
 pub const BUILTIN_TYPE: &str = "builtin";

@@ -1,0 +1,148 @@
+//! CHECK: is the attachment still as ADD left it (per `prevResult`)?
+
+use podmeter_ebpf::{attach, AttachMode};
+use rscni_plugin::types::CNIResult;
+
+use super::{add::pod_routes, Invocation};
+use crate::{
+    error::PluginError,
+    net::{
+        link::link_by_name,
+        netns::{in_netns, with_netlink},
+        pod::pod_interface_state,
+    },
+};
+
+pub fn check(inv: &Invocation) -> Result<(), PluginError> {
+    let prev = inv
+        .conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| PluginError::Config("CHECK needs prevResult".into()))?;
+    let netns = inv
+        .netns
+        .ok_or_else(|| PluginError::Config("CNI_NETNS is required for CHECK".into()))?;
+    inv.ipam.check(&inv.ipam_context())?;
+    let host_index = check_host_side(inv)?;
+    check_pod_side(inv, prev, netns)?;
+    check_metering(inv, host_index)
+}
+
+fn fail(msg: String) -> Result<(), PluginError> {
+    Err(PluginError::Check(msg))
+}
+
+/// The host veth exists, is up and is a port of the bridge; returns its index.
+fn check_host_side(inv: &Invocation) -> Result<u32, PluginError> {
+    let host_name = inv.host_ifname();
+    let bridge_name = inv.plugin.bridge.clone();
+    let (host, bridge) = with_netlink(|h| async move {
+        Ok((
+            link_by_name(&h, &host_name).await?,
+            link_by_name(&h, &bridge_name).await?,
+        ))
+    })?;
+    let host_name = inv.host_ifname();
+    let host =
+        host.ok_or_else(|| PluginError::Check(format!("host veth {host_name} is missing")))?;
+    let bridge = bridge
+        .ok_or_else(|| PluginError::Check(format!("bridge {} is missing", inv.plugin.bridge)))?;
+    if host.controller != Some(bridge.index) {
+        fail(format!(
+            "host veth {host_name} is not a port of bridge {}",
+            bridge.name
+        ))?;
+    }
+    if !host.admin_up {
+        fail(format!("host veth {host_name} is down"))?;
+    }
+    Ok(host.index)
+}
+
+/// The pod interface has the MAC, addresses and routes of `prevResult`.
+fn check_pod_side(
+    inv: &Invocation,
+    prev: &CNIResult,
+    netns: &std::path::Path,
+) -> Result<(), PluginError> {
+    let ifname = inv.ifname;
+    let Some(index) = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == ifname && i.sandbox.is_some())
+    else {
+        return fail(format!(
+            "prevResult lists no interface {ifname} in a sandbox"
+        ));
+    };
+    let state = in_netns(netns, || {
+        with_netlink(|h| async move { pod_interface_state(&h, ifname).await })
+    })??
+    .ok_or_else(|| {
+        PluginError::Check(format!(
+            "interface {ifname} is missing in {}",
+            netns.display()
+        ))
+    })?;
+
+    let expected_mac = &prev.interfaces[index].mac;
+    if !expected_mac.is_empty() && !expected_mac.eq_ignore_ascii_case(&state.mac) {
+        fail(format!(
+            "{ifname} has MAC {}, prevResult says {expected_mac}",
+            state.mac
+        ))?;
+    }
+    let ips: Vec<_> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none_or(|i| i as usize == index))
+        .cloned()
+        .collect();
+    for ip in &ips {
+        if !state.addrs.contains(&ip.address) {
+            fail(format!("{ifname} lacks address {}", ip.address))?;
+        }
+    }
+    for route in pod_routes(&prev.routes, &ips) {
+        if !state.routes.contains(&route) {
+            fail(format!("{ifname} lacks route {route:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The pod is registered with counters, and (under TCX) each hook carries
+/// exactly one of our programs.
+fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> {
+    let Some(maps) = inv.pinned_maps()? else {
+        return fail(format!(
+            "nothing is pinned under {}",
+            inv.plugin.pin_path.display()
+        ));
+    };
+    match maps.pod(host_index)? {
+        Some(pod) if pod.is_attachment(inv.network(), inv.container_id, inv.ifname) => {}
+        _ => fail(format!(
+            "the registry has no entry for host interface {host_index}"
+        ))?,
+    }
+    if maps.pod_counters(host_index)?.is_none() {
+        fail(format!("no counters for host interface {host_index}"))?;
+    }
+    let mode: AttachMode = inv.plugin.tc_attach_mode.into();
+    if mode.resolve() == AttachMode::Tcx {
+        for ((hook, names), (_, program, _)) in attach::tcx_programs(&inv.host_ifname())?
+            .into_iter()
+            .zip(attach::hooks())
+        {
+            let ours = names.iter().filter(|n| *n == program).count();
+            if ours != 1 {
+                fail(format!(
+                    "{ours} podmeter programs at {hook} of {} (expected 1)",
+                    inv.host_ifname()
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}

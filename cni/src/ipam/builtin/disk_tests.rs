@@ -1,0 +1,331 @@
+//! The disk store and the verbs on real files, in temp dirs.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    net::IpAddr,
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use rscni_plugin::{error::Error as CniError, types::GcAttachment};
+use serde_json::{json, Value};
+
+use super::{
+    config::BuiltinConfig,
+    disk::DiskStore,
+    store::{LeaseStore, Owner},
+};
+use crate::ipam::{IpamContext, IpamError};
+
+const SHORT: Duration = Duration::from_millis(100);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn conf(data_dir: &Path, ipam: Value) -> BuiltinConfig {
+    let mut map: HashMap<String, Value> = serde_json::from_value(ipam).unwrap();
+    map.insert("dataDir".into(), json!(data_dir));
+    BuiltinConfig::parse(&map).unwrap()
+}
+
+fn ctx<'a>(container_id: &'a str, ifname: &'a str) -> IpamContext<'a> {
+    IpamContext {
+        network: "net1",
+        container_id,
+        ifname,
+        netns: None,
+        cni_args: None,
+        cni_path: &[],
+        raw_config: b"{}",
+    }
+}
+
+#[test]
+fn reserve_writes_host_local_files_atomically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let mut store = DiskStore::open(&dir, SHORT).unwrap();
+    let owner = Owner {
+        container_id: "abc",
+        ifname: "eth0",
+    };
+    assert!(store.reserve(ip("10.22.0.5"), owner, 0).unwrap());
+    assert!(store.reserve(ip("fd00::5"), owner, 1).unwrap());
+    assert_eq!(
+        files(&dir),
+        [
+            "10.22.0.5",
+            "fd00::5",
+            "last_reserved_ip.0",
+            "last_reserved_ip.1",
+            "lock"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("10.22.0.5")).unwrap(),
+        "abc\r\neth0"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("last_reserved_ip.1")).unwrap(),
+        "fd00::5"
+    );
+    assert_eq!(store.last_reserved(0).unwrap(), Some(ip("10.22.0.5")));
+    assert_eq!(store.last_reserved(7).unwrap(), None);
+
+    let other = Owner {
+        container_id: "xyz",
+        ifname: "eth0",
+    };
+    assert!(!store.reserve(ip("10.22.0.5"), other, 0).unwrap());
+    assert_eq!(
+        fs::read_to_string(dir.join("10.22.0.5")).unwrap(),
+        "abc\r\neth0"
+    );
+    assert_eq!(store.last_reserved(0).unwrap(), Some(ip("10.22.0.5")));
+
+    store.release(ip("10.22.0.5")).unwrap();
+    store.release(ip("10.22.0.5")).unwrap();
+    assert_eq!(
+        files(&dir),
+        [
+            "fd00::5",
+            "last_reserved_ip.0",
+            "last_reserved_ip.1",
+            "lock"
+        ]
+    );
+}
+
+#[test]
+fn leases_read_host_local_layout_and_skip_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("10.0.0.2"), "new\r\neth0").unwrap();
+    fs::write(dir.join("10.0.0.3"), "legacy\n").unwrap();
+    fs::write(dir.join("last_reserved_ip.0"), "10.0.0.3").unwrap();
+    fs::write(dir.join("README"), "hi").unwrap();
+    fs::create_dir(dir.join("10.0.0.9")).unwrap_or(());
+    fs::write(dir.join(".tmp-1-1"), "").unwrap();
+    let store = DiskStore::open(dir, SHORT).unwrap();
+    assert!(!dir.join(".tmp-1-1").exists(), "stale temp file not swept");
+    let mut leases = store.leases().unwrap();
+    leases.sort_by_key(|l| l.ip);
+    let owners: Vec<_> = leases
+        .iter()
+        .map(|l| {
+            (
+                l.ip.to_string(),
+                l.container_id.as_str(),
+                l.ifname.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("10.0.0.2".into(), "new", Some("eth0")),
+            ("10.0.0.3".into(), "legacy", None)
+        ]
+    );
+}
+
+#[test]
+fn lock_excludes_a_second_store_until_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let held = DiskStore::open(tmp.path(), SHORT).unwrap();
+    let err = DiskStore::open(tmp.path(), SHORT).unwrap_err();
+    assert!(matches!(err, IpamError::LockTimeout { .. }), "{err}");
+    assert!(matches!(CniError::from(err), CniError::TryAgainLater(_)));
+    drop(held);
+    DiskStore::open(tmp.path(), SHORT).unwrap();
+}
+
+#[test]
+fn verbs_on_a_missing_directory_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("absent");
+    let conf = conf(&data, json!({"subnet": "10.0.0.0/24"}));
+    conf.del(&ctx("a", "eth0")).unwrap();
+    conf.gc(&ctx("", ""), &[]).unwrap();
+    let err = conf.check(&ctx("a", "eth0")).unwrap_err();
+    assert!(
+        matches!(err, IpamError::LeaseMissing { range_set: 0, .. }),
+        "{err}"
+    );
+    assert!(!data.exists());
+}
+
+#[test]
+fn add_check_del_gc_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = conf(
+        tmp.path(),
+        json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]], "routes": [{"dst": "0.0.0.0/0"}]}),
+    );
+    let result = conf.add(&ctx("a", "eth0")).unwrap();
+    let addrs: Vec<_> = result.ips.iter().map(|c| c.address.to_string()).collect();
+    assert_eq!(addrs, ["10.0.0.2/24", "fd00::2/64"]);
+    assert_eq!(result.routes, conf.routes);
+    assert!(result.dns.is_none() && result.interfaces.is_empty());
+    conf.add(&ctx("b", "eth0")).unwrap();
+    let net = tmp.path().join("net1");
+    assert!(net.join("10.0.0.3").exists() && net.join("fd00::3").exists());
+
+    conf.check(&ctx("a", "eth0")).unwrap();
+    let err = conf.add(&ctx("a", "eth0")).unwrap_err();
+    assert!(matches!(CniError::from(err), CniError::Custom(101, ..)));
+
+    conf.del(&ctx("a", "eth0")).unwrap();
+    conf.del(&ctx("a", "eth0")).unwrap();
+    assert!(!net.join("10.0.0.2").exists() && !net.join("fd00::2").exists());
+    let err = conf.check(&ctx("a", "eth0")).unwrap_err();
+    assert!(matches!(CniError::from(err), CniError::Custom(102, ..)));
+
+    let valid = [GcAttachment {
+        container_id: "a".into(),
+        ifname: "eth0".into(),
+    }];
+    conf.gc(&ctx("", ""), &valid).unwrap();
+    assert_eq!(
+        files(&net),
+        ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]
+    );
+}
+
+#[test]
+fn status_reports_an_unusable_data_dir_as_code_50() {
+    let tmp = tempfile::tempdir().unwrap();
+    conf(tmp.path(), json!({"subnet": "10.0.0.0/24"}))
+        .status(&ctx("", ""))
+        .unwrap();
+    assert!(tmp.path().join("net1").is_dir());
+
+    let file = tmp.path().join("not-a-dir");
+    fs::write(&file, "").unwrap();
+    let err = conf(&file, json!({"subnet": "10.0.0.0/24"}))
+        .status(&ctx("", ""))
+        .unwrap_err();
+    assert!(matches!(
+        CniError::from(err),
+        CniError::PluginNotAvailable(_)
+    ));
+}
+
+#[test]
+fn exhaustion_maps_to_code_100() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = conf(tmp.path(), json!({"subnet": "10.0.0.0/30"}));
+    conf.add(&ctx("a", "eth0")).unwrap();
+    let err = conf.add(&ctx("b", "eth0")).unwrap_err();
+    assert!(matches!(CniError::from(err), CniError::Custom(100, ..)));
+}
+
+/// Asserts 50 distinct addresses were handed out and are on disk with their owners.
+fn assert_fifty_distinct(data_dir: &Path, leased: &[(String, IpAddr)]) {
+    let distinct: HashSet<_> = leased.iter().map(|(_, ip)| ip).collect();
+    assert_eq!(leased.len(), 50);
+    assert_eq!(
+        distinct.len(),
+        50,
+        "an address was handed out twice: {leased:?}"
+    );
+    for (id, ip) in leased {
+        let content = fs::read_to_string(data_dir.join("net1").join(ip.to_string())).unwrap();
+        assert_eq!(content, format!("{id}\r\neth0"));
+    }
+}
+
+#[test]
+fn threads_with_their_own_stores_never_share_an_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = conf(tmp.path(), json!({"subnet": "10.0.0.0/24"}));
+    let leased: Vec<(String, IpAddr)> = thread::scope(|s| {
+        let workers: Vec<_> = (0..10)
+            .map(|t| {
+                let conf = &conf;
+                s.spawn(move || {
+                    (0..5)
+                        .map(|i| {
+                            let id = format!("t{t}-{i}");
+                            let result = conf.add(&ctx(&id, "eth0")).unwrap();
+                            (id, result.ips[0].address.addr())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_fifty_distinct(tmp.path(), &leased);
+}
+
+const CHILD_ENV: &str = "PODMETER_IPAM_TEST_CHILD";
+
+/// Not a test on its own: the body of each process spawned by
+/// `processes_never_share_an_address`, selected through `CHILD_ENV`.
+#[test]
+fn child_process_allocator() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (data_dir, prefix) = spec.split_once('|').unwrap();
+    let conf = conf(Path::new(data_dir), json!({"subnet": "10.0.0.0/24"}));
+    for i in 0..10 {
+        let id = format!("{prefix}-{i}");
+        let result = conf.add(&ctx(&id, "eth0")).unwrap();
+        println!("LEASED {id} {}", result.ips[0].address.addr());
+    }
+}
+
+#[test]
+fn processes_never_share_an_address() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let test = format!(
+        "{}::child_process_allocator",
+        module_path!().split_once("::").unwrap().1
+    );
+    // All five run at once; each ADD opens its own store, as a real plugin process does.
+    let children: Vec<_> = (0..5)
+        .map(|p| {
+            Command::new(&exe)
+                .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, format!("{}|p{p}", tmp.path().display()))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut leased = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "child failed: {output:?}");
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            // The harness may print "test ... " on the same line before our output.
+            if let Some((_, rest)) = line.split_once("LEASED ") {
+                let (id, ip) = rest.split_once(' ').unwrap();
+                leased.push((id.to_string(), ip.parse().unwrap()));
+            }
+        }
+    }
+    assert_fifty_distinct(tmp.path(), &leased);
+}

@@ -1,0 +1,141 @@
+//! Looking up, bringing up and deleting links by name, shared by the bridge, veth and pod code.
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+};
+use rtnetlink::{Handle, LinkUnspec};
+
+use super::error::netlink_errno;
+use super::NetError;
+
+const ENODEV: i32 = libc::ENODEV;
+
+/// What callers need to report a link in a CNI result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSummary {
+    pub name: String,
+    pub index: u32,
+    /// Lowercase, colon separated ("aa:bb:cc:dd:ee:ff").
+    pub mac: String,
+}
+
+/// A link as the kernel reports it, for CHECK and for deciding whether to create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkDetails {
+    pub name: String,
+    pub index: u32,
+    pub mac: String,
+    pub mtu: Option<u32>,
+    /// `IFLA_INFO_KIND`, e.g. "bridge", "veth"; `None` for links without one (loopback).
+    pub kind: Option<String>,
+    /// Index of the bridge (or other controller) this link is enslaved to.
+    pub controller: Option<u32>,
+    /// IFF_UP: what we asked for.
+    pub admin_up: bool,
+    /// IF_OPER_UP: carrier is there too (a veth is only up when both ends are).
+    pub oper_up: bool,
+    /// Hairpin mode of the bridge port, when the link is a bridge port.
+    pub hairpin: Option<bool>,
+}
+
+impl LinkDetails {
+    pub fn summary(&self) -> LinkSummary {
+        LinkSummary {
+            name: self.name.clone(),
+            index: self.index,
+            mac: self.mac.clone(),
+        }
+    }
+
+    fn from_message(msg: &LinkMessage) -> Self {
+        let mut d = LinkDetails {
+            name: String::new(),
+            index: msg.header.index,
+            mac: String::new(),
+            mtu: None,
+            kind: None,
+            controller: None,
+            admin_up: msg.header.flags.contains(LinkFlags::Up),
+            oper_up: false,
+            hairpin: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => d.name = n.clone(),
+                LinkAttribute::Address(a) => d.mac = format_mac(a),
+                LinkAttribute::Mtu(m) => d.mtu = Some(*m),
+                LinkAttribute::Controller(c) => d.controller = Some(*c),
+                LinkAttribute::OperState(s) => d.oper_up = *s == State::Up,
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => d.kind = Some(k.to_string()),
+                            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                                d.hairpin = port.iter().find_map(|p| match p {
+                                    InfoBridgePort::HairpinMode(h) => Some(*h),
+                                    _ => None,
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+/// "aa:bb:..", lowercase, as CNI results and `ip link` print it.
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Looks a link up by name in the handle's namespace; `Ok(None)` if there is none.
+pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkDetails>, NetError> {
+    // A get by name answers a missing link with ENODEV, not with an empty stream.
+    match h.link().get().match_name(name).execute().try_next().await {
+        Ok(Some(msg)) => Ok(Some(LinkDetails::from_message(&msg))),
+        Ok(None) => Ok(None),
+        Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(NetError::netlink("get link", name)(e)),
+    }
+}
+
+/// Looks a link up by index; `Ok(None)` if there is none.
+pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<LinkDetails>, NetError> {
+    match h.link().get().match_index(index).execute().try_next().await {
+        Ok(Some(msg)) => Ok(Some(LinkDetails::from_message(&msg))),
+        Ok(None) => Ok(None),
+        Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(NetError::netlink("get link", format!("#{index}"))(e)),
+    }
+}
+
+/// Sets IFF_UP on a link.
+pub async fn set_up(h: &Handle, index: u32) -> Result<(), NetError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(NetError::netlink("set up", format!("#{index}")))
+}
+
+/// Deletes a link by name. `Ok(false)` if it was not there, so DEL can be repeated.
+///
+/// Deleting either end of a veth removes both, wherever the other end is.
+pub async fn delete_link_by_name(h: &Handle, name: &str) -> Result<bool, NetError> {
+    // RTM_DELLINK by name: one request, no window in which the index could be reused.
+    let msg = LinkUnspec::new_with_name(name).build();
+    match h.link().del_with_message(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(false),
+        Err(e) => Err(NetError::netlink("delete link", name)(e)),
+    }
+}

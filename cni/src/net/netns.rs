@@ -1,0 +1,103 @@
+//! Running code inside another network namespace, and driving rtnetlink from sync code.
+//!
+//! `setns(2)` switches only the calling thread, so namespace work happens on a fresh thread
+//! that is thrown away afterwards: the caller's thread (and the rest of the process) never
+//! leaves its namespace, even if `f` panics halfway.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
+use rtnetlink::Handle;
+
+use super::NetError;
+
+/// Opens a network namespace file, refusing anything that is not one (nsfs),
+/// so bad input fails before the caller has changed anything.
+pub fn open_netns(path: &Path) -> Result<File, NetError> {
+    let ns_err = |source: io::Error| NetError::NetNs {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(ns_err)?;
+    // An empty file under /run/netns (bind mount gone) opens fine; setns would then fail with
+    // a bare EINVAL. Checking the filesystem gives a clearer message first.
+    let fs = fstatfs(&file).map_err(|e| ns_err(e.into()))?;
+    if fs.filesystem_type() != NSFS_MAGIC {
+        return Err(ns_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a namespace file (nsfs)",
+        )));
+    }
+
+    Ok(file)
+}
+
+/// Runs `f` on a dedicated OS thread that has joined the network namespace at `path`.
+///
+/// Anything opened by `f` (netlink sockets, /proc/sys/net files) belongs to that namespace.
+/// A panic in `f` is resumed on the caller's thread.
+pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetError> {
+    let file = open_netns(path)?;
+    let ns_err = |source: io::Error| NetError::NetNs {
+        path: path.to_owned(),
+        source,
+    };
+
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(s, move || -> Result<T, io::Error> {
+                // EINVAL here means a namespace of another type (e.g. a mount namespace).
+                setns(&file, CloneFlags::CLONE_NEWNET)?;
+                drop(file);
+                Ok(f())
+            })
+            .map_err(|source| NetError::Setup {
+                what: "spawn netns thread",
+                source,
+            })?;
+        match worker.join() {
+            Ok(r) => r.map_err(ns_err),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Runs a future to completion on a new current-thread tokio runtime on this thread.
+///
+/// rtnetlink needs a reactor; the plugin is otherwise synchronous, so a runtime lives only as
+/// long as one batch of netlink work.
+pub fn block_on<F: Future>(f: F) -> Result<F::Output, NetError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|source| NetError::Setup {
+            what: "build tokio runtime",
+            source,
+        })?;
+    Ok(rt.block_on(f))
+}
+
+/// Opens a netlink connection in the calling thread's namespace and runs `f` with it.
+///
+/// The socket is bound to the namespace the thread is in *now*; call this inside
+/// [`in_netns`] for pod-side work.
+pub fn with_netlink<T, Fut>(f: impl FnOnce(Handle) -> Fut) -> Result<T, NetError>
+where
+    Fut: Future<Output = Result<T, NetError>>,
+{
+    block_on(async move {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Setup {
+            what: "open netlink socket",
+            source,
+        })?;
+        let conn = tokio::spawn(conn);
+        let out = f(handle).await;
+        conn.abort();
+        out
+    })?
+}
