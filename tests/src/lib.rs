@@ -1,1 +1,42 @@
-//! Shared helpers for podmeter integration tests.
+//! Helpers for podmeter's integration tests: a "node" network namespace with
+//! its own pin path and IPAM data dir, pods as further namespaces, and the
+//! real `podmeter` binary driven through the CNI protocol inside the node.
+//!
+//! Everything a test makes is owned by a guard whose `Drop` removes it, also
+//! when the test panics. Nothing touches the machine's root namespace.
+
+pub mod cni;
+pub mod netns;
+pub mod node;
+
+pub use cni::{CniOutput, SPEC_VERSIONS};
+pub use netns::NetNs;
+pub use node::{LinkStats, Node, Pod};
+
+use std::path::PathBuf;
+
+/// A binary of this workspace. `cargo test` does not build other packages'
+/// binaries, so the test command builds them first (see `scripts/test.sh`).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PODMETER_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A name unique to this process and call, for namespaces, pins and dirs.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -3,9 +3,11 @@
 /// Collects undo actions; they run (last first) when dropped unless the
 /// operation succeeded and called [`Rollback::commit`]. Undo failures are
 /// logged, never returned: the original error is what the runtime needs.
+type Undo<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
+
 #[derive(Default)]
 pub struct Rollback<'a> {
-    steps: Vec<(&'static str, Box<dyn FnOnce() -> Result<(), String> + 'a>)>,
+    steps: Vec<(&'static str, Undo<'a>)>,
 }
 
 impl<'a> Rollback<'a> {

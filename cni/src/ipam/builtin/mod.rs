@@ -95,6 +95,8 @@ fn owner<'a>(ctx: &IpamContext<'a>) -> Owner<'a> {
 #[cfg(test)]
 mod allocator_tests;
 #[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
 mod config_tests;
 #[cfg(test)]
 mod disk_tests;

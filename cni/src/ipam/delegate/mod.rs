@@ -70,8 +70,8 @@ impl Delegate {
     }
 
     fn run(&self, cmd: Cmd, ctx: &IpamContext, stdin: &[u8]) -> Result<Vec<u8>, IpamError> {
-        let path = find_plugin(&self.plugin, ctx.cni_path)?;
-        exec::run(&self.plugin, &path, &environment(cmd, ctx), stdin)
+        let path = find_plugin(self.plugin(), ctx.cni_path)?;
+        exec::run(self.plugin(), &path, &environment(cmd, ctx), stdin)
     }
 }
 

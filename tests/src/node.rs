@@ -1,0 +1,244 @@
+//! A test "node": its own network namespace, pin path and IPAM data dir,
+//! with the plugin running inside it as a runtime on that node would.
+
+use std::{fs, path::PathBuf};
+
+use podmeter_ebpf::{maps::PinnedMaps, PinLayout};
+use serde_json::{json, Value};
+
+use crate::{
+    cni::{invoke, CniOutput},
+    netns::NetNs,
+};
+
+pub const NETWORK: &str = "pmtest";
+pub const SUBNET_V4: &str = "10.77.0.0/24";
+pub const SUBNET_V6: &str = "fd00:77::/64";
+pub const GATEWAY_V4: &str = "10.77.0.1";
+pub const GATEWAY_V6: &str = "fd00:77::1";
+
+pub struct Node {
+    pub ns: NetNs,
+    pub pin_path: PathBuf,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// A pod attached by ADD; its namespace goes away with it.
+pub struct Pod {
+    pub ns: NetNs,
+    pub container_id: String,
+    pub ifname: String,
+    pub result: Value,
+}
+
+impl Pod {
+    /// The pod's addresses from the ADD result, without prefix (v4 first).
+    pub fn ips(&self) -> Vec<String> {
+        self.result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ip| {
+                ip["address"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// The host end of its veth, as the result names it.
+    pub fn host_ifname(&self) -> String {
+        self.result["interfaces"][1]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// A link's counters as the kernel keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let ns = NetNs::new("pmt-node");
+        let pin_path = PathBuf::from("/sys/fs/bpf").join(crate::unique("pmtest"));
+        let data_dir = tempfile::Builder::new()
+            .prefix("pmtest-ipam")
+            .tempdir()
+            .unwrap();
+        Self {
+            ns,
+            pin_path,
+            data_dir,
+        }
+    }
+
+    /// A dual-stack gateway network with the built-in IPAM.
+    pub fn conf(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": NETWORK,
+            "type": "podmeter",
+            "bridge": "pm0",
+            "isGateway": true,
+            "pinPath": self.pin_path,
+            "ipam": {
+                "type": "builtin",
+                "dataDir": self.data_dir.path(),
+                "ranges": [[{"subnet": SUBNET_V4}], [{"subnet": SUBNET_V6}]],
+            },
+        })
+    }
+
+    /// Runs the plugin inside the node with `CNI_COMMAND=command`.
+    pub fn cni(
+        &self,
+        command: &str,
+        conf: &Value,
+        container_id: &str,
+        netns: Option<&NetNs>,
+        ifname: &str,
+        cni_args: &str,
+    ) -> CniOutput {
+        let mut env = vec![
+            ("CNI_COMMAND", command.to_owned()),
+            ("CNI_PATH", "/usr/lib/cni".to_owned()),
+        ];
+        for (key, value) in [
+            ("CNI_CONTAINERID", container_id.to_owned()),
+            ("CNI_IFNAME", ifname.to_owned()),
+            ("CNI_ARGS", cni_args.to_owned()),
+            (
+                "CNI_NETNS",
+                netns
+                    .map(|n| n.path().display().to_string())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            if !value.is_empty() {
+                env.push((key, value));
+            }
+        }
+        self.cni_env(&env, conf.to_string().as_bytes())
+    }
+
+    /// Runs the plugin inside the node with exactly `env` and `stdin`.
+    pub fn cni_env(&self, env: &[(&str, String)], stdin: &[u8]) -> CniOutput {
+        invoke(
+            self.ns.command(crate::binary("podmeter").to_str().unwrap()),
+            env,
+            stdin,
+        )
+    }
+
+    /// Makes a pod namespace and ADDs it with Kubernetes `CNI_ARGS`.
+    pub fn add_pod(&self, name: &str, conf: &Value) -> Pod {
+        let ns = NetNs::new("pmt-pod");
+        let container_id = crate::unique(name);
+        let args = format!("K8S_POD_NAMESPACE=test;K8S_POD_NAME={name};K8S_POD_UID=uid-{name}");
+        let result = self
+            .cni("ADD", conf, &container_id, Some(&ns), "eth0", &args)
+            .ok()
+            .json;
+        Pod {
+            ns,
+            container_id,
+            ifname: "eth0".into(),
+            result,
+        }
+    }
+
+    pub fn del(&self, pod: &Pod, conf: &Value) -> CniOutput {
+        self.cni(
+            "DEL",
+            conf,
+            &pod.container_id,
+            Some(&pod.ns),
+            &pod.ifname,
+            "",
+        )
+    }
+
+    /// CHECK with the ADD result as `prevResult`.
+    pub fn check(&self, pod: &Pod, conf: &Value) -> CniOutput {
+        let mut conf = conf.clone();
+        conf["prevResult"] = pod.result.clone();
+        self.cni(
+            "CHECK",
+            &conf,
+            &pod.container_id,
+            Some(&pod.ns),
+            &pod.ifname,
+            "",
+        )
+    }
+
+    pub fn link_stats(&self, ifname: &str) -> LinkStats {
+        let out = self.ns.exec(&["ip", "-j", "-s", "link", "show", ifname]);
+        let json: Value = serde_json::from_str(&out).unwrap();
+        let stats = &json[0]["stats64"];
+        let n = |v: &Value| v.as_u64().unwrap();
+        LinkStats {
+            rx_packets: n(&stats["rx"]["packets"]),
+            rx_bytes: n(&stats["rx"]["bytes"]),
+            tx_packets: n(&stats["tx"]["packets"]),
+            tx_bytes: n(&stats["tx"]["bytes"]),
+        }
+    }
+
+    pub fn layout(&self) -> PinLayout {
+        PinLayout::new(&self.pin_path)
+    }
+
+    pub fn maps(&self) -> PinnedMaps {
+        PinnedMaps::open(&self.layout()).expect("pinned maps")
+    }
+
+    /// Leased addresses in the built-in IPAM's store.
+    pub fn leases(&self) -> Vec<String> {
+        let dir = self.data_dir.path().join(NETWORK);
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut leases: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        leases.sort();
+        leases
+    }
+
+    /// Names of the pinned TCX links.
+    pub fn link_pins(&self) -> Vec<String> {
+        fs::read_dir(self.layout().links_dir())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The namespace (and with it bridge, veths and TCX attachments) goes
+        // when the `ns` field drops; pins are ours to remove.
+        let _ = fs::remove_dir_all(&self.pin_path);
+    }
+}
