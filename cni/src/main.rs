@@ -20,8 +20,10 @@ fn main() {
             EnvFilter::try_from_env("PODMETER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
-    let plugin = Plugin::default().msg(concat!("podmeter ", env!("CARGO_PKG_VERSION")));
-    if plugin.run(&cmd::Podmeter).is_err() {
+    // No about text: with one, rscni (like the Go skel) answers a missing
+    // CNI_COMMAND with help and success; a runtime's mistake should be the
+    // spec's error 4 instead.
+    if Plugin::default().run(&cmd::Podmeter).is_err() {
         // The error result is already on stdout.
         std::process::exit(1);
     }

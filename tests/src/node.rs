@@ -3,7 +3,7 @@
 
 use std::{fs, path::PathBuf};
 
-use podmeter_ebpf::{maps::PinnedMaps, PinLayout};
+use podmeter_ebpf::{counters::PodCounters, maps::PinnedMaps, PinLayout, PodCounter};
 use serde_json::{json, Value};
 
 use crate::{
@@ -151,7 +151,10 @@ impl Node {
     pub fn add_pod(&self, name: &str, conf: &Value) -> Pod {
         let ns = NetNs::new("pmt-pod");
         let container_id = crate::unique(name);
-        let args = format!("K8S_POD_NAMESPACE=test;K8S_POD_NAME={name};K8S_POD_UID=uid-{name}");
+        // As kubelet passes them: IgnoreUnknown keeps strict delegates (host-local) happy.
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=test;K8S_POD_NAME={name};K8S_POD_UID=uid-{name}"
+        );
         let result = self
             .cni("ADD", conf, &container_id, Some(&ns), "eth0", &args)
             .ok()
@@ -200,6 +203,38 @@ impl Node {
             tx_packets: n(&stats["tx"]["packets"]),
             tx_bytes: n(&stats["tx"]["bytes"]),
         }
+    }
+
+    /// Asserts that podmeter's counters of the pod behind `host_ifname`
+    /// equal the kernel's counters of that veth (pod receive = veth
+    /// transmit), and returns them. Pods still send the odd IPv6 neighbour
+    /// or MLD packet, so the comparison uses a snapshot during which the
+    /// kernel's counters did not move.
+    pub fn assert_counters_match_kernel(&self, host_ifname: &str) -> PodCounters {
+        let maps = self.maps();
+        let (ifindex, _) = maps
+            .pods()
+            .unwrap()
+            .into_iter()
+            .find(|(_, p)| p.host_ifname == host_ifname)
+            .unwrap_or_else(|| panic!("{host_ifname} is not registered"));
+        let (ours, kernel) = (0..50)
+            .find_map(|_| {
+                let before = self.link_stats(host_ifname);
+                let ours = maps.pod_counters(ifindex).unwrap().expect("pod has counters");
+                (before == self.link_stats(host_ifname)).then_some((ours, before))
+            })
+            .expect("the kernel's counters never stood still");
+        let as_kernel = |packets, bytes| PodCounter { packets, bytes };
+        assert_eq!(
+            (ours.receive, ours.transmit),
+            (
+                as_kernel(kernel.tx_packets, kernel.tx_bytes),
+                as_kernel(kernel.rx_packets, kernel.rx_bytes)
+            ),
+            "podmeter (receive, transmit) vs kernel {kernel:?} of {host_ifname}"
+        );
+        ours
     }
 
     pub fn layout(&self) -> PinLayout {

@@ -1,44 +1,10 @@
 //! Two pods on one node: distinct addresses, reachability over IPv4 and
 //! IPv6, and counters that equal the kernel's own veth counters exactly.
 
-use podmeter_ebpf::abi::PodCounter;
 use podmeter_tests::{
     node::{GATEWAY_V4, GATEWAY_V6},
-    LinkStats, Node, Pod,
+    Node, Pod,
 };
-
-/// Pod receive = host veth transmit; pod transmit = host veth receive.
-fn assert_counters_match_kernel(node: &Node, pod: &Pod) {
-    let maps = node.maps();
-    let (ifindex, identity) = maps
-        .find("pmtest", &pod.container_id, &pod.ifname)
-        .unwrap()
-        .expect("pod is registered");
-    assert_eq!(identity.host_ifname, pod.host_ifname());
-    let ours = maps
-        .pod_counters(ifindex)
-        .unwrap()
-        .expect("pod has counters");
-    let kernel: LinkStats = node.link_stats(&pod.host_ifname());
-    assert_eq!(
-        ours.receive,
-        PodCounter {
-            packets: kernel.tx_packets,
-            bytes: kernel.tx_bytes
-        },
-        "receive of {} vs kernel {kernel:?}",
-        pod.container_id
-    );
-    assert_eq!(
-        ours.transmit,
-        PodCounter {
-            packets: kernel.rx_packets,
-            bytes: kernel.rx_bytes
-        },
-        "transmit of {} vs kernel {kernel:?}",
-        pod.container_id
-    );
-}
 
 #[test]
 fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
@@ -75,8 +41,8 @@ fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
     assert!(after.transmit.packets - before.transmit.packets >= 100);
     assert!(after.receive.bytes - before.receive.bytes >= 100 * 1000);
 
-    assert_counters_match_kernel(&node, &a);
-    assert_counters_match_kernel(&node, &b);
+    node.assert_counters_match_kernel(&a.host_ifname());
+    node.assert_counters_match_kernel(&b.host_ifname());
 }
 
 fn ifindex(node: &Node, pod: &Pod) -> u32 {

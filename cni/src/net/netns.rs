@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
@@ -14,6 +15,9 @@ use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
 use rtnetlink::Handle;
 
 use super::NetError;
+
+/// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 /// Opens a network namespace file, refusing anything that is not one (nsfs),
 /// so bad input fails before the caller has changed anything.
@@ -30,6 +34,16 @@ pub fn open_netns(path: &Path) -> Result<File, NetError> {
         return Err(ns_err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a namespace file (nsfs)",
+        )));
+    }
+    // A mount or PID namespace is nsfs too; setns would take it for a
+    // network namespace only to fail halfway through an ADD.
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if nstype != libc::CLONE_NEWNET {
+        return Err(ns_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a network namespace",
         )));
     }
 
