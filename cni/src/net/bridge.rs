@@ -6,7 +6,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 use super::addr::add_address;
 use super::error::netlink_errno;
 use super::link::{link_by_name, LinkDetails, LinkSummary};
-use super::names::validate_ifname;
+use super::names::{fill_random, validate_ifname};
 use super::NetError;
 
 /// Makes sure a bridge `name` exists, is up, has `mtu` (if given) and carries `gateways`.
@@ -52,9 +52,20 @@ pub async fn ensure_bridge(
     Ok(br.summary())
 }
 
+/// A random unicast, locally administered MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    fill_random(&mut mac);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 async fn create(h: &Handle, name: &str, mtu: Option<u32>) -> Result<LinkDetails, NetError> {
-    // LinkBridge::new already asks for IFF_UP.
-    let mut msg = LinkBridge::new(name);
+    // LinkBridge::new already asks for IFF_UP. An explicit MAC stops the
+    // kernel from giving the bridge the lowest MAC of its ports, which
+    // changes as pods come and go and leaves pods with a stale gateway
+    // neighbour entry.
+    let mut msg = LinkBridge::new(name).address(random_mac().to_vec());
     if let Some(m) = mtu {
         msg = msg.mtu(m);
     }

@@ -67,7 +67,7 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-fn fill_random(buf: &mut [u8; 5]) {
+pub(super) fn fill_random(buf: &mut [u8]) {
     // SAFETY: the pointer and length describe `buf`. Requests of <= 256 bytes are never
     // split or interrupted by signals once the pool is initialised.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
