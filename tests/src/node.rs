@@ -221,7 +221,10 @@ impl Node {
         let (ours, kernel) = (0..50)
             .find_map(|_| {
                 let before = self.link_stats(host_ifname);
-                let ours = maps.pod_counters(ifindex).unwrap().expect("pod has counters");
+                let ours = maps
+                    .pod_counters(ifindex)
+                    .unwrap()
+                    .expect("pod has counters");
                 (before == self.link_stats(host_ifname)).then_some((ours, before))
             })
             .expect("the kernel's counters never stood still");

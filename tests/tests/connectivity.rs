@@ -14,7 +14,10 @@ fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
     let b = node.add_pod("b", &conf);
 
     // The bridge keeps its MAC as ports join: pods' gateway entries stay valid.
-    assert_eq!(a.result["interfaces"][0]["mac"], b.result["interfaces"][0]["mac"]);
+    assert_eq!(
+        a.result["interfaces"][0]["mac"],
+        b.result["interfaces"][0]["mac"]
+    );
     let (ips_a, ips_b) = (a.ips(), b.ips());
     assert_eq!(ips_a.len(), 2, "dual stack: {:?}", a.result);
     assert_ne!(ips_a, ips_b, "distinct addresses");

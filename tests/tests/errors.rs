@@ -154,3 +154,27 @@ fn a_failure_after_the_veth_exists_rolls_everything_back() {
         "links left: {links:?}"
     );
 }
+
+#[test]
+fn foreign_pinned_maps_are_reported_not_reused() {
+    let node = Node::new();
+    let layout = node.layout();
+    std::fs::create_dir_all(layout.dir()).unwrap();
+    // pm_registry as some other version might have made it: 64-byte values.
+    let obj = aya_obj::Map::new_from_params(aya::maps::MapType::Hash as u32, 4, 64, 16, 0);
+    aya::maps::MapData::create(obj, "pm_registry", None)
+        .unwrap()
+        .pin(layout.map("pm_registry"))
+        .unwrap();
+    let pod = NetNs::new("pmt-pod");
+    let out = node.cni("ADD", &node.conf("1.1.0"), "ctr", Some(&pod), "eth0", "");
+    assert_eq!(out.code(), 110, "{}", out.stdout);
+    let details = out.json["details"].as_str().unwrap();
+    assert!(
+        details.contains("pm_registry") && details.contains("layout"),
+        "{details}"
+    );
+    assert_eq!(node.ns.links(), ["lo"]);
+    assert!(node.leases().is_empty());
+    assert_eq!(pod.links(), ["lo"]);
+}
