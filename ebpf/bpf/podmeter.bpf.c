@@ -6,7 +6,9 @@
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
 #include "podmeter.h"
 
@@ -32,6 +34,52 @@ struct {
 	__type(value, struct pm_pod_info);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pm_registry SEC(".maps");
+
+/* Pod devices (both veth ends) by netns and ifindex, written by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * PM_MAX_PODS);
+	__type(key, struct pm_dev_key);
+	__type(value, struct pm_dev);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_devices SEC(".maps");
+
+/*
+ * Drops by pod, direction and reason. Unlike pm_counters the program inserts
+ * here (reasons are not known in advance), so entries are allocated on
+ * demand rather than preallocated for every possible key.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, PM_MAX_DROP_KEYS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pm_drop_key);
+	__type(value, struct pm_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_drops SEC(".maps");
+
+/*
+ * Just the kernel fields the drop tracer reads; CO-RE relocates each access
+ * against the running kernel's BTF, so no vmlinux.h is needed.
+ */
+struct net {
+	__u64 net_cookie;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct net_device {
+	int ifindex;
+	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct net_device *dev;
+	unsigned int len;
+	int skb_iif;
+} __attribute__((preserve_access_index));
 
 static __always_inline int count(struct __sk_buff *skb, __u32 direction)
 {
@@ -60,6 +108,49 @@ SEC("classifier")
 int pm_egress(struct __sk_buff *skb)
 {
 	return count(skb, PM_DIR_RECEIVE);
+}
+
+/*
+ * Every packet the kernel drops (not the ones it consumes) passes here. Only
+ * drops on a registered pod device are counted. The direction comes from
+ * where the packet entered: skb_iif is the device it was received on (0 if
+ * it was generated locally), so on the pod's interface a received packet
+ * is the pod receiving, and on the host veth a received one came from the pod.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int reason)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct pm_dev_key dev_key = {};
+	struct pm_drop_key key = {};
+	struct pm_counter *c;
+	struct pm_dev *d;
+	int received;
+
+	if (!dev)
+		return 0;
+	dev_key.netns_cookie = BPF_CORE_READ(dev, nd_net.net, net_cookie);
+	dev_key.ifindex = BPF_CORE_READ(dev, ifindex);
+	d = bpf_map_lookup_elem(&pm_devices, &dev_key);
+	if (!d)
+		return 0;
+
+	received = BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	key.ifindex = d->host_ifindex;
+	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
+	key.reason = reason;
+	c = bpf_map_lookup_elem(&pm_drops, &key);
+	if (!c) {
+		struct pm_counter zero = {};
+
+		bpf_map_update_elem(&pm_drops, &key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&pm_drops, &key);
+		if (!c)
+			return 0;
+	}
+	c->packets += 1;
+	c->bytes += BPF_CORE_READ(skb, len);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -30,6 +30,39 @@ struct pm_counter {
 	__u64 bytes; /* skb->len: what the veth's own rx/tx_bytes count */
 };
 
+/*
+ * pm_drops key: the kernel's drops (tracepoint skb:kfree_skb) attributed to
+ * a pod interface, by direction and drop reason (enum skb_drop_reason).
+ * The value is a struct pm_counter per CPU.
+ */
+struct pm_drop_key {
+	__u32 ifindex; /* host-side veth of the pod */
+	__u32 direction; /* enum pm_direction */
+	__u32 reason; /* enum skb_drop_reason of the running kernel */
+	__u32 pad;
+};
+
+/* Which end of a pod's veth pair a pm_devices entry describes. */
+enum pm_side {
+	PM_SIDE_HOST = 0, /* the host veth, in the node's netns */
+	PM_SIDE_POD = 1, /* the pod's interface, in the pod's netns */
+};
+
+/*
+ * pm_devices key: a network device anywhere on the node. ifindex alone is
+ * only unique within one netns, so the netns cookie comes with it.
+ */
+struct pm_dev_key {
+	__u64 netns_cookie;
+	__u32 ifindex;
+	__u32 pad;
+};
+
+struct pm_dev {
+	__u32 host_ifindex; /* the pod, as pm_registry and pm_counters key it */
+	__u32 side; /* enum pm_side */
+};
+
 #define PM_MAX_IPS 4
 
 struct pm_ip {
@@ -58,9 +91,14 @@ struct pm_pod_info {
 };
 
 #define PM_MAX_PODS 8192
+/* Distinct (pod, direction, reason) drop entries the node can hold. */
+#define PM_MAX_DROP_KEYS (16 * PM_MAX_PODS)
 
 _Static_assert(sizeof(struct pm_counter_key) == 8, "pm_counter_key layout");
 _Static_assert(sizeof(struct pm_counter) == 16, "pm_counter layout");
+_Static_assert(sizeof(struct pm_drop_key) == 16, "pm_drop_key layout");
+_Static_assert(sizeof(struct pm_dev_key) == 16, "pm_dev_key layout");
+_Static_assert(sizeof(struct pm_dev) == 8, "pm_dev layout");
 _Static_assert(sizeof(struct pm_ip) == 20, "pm_ip layout");
 _Static_assert(sizeof(struct pm_pod_info) == 760, "pm_pod_info layout");
 

@@ -9,6 +9,9 @@ pub const ABI_VERSION: u32 = 1;
 /// Mirrors `PM_MAX_PODS`: the registry's capacity (the counters hold two entries a pod).
 pub const MAX_PODS: u32 = 8192;
 
+/// Mirrors `PM_MAX_DROP_KEYS`.
+pub const MAX_DROP_KEYS: u32 = 16 * MAX_PODS;
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 
@@ -24,6 +27,18 @@ pub enum Direction {
 
 impl Direction {
     pub const ALL: [Direction; 2] = [Direction::Receive, Direction::Transmit];
+
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| *d as u32 == raw)
+    }
+
+    /// The label value the exporter uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Receive => "receive",
+            Direction::Transmit => "transmit",
+        }
+    }
 }
 
 /// Mirrors `struct pm_counter_key`.
@@ -49,6 +64,42 @@ impl CounterKey {
 pub struct PodCounter {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// Mirrors `struct pm_drop_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct DropKey {
+    pub ifindex: u32,
+    pub direction: u32,
+    /// The running kernel's `enum skb_drop_reason` (see [`crate::drop_reasons`]).
+    pub reason: u32,
+    pub pad: u32,
+}
+
+/// Mirrors `enum pm_side`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Side {
+    Host = 0,
+    Pod = 1,
+}
+
+/// Mirrors `struct pm_dev_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct DevKey {
+    pub netns_cookie: u64,
+    pub ifindex: u32,
+    pub pad: u32,
+}
+
+/// Mirrors `struct pm_dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Dev {
+    pub host_ifindex: u32,
+    pub side: u32,
 }
 
 /// Mirrors `struct pm_ip`.
@@ -84,3 +135,9 @@ unsafe impl aya::Pod for CounterKey {}
 unsafe impl aya::Pod for PodCounter {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PodInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DropKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DevKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Dev {}

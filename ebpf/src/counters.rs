@@ -7,7 +7,7 @@ use aya::maps::PerCpuValues;
 use crate::{
     abi::{CounterKey, Direction, PodCounter},
     maps::PinnedMaps,
-    pins::COUNTERS_MAP,
+    pins::{COUNTERS_MAP, DROPS_MAP},
     Error,
 };
 
@@ -40,7 +40,7 @@ impl PinnedMaps {
         let mut out: BTreeMap<u32, PodCounters> = BTreeMap::new();
         for entry in self.counters.iter() {
             let (key, per_cpu) = entry.map_err(|source| self.error(COUNTERS_MAP, source))?;
-            let Some(direction) = direction_of(&key) else {
+            let Some(direction) = Direction::from_raw(key.direction) else {
                 continue;
             };
             add_cpus(
@@ -48,6 +48,27 @@ impl PinnedMaps {
                 &per_cpu,
             );
         }
+        Ok(out)
+    }
+
+    /// Every pod's drops, summed over CPUs, ordered by pod, direction, reason.
+    pub fn drops(&self) -> Result<Vec<PodDrops>, Error> {
+        let mut out = Vec::new();
+        for entry in self.drops.iter() {
+            let (key, per_cpu) = entry.map_err(|source| self.error(DROPS_MAP, source))?;
+            let Some(direction) = Direction::from_raw(key.direction) else {
+                continue;
+            };
+            let mut dropped = PodCounter::default();
+            add_cpus(&mut dropped, &per_cpu);
+            out.push(PodDrops {
+                ifindex: key.ifindex,
+                direction,
+                reason: key.reason,
+                dropped,
+            });
+        }
+        out.sort_by_key(|d| (d.ifindex, d.direction as u32, d.reason));
         Ok(out)
     }
 
@@ -65,10 +86,14 @@ impl PinnedMaps {
     }
 }
 
-fn direction_of(key: &CounterKey) -> Option<Direction> {
-    Direction::ALL
-        .into_iter()
-        .find(|d| *d as u32 == key.direction)
+/// Packets the kernel dropped on a pod's devices, for one direction and
+/// drop reason (a value of the running kernel's `enum skb_drop_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodDrops {
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub reason: u32,
+    pub dropped: PodCounter,
 }
 
 fn add_cpus(total: &mut PodCounter, per_cpu: &PerCpuValues<PodCounter>) {

@@ -25,6 +25,9 @@ pub enum Error {
         found: String,
     },
 
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
+    Btf(String),
+
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
 

@@ -8,10 +8,12 @@
 pub mod abi;
 pub mod attach;
 pub mod counters;
+pub mod drop_reasons;
 pub mod error;
 pub mod loader;
 mod lock;
 pub mod maps;
+pub mod netns_cookie;
 pub mod object;
 pub mod pins;
 pub mod registry;
@@ -20,4 +22,4 @@ pub use abi::{Direction, PodCounter};
 pub use attach::AttachMode;
 pub use error::Error;
 pub use pins::PinLayout;
-pub use registry::PodIdentity;
+pub use registry::{PodDevices, PodIdentity};

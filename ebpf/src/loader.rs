@@ -8,12 +8,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{programs::SchedClassifier, EbpfLoader};
+use aya::{
+    programs::{links::FdLink, BtfTracePoint, ProgramError, SchedClassifier},
+    Btf, EbpfLoader,
+};
 
 use crate::{
     lock::DirLock,
     maps,
-    object::{ProgramSpec, OBJECT, PROGRAMS},
+    object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     pins::PinLayout,
     Error,
 };
@@ -36,9 +39,15 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let _lock = DirLock::acquire(&dir)?;
     maps::check_existing(layout)?;
 
-    if !PROGRAMS.iter().all(|p| layout.program(p.name).exists()) {
+    let pinned = PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .chain([DROP_TRACER])
+        .all(|name| layout.program(name).exists());
+    if !pinned {
         load_and_pin(layout)?;
     }
+    ensure_drop_tracer_attached(layout)?;
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
@@ -66,10 +75,7 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
         };
         let program: &mut SchedClassifier = ebpf
             .program_mut(spec.name)
-            .ok_or(Error::Program {
-                name: spec.name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
+            .ok_or(err(ProgramError::UnexpectedProgramType))?
             .try_into()
             .map_err(err)?;
         program.load().map_err(err)?;
@@ -80,6 +86,47 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
             .pin(&path)
             .map_err(|source| Error::Pin { path, source })?;
     }
+    let err = |source| Error::Program {
+        name: DROP_TRACER,
+        source,
+    };
+    let btf = Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
+    let tracer: &mut BtfTracePoint = ebpf
+        .program_mut(DROP_TRACER)
+        .ok_or(err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(err)?;
+    tracer.load(DROP_TRACEPOINT, &btf).map_err(err)?;
+    let path = layout.program(DROP_TRACER);
+    remove_if_exists(&path)?;
+    tracer
+        .pin(&path)
+        .map_err(|source| Error::Pin { path, source })?;
+    // A link left by an earlier load runs the old program: replace it.
+    remove_if_exists(&layout.tracer_link(DROP_TRACEPOINT))?;
+    Ok(())
+}
+
+/// The drop tracer runs for the whole node from a pinned link, attached
+/// once per pin path.
+fn ensure_drop_tracer_attached(layout: &PinLayout) -> Result<(), Error> {
+    let link_path = layout.tracer_link(DROP_TRACEPOINT);
+    if link_path.exists() {
+        return Ok(());
+    }
+    let err = |source| Error::Program {
+        name: DROP_TRACER,
+        source,
+    };
+    let mut tracer = BtfTracePoint::from_pin(layout.program(DROP_TRACER)).map_err(err)?;
+    let id = tracer.attach().map_err(err)?;
+    let link: FdLink = tracer.take_link(id).map_err(err)?.into();
+    let dir = layout.links_dir();
+    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    link.pin(&link_path).map_err(|source| Error::Pin {
+        path: link_path,
+        source,
+    })?;
     Ok(())
 }
 

@@ -6,9 +6,9 @@ use std::path::Path;
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, PodCounter, PodInfo},
+    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo},
     object::{MapSpec, MAPS},
-    pins::{PinLayout, COUNTERS_MAP, REGISTRY_MAP},
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
     Error,
 };
 
@@ -17,24 +17,19 @@ pub struct PinnedMaps {
     layout: PinLayout,
     pub(crate) counters: PerCpuHashMap<MapData, CounterKey, PodCounter>,
     pub(crate) registry: HashMap<MapData, u32, PodInfo>,
+    pub(crate) devices: HashMap<MapData, DevKey, Dev>,
+    pub(crate) drops: PerCpuHashMap<MapData, DropKey, PodCounter>,
 }
 
 impl PinnedMaps {
-    /// Opens both maps; fails if they are missing or have another layout.
+    /// Opens every map; fails if one is missing or has another layout.
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
-        let counters = open_checked(layout, spec(COUNTERS_MAP))?;
-        let registry = open_checked(layout, spec(REGISTRY_MAP))?;
-        let path = layout.map(COUNTERS_MAP);
-        let counters = PerCpuHashMap::try_from(counters).map_err(|source| Error::Map {
-            path: path.clone(),
-            source,
-        })?;
-        let path = layout.map(REGISTRY_MAP);
-        let registry = HashMap::try_from(registry).map_err(|source| Error::Map { path, source })?;
         Ok(Self {
             layout: layout.clone(),
-            counters,
-            registry,
+            counters: open_typed(layout, COUNTERS_MAP)?,
+            registry: open_typed(layout, REGISTRY_MAP)?,
+            devices: open_typed(layout, DEVICES_MAP)?,
+            drops: open_typed(layout, DROPS_MAP)?,
         })
     }
 
@@ -54,6 +49,18 @@ fn spec(name: &str) -> &'static MapSpec {
     MAPS.iter()
         .find(|m| m.name == name)
         .expect("every map name has a spec")
+}
+
+/// Opens the pinned map `name`, checked against its spec, as the typed map `T`.
+fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    layout: &PinLayout,
+    name: &str,
+) -> Result<T, Error> {
+    let map = open_checked(layout, spec(name))?;
+    T::try_from(map).map_err(|source| Error::Map {
+        path: layout.map(name),
+        source,
+    })
 }
 
 fn open_checked(layout: &PinLayout, spec: &MapSpec) -> Result<Map, Error> {

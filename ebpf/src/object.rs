@@ -3,8 +3,8 @@
 use aya::{maps::MapType, programs::TcAttachType};
 
 use crate::{
-    abi::{CounterKey, PodCounter, PodInfo, MAX_PODS},
-    pins::{COUNTERS_MAP, REGISTRY_MAP},
+    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, MAX_DROP_KEYS, MAX_PODS},
+    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
 };
 
 /// The object, aligned as the ELF parser requires.
@@ -20,7 +20,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 2] = [
+pub const MAPS: [MapSpec; 4] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -35,7 +35,26 @@ pub const MAPS: [MapSpec; 2] = [
         value_size: size_of::<PodInfo>() as u32,
         max_entries: MAX_PODS,
     },
+    MapSpec {
+        name: DEVICES_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<DevKey>() as u32,
+        value_size: size_of::<Dev>() as u32,
+        max_entries: 2 * MAX_PODS,
+    },
+    MapSpec {
+        name: DROPS_MAP,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<DropKey>() as u32,
+        value_size: size_of::<PodCounter>() as u32,
+        max_entries: MAX_DROP_KEYS,
+    },
 ];
+
+/// The drop tracer: a BTF tracepoint program on `skb:kfree_skb`, attached
+/// once per pin path (it sees the whole node and keeps to registered pods).
+pub const DROP_TRACER: &str = "pm_kfree_skb";
+pub const DROP_TRACEPOINT: &str = "kfree_skb";
 
 /// A tc program and the hook of the host veth it runs on.
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,13 @@
 //! ```text
 //! <pin path>/v<ABI>/pm_counters          per-CPU counters   (map)
 //! <pin path>/v<ABI>/pm_registry          pod identities     (map)
+//! <pin path>/v<ABI>/pm_devices           pod devices by netns and ifindex (map)
+//! <pin path>/v<ABI>/pm_drops             per-CPU drops by pod, direction, reason (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
 //! <pin path>/v<ABI>/prog_pm_egress
+//! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
 //! <pin path>/v<ABI>/links/<ifindex>_<hook>   TCX links (one per pod and hook)
+//! <pin path>/v<ABI>/links/kfree_skb      the drop tracer's link
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,6 +22,8 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/podmeter";
 
 pub const COUNTERS_MAP: &str = "pm_counters";
 pub const REGISTRY_MAP: &str = "pm_registry";
+pub const DEVICES_MAP: &str = "pm_devices";
+pub const DROPS_MAP: &str = "pm_drops";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLayout {
@@ -51,6 +57,11 @@ impl PinLayout {
 
     pub fn links_dir(&self) -> PathBuf {
         self.dir().join("links")
+    }
+
+    /// The link of a node-wide tracing program (not tied to an interface).
+    pub fn tracer_link(&self, tracepoint: &str) -> PathBuf {
+        self.links_dir().join(tracepoint)
     }
 
     pub fn link(&self, ifindex: u32, hook: &str) -> PathBuf {

@@ -6,9 +6,11 @@ use std::net::IpAddr;
 use aya::maps::{MapError, PerCpuValues};
 
 use crate::{
-    abi::{CounterKey, Direction, IpEntry, PodCounter, PodInfo, MAX_IPS},
+    abi::{
+        CounterKey, Dev, DevKey, Direction, DropKey, IpEntry, PodCounter, PodInfo, Side, MAX_IPS,
+    },
     maps::PinnedMaps,
-    pins::{COUNTERS_MAP, REGISTRY_MAP},
+    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
     Error,
 };
 
@@ -26,6 +28,15 @@ pub struct PodIdentity {
     pub ips: Vec<(IpAddr, u8)>,
 }
 
+/// Where the pod's veth ends live, so drops on either can be attributed to
+/// the pod: the netns cookies (`SO_NETNS_COOKIE`) and the pod end's ifindex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodDevices {
+    pub node_netns_cookie: u64,
+    pub pod_netns_cookie: u64,
+    pub pod_ifindex: u32,
+}
+
 impl PodIdentity {
     /// True if this is the attachment `(network, container_id, ifname)`.
     pub fn is_attachment(&self, network: &str, container_id: &str, ifname: &str) -> bool {
@@ -34,10 +45,32 @@ impl PodIdentity {
 }
 
 impl PinnedMaps {
-    /// Zeroes the pod's counters, then records its identity: in that order, so
-    /// a reader that sees the identity also finds counters for it.
-    pub fn register(&mut self, ifindex: u32, pod: &PodIdentity) -> Result<(), Error> {
+    /// Zeroes the pod's counters and records its devices, then its identity:
+    /// in that order, so a reader that sees the identity also finds counters.
+    pub fn register(
+        &mut self,
+        ifindex: u32,
+        pod: &PodIdentity,
+        devices: &PodDevices,
+    ) -> Result<(), Error> {
         let info = encode(pod)?;
+        for (netns_cookie, dev_ifindex, side) in [
+            (devices.node_netns_cookie, ifindex, Side::Host),
+            (devices.pod_netns_cookie, devices.pod_ifindex, Side::Pod),
+        ] {
+            let key = DevKey {
+                netns_cookie,
+                ifindex: dev_ifindex,
+                pad: 0,
+            };
+            let dev = Dev {
+                host_ifindex: ifindex,
+                side: side as u32,
+            };
+            self.devices
+                .insert(key, dev, 0)
+                .map_err(|source| self.error(DEVICES_MAP, source))?;
+        }
         for direction in Direction::ALL {
             self.counters
                 .insert(CounterKey::new(ifindex, direction), zeroes()?, 0)
@@ -48,14 +81,37 @@ impl PinnedMaps {
             .map_err(|source| self.error(REGISTRY_MAP, source))
     }
 
-    /// Removes the identity first, then the counters, so a reader never sees
-    /// a registered pod without counters. Missing entries are not an error.
+    /// Removes the identity first, then devices, counters and drops, so a
+    /// reader never sees a registered pod without counters, and no drop is
+    /// attributed to the pod once its counters are gone. Missing entries are
+    /// not an error.
     pub fn unregister(&mut self, ifindex: u32) -> Result<(), Error> {
         ignore_missing(self.registry.remove(&ifindex))
             .map_err(|source| self.error(REGISTRY_MAP, source))?;
+        let devices: Vec<DevKey> = self
+            .devices
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, dev)| dev.host_ifindex == ifindex)
+            .map(|(key, _)| key)
+            .collect();
+        for key in devices {
+            ignore_missing(self.devices.remove(&key))
+                .map_err(|source| self.error(DEVICES_MAP, source))?;
+        }
         for direction in Direction::ALL {
             ignore_missing(self.counters.remove(&CounterKey::new(ifindex, direction)))
                 .map_err(|source| self.error(COUNTERS_MAP, source))?;
+        }
+        let drops: Vec<DropKey> = self
+            .drops
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.ifindex == ifindex)
+            .collect();
+        for key in drops {
+            ignore_missing(self.drops.remove(&key))
+                .map_err(|source| self.error(DROPS_MAP, source))?;
         }
         Ok(())
     }

@@ -7,8 +7,8 @@ use std::mem::{offset_of, size_of};
 use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use podmeter_ebpf::{
-    abi::{CounterKey, IpEntry, PodCounter, PodInfo},
-    object::{MAPS, OBJECT, PROGRAMS},
+    abi::{CounterKey, Dev, DevKey, DropKey, IpEntry, PodCounter, PodInfo},
+    object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
 };
 
 fn btf() -> Btf {
@@ -65,6 +65,24 @@ fn rust_mirrors_match_btf() {
             }),
         ),
         (
+            "pm_drop_key",
+            rust_layout!(DropKey {
+                ifindex,
+                direction,
+                reason,
+                pad
+            }),
+        ),
+        (
+            "pm_dev_key",
+            rust_layout!(DevKey {
+                netns_cookie,
+                ifindex,
+                pad
+            }),
+        ),
+        ("pm_dev", rust_layout!(Dev { host_ifindex, side })),
+        (
             "pm_pod_info",
             rust_layout!(PodInfo {
                 k8s_namespace,
@@ -114,11 +132,7 @@ fn map_specs_match_the_object() {
             spec.name
         );
     }
-    for spec in PROGRAMS {
-        assert!(
-            obj.programs.contains_key(spec.name),
-            "program {} missing",
-            spec.name
-        );
+    for name in PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER]) {
+        assert!(obj.programs.contains_key(name), "program {name} missing");
     }
 }

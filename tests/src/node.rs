@@ -3,7 +3,9 @@
 
 use std::{fs, path::PathBuf};
 
-use podmeter_ebpf::{counters::PodCounters, maps::PinnedMaps, PinLayout, PodCounter};
+use podmeter_ebpf::{
+    counters::PodCounters, maps::PinnedMaps, object::DROP_TRACEPOINT, PinLayout, PodCounter,
+};
 use serde_json::{json, Value};
 
 use crate::{
@@ -262,11 +264,12 @@ impl Node {
         leases
     }
 
-    /// Names of the pinned TCX links.
+    /// Names of the pinned per-pod TCX links (not the node-wide drop tracer's).
     pub fn link_pins(&self) -> Vec<String> {
         fs::read_dir(self.layout().links_dir())
             .map(|d| {
                 d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != DROP_TRACEPOINT)
                     .collect()
             })
             .unwrap_or_default()

@@ -1,10 +1,18 @@
-//! `podmeter-stat`: prints every registered pod interface with its counters,
-//! straight from the pinned maps (what the exporter serves, without HTTP).
+//! `podmeter-stat`: prints every registered pod interface with its counters
+//! and drops, straight from the pinned maps (what the exporter serves,
+//! without HTTP).
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use clap::Parser;
-use podmeter_ebpf::{maps::PinnedMaps, pins::DEFAULT_PIN_PATH, PinLayout};
+use podmeter_ebpf::{
+    counters::PodDrops,
+    drop_reasons::{drop_reasons, VMLINUX_BTF},
+    maps::PinnedMaps,
+    pins::DEFAULT_PIN_PATH,
+    PinLayout,
+};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -12,7 +20,7 @@ struct Cli {
     /// The pin path the plugin was configured with (`pinPath`).
     #[arg(long = "bpf.pin-path", default_value = DEFAULT_PIN_PATH)]
     pin_path: PathBuf,
-    /// Print JSON lines instead of a table.
+    /// Print one JSON object per pod interface instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -21,6 +29,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let maps = PinnedMaps::open(&PinLayout::new(&cli.pin_path))?;
     let counters = maps.counters()?;
+    let drops = maps.drops()?;
+    // Without BTF the reasons are still shown, as numbers.
+    let reasons = drop_reasons(VMLINUX_BTF.as_ref()).unwrap_or_default();
+    let reason = |d: &PodDrops| {
+        reasons
+            .get(&d.reason)
+            .cloned()
+            .unwrap_or_else(|| d.reason.to_string())
+    };
     if !cli.json {
         println!(
             "{:<12} {:<20} {:<6} {:<16} {:>10} {:>12} {:>10} {:>12}",
@@ -29,17 +46,25 @@ fn main() -> anyhow::Result<()> {
     }
     for (ifindex, pod) in maps.pods()? {
         let c = counters.get(&ifindex).copied().unwrap_or_default();
+        let pod_drops = drops.iter().filter(|d| d.ifindex == ifindex);
         if cli.json {
             let ips: Vec<String> = pod.ips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+            let drops: Vec<_> = pod_drops
+                .map(|d| {
+                    json!({"direction": d.direction.as_str(), "reason": reason(d),
+                           "packets": d.dropped.packets, "bytes": d.dropped.bytes})
+                })
+                .collect();
             println!(
                 "{}",
-                serde_json::json!({
+                json!({
                     "namespace": pod.namespace, "pod": pod.pod, "uid": pod.uid,
                     "container_id": pod.container_id, "network": pod.network,
                     "interface": pod.ifname, "host_interface": pod.host_ifname,
                     "host_ifindex": ifindex, "ips": ips,
                     "receive_packets": c.receive.packets, "receive_bytes": c.receive.bytes,
                     "transmit_packets": c.transmit.packets, "transmit_bytes": c.transmit.bytes,
+                    "drops": drops,
                 })
             );
         } else {
@@ -54,6 +79,18 @@ fn main() -> anyhow::Result<()> {
                 c.transmit.packets,
                 c.transmit.bytes
             );
+            let mut by_reason: HashMap<(String, &str), u64> = HashMap::new();
+            for d in pod_drops {
+                *by_reason
+                    .entry((reason(d), d.direction.as_str()))
+                    .or_default() += d.dropped.packets;
+            }
+            for ((reason, direction), packets) in by_reason {
+                println!(
+                    "{:>14} dropped {packets} pkts, {direction}, reason {reason}",
+                    ""
+                );
+            }
         }
     }
     Ok(())

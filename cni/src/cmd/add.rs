@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use podmeter_ebpf::{attach, loader, maps::PinnedMaps, PodIdentity};
+use podmeter_ebpf::{
+    attach, loader, maps::PinnedMaps, netns_cookie::current_netns_cookie, PodDevices, PodIdentity,
+};
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig, Route};
 
 use super::{rollback::Rollback, Invocation};
@@ -19,12 +21,13 @@ use crate::{
     masq,
     net::{
         bridge::ensure_bridge,
-        link::{delete_link_by_name, set_up, LinkSummary},
+        link::{delete_link_by_name, link_by_name, set_up, LinkSummary},
         names::temp_peer_name,
         netns::{in_netns, open_netns, with_netlink},
         pod::{configure_pod_interface, PodRoute},
         sysctl::{set_accept_ra, write_sysctl},
         veth::create_veth,
+        NetError,
     },
 };
 
@@ -94,7 +97,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .map(|a| (a.addr(), a.prefix_len()))
             .collect(),
     };
-    maps.register(host.index, &identity)?;
+    let devices = pod_devices(netns_path, peer_name)?;
+    maps.register(host.index, &identity, &devices)?;
     rollback.push("unregister", move || {
         let mut maps = PinnedMaps::open(layout).map_err(|e| e.to_string())?;
         maps.unregister(host_index).map_err(|e| e.to_string())
@@ -132,6 +136,32 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         [&bridge, &host, &pod],
         netns_path,
     ))
+}
+
+/// Where the two veth ends live, so the drop tracer can attribute drops on
+/// either to the pod. The pod end still has its temporary name here.
+fn pod_devices(netns: &std::path::Path, peer_name: &str) -> Result<PodDevices, PluginError> {
+    let cookie = |e: std::io::Error| {
+        PluginError::Net(NetError::Setup {
+            what: "read netns cookie",
+            source: e,
+        })
+    };
+    let node_netns_cookie = current_netns_cookie().map_err(cookie)?;
+    let (pod_netns_cookie, pod) = in_netns(netns, || {
+        let pod = with_netlink(|h| async move { link_by_name(&h, peer_name).await });
+        (current_netns_cookie(), pod)
+    })?;
+    let pod = pod?.ok_or_else(|| {
+        PluginError::Net(NetError::LinkNotFound {
+            name: peer_name.to_owned(),
+        })
+    })?;
+    Ok(PodDevices {
+        node_netns_cookie,
+        pod_netns_cookie: pod_netns_cookie.map_err(cookie)?,
+        pod_ifindex: pod.index,
+    })
 }
 
 /// What to configure, derived from the IPAM result and the config.

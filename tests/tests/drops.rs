@@ -1,0 +1,58 @@
+//! Kernel drops on a pod's devices, attributed to the pod by direction and
+//! reason. busybox ping's echo replies are also offered to the ICMP stack,
+//! which has no socket for them: one NO_SOCKET receive drop per reply.
+
+use std::collections::HashMap;
+
+use podmeter_ebpf::{drop_reasons::drop_reasons, Direction};
+use podmeter_tests::Node;
+
+#[test]
+fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
+    let node = Node::new();
+    let conf = node.conf("1.1.0");
+    let a = node.add_pod("a", &conf);
+    let b = node.add_pod("b", &conf);
+    let reasons = drop_reasons(std::path::Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+    let by_name: HashMap<&str, u32> = reasons.iter().map(|(v, n)| (n.as_str(), *v)).collect();
+    let no_socket = by_name["NO_SOCKET"];
+
+    let drops_of = |pod: &podmeter_tests::Pod| {
+        let maps = node.maps();
+        let (ifindex, _) = maps
+            .find("pmtest", &pod.container_id, "eth0")
+            .unwrap()
+            .unwrap();
+        maps.drops()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.ifindex == ifindex && d.reason == no_socket)
+            .map(|d| (d.direction, d.dropped.packets))
+            .collect::<HashMap<_, _>>()
+    };
+    let before = drops_of(&a).get(&Direction::Receive).copied().unwrap_or(0);
+    a.ns.ping(&b.ips()[0], 10, 100);
+    let after = drops_of(&a);
+    assert_eq!(
+        after.get(&Direction::Receive).copied().unwrap_or(0) - before,
+        10,
+        "{after:?}"
+    );
+    assert_eq!(after.get(&Direction::Transmit), None, "{after:?}");
+
+    // DEL takes the pod's drops with it.
+    let (ifindex, _) = node
+        .maps()
+        .find("pmtest", &a.container_id, "eth0")
+        .unwrap()
+        .unwrap();
+    node.del(&a, &conf).ok();
+    let left: Vec<_> = node
+        .maps()
+        .drops()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.ifindex == ifindex)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
