@@ -3,6 +3,7 @@
 #   - promtool check config  prometheus/prometheus.yml, prometheus/prometheus-kubernetes.yml
 #   - promtool check rules   prometheus/rules/*.yml
 #   - promtool test rules    prometheus/tests/*.yml
+#   - kind-config/manifests/*.yaml: kubernetes-validate --strict
 #   - dashboards/*.json: parses, datasource variable used everywhere, namespace/pod
 #     variables, every target has a PromQL expr using only known variables, and
 #     every expr parses (checked by promtool as recording rules, after substituting
@@ -13,7 +14,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 
-for tool in promtool jq awk; do
+for tool in promtool jq awk kubernetes-validate; do
   command -v "$tool" >/dev/null 2>&1 || { echo "check-assets: $tool not found (run scripts/setup.sh)" >&2; exit 2; }
 done
 
@@ -150,6 +151,10 @@ dashboards=(dashboards/*.json)
 for d in "${dashboards[@]}"; do
   step "dashboard $d" check_dashboard "$d"
 done
+
+# --- Kubernetes manifests (offline: no API server can run here) --------------
+step "kubernetes-validate --strict kind-config/manifests/*.yaml" \
+  kubernetes-validate --strict --quiet kind-config/manifests/*.yaml
 
 echo "check-assets summary:"
 printf '  %s\n' "${results[@]}"

@@ -12,3 +12,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # build for another package.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# Prometheus configs, rules and their unit tests, the dashboard, the manifests.
+bash scripts/check-assets.sh
