@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, ProgramError, SchedClassifier},
+    programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
     Btf, EbpfLoader,
 };
 
@@ -128,6 +128,34 @@ fn ensure_drop_tracer_attached(layout: &PinLayout) -> Result<(), Error> {
         source,
     })?;
     Ok(())
+}
+
+/// What the kernel accounts for a program while `kernel.bpf_stats_enabled`
+/// is 1 (otherwise the values stand still).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time: std::time::Duration,
+}
+
+/// Run count and run time of every pinned program (tc programs and the drop
+/// tracer), from the pins.
+pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
+    PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .chain([DROP_TRACER])
+        .map(|name| {
+            let info = ProgramInfo::from_pin(layout.program(name))
+                .map_err(|source| Error::Program { name, source })?;
+            Ok(ProgramStats {
+                name,
+                run_count: info.run_count(),
+                run_time: info.run_time(),
+            })
+        })
+        .collect()
 }
 
 /// Checks that `path`, or its nearest existing ancestor, is on bpffs, before

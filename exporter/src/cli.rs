@@ -1,0 +1,122 @@
+//! Command-line flags, named like the Prometheus exporters' (`--web.*`, `--log.*`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use podmeter_ebpf::pins::DEFAULT_PIN_PATH;
+
+/// Loopback only by default: the metrics carry pod names and IPs. A
+/// DaemonSet that Prometheus scrapes over the network passes its own address.
+/// 9977 is in the exporters' 9100–9999 range.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:9977";
+
+#[derive(Debug, Parser)]
+#[command(name = "podmeter-exporter", version, about)]
+pub struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the bound
+    /// address is logged as `listening address=...`).
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS)]
+    pub listen_address: SocketAddr,
+
+    /// Path under which to expose the metrics.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = telemetry_path)]
+    pub telemetry_path: String,
+
+    /// How long to let in-flight scrapes finish after SIGTERM/SIGINT (e.g. `5s`, `500ms`).
+    #[arg(long = "web.shutdown-timeout", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// The plugin's bpffs pin path, holding the pinned maps and programs.
+    #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Output format of log messages (to stderr).
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => Self::ERROR,
+            LogLevel::Warn => Self::WARN,
+            LogLevel::Info => Self::INFO,
+            LogLevel::Debug => Self::DEBUG,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// An absolute path other than `/`, which is the landing page, without the
+/// router's capture syntax (`{name}`).
+fn telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" {
+        return Err("must start with `/` and not be `/` (the landing page)".into());
+    }
+    if s.contains(['{', '}']) {
+        return Err("must not contain `{` or `}`".into());
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_prometheus_style_flags() {
+        let args = Args::try_parse_from(["x"]).unwrap();
+        assert_eq!(args.listen_address, "127.0.0.1:9977".parse().unwrap());
+        assert_eq!(args.telemetry_path, "/metrics");
+        assert_eq!(args.pin_path, PathBuf::from(DEFAULT_PIN_PATH));
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
+
+        let args = Args::try_parse_from([
+            "x",
+            "--web.listen-address=127.0.0.1:0",
+            "--web.telemetry-path",
+            "/m",
+            "--web.shutdown-timeout=1m 30s",
+            "--bpf.pin-path=/sys/fs/bpf/other",
+            "--log.level=debug",
+            "--log.format=json",
+        ])
+        .unwrap();
+        assert_eq!(args.listen_address.port(), 0);
+        assert_eq!(args.telemetry_path, "/m");
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(90));
+        assert_eq!(args.log_level, LogLevel::Debug);
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            "--web.telemetry-path=/",
+            "--web.telemetry-path=metrics",
+            "--web.telemetry-path=/{x}",
+            "--web.shutdown-timeout=soon",
+            "--web.listen-address=localhost",
+            "--log.level=trace",
+        ] {
+            assert!(Args::try_parse_from(["x", bad]).is_err(), "{bad}");
+        }
+    }
+}

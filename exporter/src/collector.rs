@@ -1,0 +1,181 @@
+//! The scrape: reads the pins on every call, keeps nothing but its error count.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+use podmeter_ebpf::{
+    drop_reasons::{drop_reasons, VMLINUX_BTF},
+    PinLayout,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::{Registry, Unit},
+};
+use tracing::{error, warn};
+
+use crate::{bpf_stats, pods};
+
+/// Builds the registry the HTTP handler encodes on each scrape.
+pub fn registry(layout: PinLayout) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(PodmeterCollector::new(layout)));
+    registry
+}
+
+#[derive(Debug)]
+pub struct PodmeterCollector {
+    layout: PinLayout,
+    /// Names of the running kernel's drop reasons: fixed for its uptime.
+    reasons: HashMap<u32, String>,
+    /// Failed reads since start: the only state the exporter keeps.
+    scrape_errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+impl PodmeterCollector {
+    pub fn new(layout: PinLayout) -> Self {
+        let reasons = drop_reasons(Path::new(VMLINUX_BTF)).unwrap_or_else(|e| {
+            warn!(error = %chain(&e), "drop reasons are exported as numbers");
+            HashMap::new()
+        });
+        Self {
+            layout,
+            reasons,
+            scrape_errors: AtomicU64::new(0),
+        }
+    }
+
+    fn failed(&self, what: &str, err: &dyn std::error::Error) {
+        self.scrape_errors.fetch_add(1, Ordering::Relaxed);
+        error!(pin_path = %self.layout.pin_path().display(), error = %chain(err), "{what} failed");
+    }
+}
+
+impl Collector for PodmeterCollector {
+    /// A failed read leaves out only the families it feeds; the health
+    /// families are always there.
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let start = Instant::now();
+        let pods = pods::read(&self.layout, &self.reasons)
+            .inspect_err(|e| self.failed("reading the pinned maps", e))
+            .ok();
+        let programs = bpf_stats::read(&self.layout)
+            .inspect_err(|e| self.failed("reading the eBPF program stats", e))
+            .ok()
+            .flatten();
+        let elapsed = start.elapsed();
+
+        if let Some(pods) = &pods {
+            pods::encode(pods, &mut encoder)?;
+            gauge(
+                &mut encoder,
+                "podmeter_pods",
+                "Pod interfaces registered and exported.",
+                None,
+                pods.len() as i64,
+            )?;
+        }
+        if let Some(programs) = &programs {
+            bpf_stats::encode(programs, &mut encoder)?;
+        }
+
+        let mut build = encoder.encode_descriptor(
+            "podmeter_exporter_build_info",
+            "The exporter's version; always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64).encode(build.encode_family(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })?)?;
+        gauge(
+            &mut encoder,
+            "podmeter_exporter_scrape_duration",
+            "Time this scrape spent reading the pinned maps and programs.",
+            Some(&Unit::Seconds),
+            elapsed.as_secs_f64(),
+        )?;
+        ConstCounter::new(self.scrape_errors.load(Ordering::Relaxed)).encode(
+            encoder.encode_descriptor(
+                "podmeter_exporter_scrape_errors",
+                "Reads of the pinned maps or programs that failed, since the exporter started.",
+                None,
+                MetricType::Counter,
+            )?,
+        )
+    }
+}
+
+/// The error and its sources, each once: many errors already print their
+/// source in their own message.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let msg = e.to_string();
+        if !out.ends_with(&msg) {
+            out = format!("{out}: {msg}");
+        }
+        source = e.source();
+    }
+    out
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: V,
+) -> fmt::Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+
+    fn scrape_errors(metrics: &str) -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("podmeter_exporter_scrape_errors_total "))
+            .expect("the error counter is always there")
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn missing_pins_leave_the_health_metrics_and_count_an_error() {
+        let registry = registry(PinLayout::new("/nonexistent/podmeter"));
+        let first = Format::Text.render(&registry).unwrap();
+        assert!(first.contains("podmeter_exporter_build_info{version=\""));
+        assert!(first.contains("\npodmeter_exporter_scrape_duration_seconds "));
+        assert!(!first.contains("podmeter_pod"), "{first}");
+        assert!(scrape_errors(&first) >= 1);
+        let second = Format::Text.render(&registry).unwrap();
+        assert!(scrape_errors(&second) > scrape_errors(&first));
+    }
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        // ENOENT; the message repeats its source, which must not be repeated.
+        let io = std::io::Error::from_raw_os_error(2);
+        let err = bpf_stats::StatsError::Sysctl(io);
+        assert_eq!(
+            chain(&err),
+            "reading /proc/sys/kernel/bpf_stats_enabled: No such file or directory (os error 2)"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Exposition formats: OpenMetrics or the Prometheus text format 0.0.4,
+//! chosen by the request's `Accept` header.
+
+use std::fmt;
+
+use prometheus_client::{
+    encoding::{prometheus_text, text},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The default, for clients that name neither format.
+    Text,
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text";
+const OPENMETRICS_VERSIONS: [&str; 2] = ["1.0.0", "0.0.1"];
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    /// OpenMetrics if the client names it (in a version we write) with a
+    /// quality at least that of `text/plain`; text otherwise, also when
+    /// nothing acceptable is offered (as the Go exporters do, instead of 406).
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let (mut om, mut text) = (None, None);
+        for range in accept.unwrap_or_default().split(',') {
+            let Some(range) = MediaRange::parse(range) else {
+                continue;
+            };
+            match range.media_type.as_str() {
+                OPENMETRICS if range.version_in(&OPENMETRICS_VERSIONS) => {
+                    om = most_specific(om, (2, range.q))
+                }
+                "text/plain" if range.version_in(&["0.0.4"]) => {
+                    text = most_specific(text, (2, range.q))
+                }
+                "text/*" => text = most_specific(text, (1, range.q)),
+                "*/*" => text = most_specific(text, (0, range.q)),
+                _ => {}
+            }
+        }
+        let quality = |m: Option<(u8, f32)>| m.map_or(0.0, |(_, q)| q);
+        if quality(om) > 0.0 && quality(om) >= quality(text) {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+
+    pub fn render(self, registry: &Registry) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        match self {
+            // Ends with `# EOF`.
+            Self::OpenMetrics => text::encode(&mut out, registry)?,
+            Self::Text => prometheus_text::encode(&mut out, registry)?,
+        }
+        Ok(out)
+    }
+}
+
+/// A format's quality comes from the most specific range that matches it
+/// (`(specificity, q)`), the highest q among equally specific ones.
+fn most_specific(current: Option<(u8, f32)>, new: (u8, f32)) -> Option<(u8, f32)> {
+    match current {
+        Some(c) if c >= new => Some(c),
+        _ => Some(new),
+    }
+}
+
+#[derive(Debug)]
+struct MediaRange {
+    media_type: String,
+    version: Option<String>,
+    q: f32,
+}
+
+impl MediaRange {
+    /// `type/subtype; param=value; q=0.5`; `None` if there is no media type.
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(';');
+        let media_type = parts.next()?.trim().to_ascii_lowercase();
+        if !media_type.contains('/') {
+            return None;
+        }
+        let mut range = Self {
+            media_type,
+            version: None,
+            q: 1.0,
+        };
+        for param in parts {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                // An unreadable quality makes the range unacceptable.
+                "q" => range.q = value.parse().ok().filter(|q| (0.0..=1.0).contains(q))?,
+                "version" => range.version = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        Some(range)
+    }
+
+    /// No version asked for, or one of `versions`.
+    fn version_in(&self, versions: &[&str]) -> bool {
+        self.version
+            .as_deref()
+            .is_none_or(|v| versions.contains(&v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+        time::Duration,
+    };
+
+    use podmeter_ebpf::{
+        counters::PodCounters, loader::ProgramStats, Direction, PodCounter, PodIdentity,
+    };
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+    use super::*;
+    use crate::{
+        bpf_stats,
+        pods::{self, Drops, PodSample},
+    };
+
+    #[test]
+    fn openmetrics_only_when_asked_for_at_least_as_much_as_text() {
+        let om = Format::OpenMetrics;
+        let text = Format::Text;
+        for (accept, want) in [
+            (None, text),
+            (Some(""), text),
+            (Some("*/*"), text),
+            (Some("text/plain"), text),
+            (Some("application/openmetrics-text"), om),
+            (Some("Application/OpenMetrics-Text; Version=1.0.0"), om),
+            // What Prometheus 2.x sends by default.
+            (Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), om),
+            (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), text),
+            (Some("application/openmetrics-text;q=0.4, text/plain;q=0.5"), text),
+            (Some("text/plain;q=0.5, application/openmetrics-text;q=0.5"), om),
+            (Some("application/openmetrics-text;q=0.3, text/*;q=0.2"), om),
+            (Some("application/openmetrics-text;q=0.3, */*"), text),
+            (Some("application/openmetrics-text;q=0"), text),
+            (Some("application/openmetrics-text;q=high"), text),
+            (Some("application/openmetrics-text; version=2.0.0"), text),
+            (Some("application/openmetrics-text; version=\"0.0.1\""), om),
+            // The most specific range decides text's quality.
+            (Some("text/plain;q=0.1, */*;q=1, application/openmetrics-text;q=0.2"), om),
+            (Some("garbage, application/json"), text),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "Accept: {accept:?}");
+        }
+    }
+
+    /// The collector's encoding, on fixed data instead of the pins.
+    #[derive(Debug)]
+    struct Fixed(Vec<PodSample>, Vec<ProgramStats>);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            pods::encode(&self.0, &mut encoder)?;
+            bpf_stats::encode(&self.1, &mut encoder)
+        }
+    }
+
+    fn registry() -> Registry {
+        let pod = PodSample {
+            ifindex: 7,
+            identity: PodIdentity {
+                namespace: "default".into(),
+                pod: "web-0".into(),
+                uid: "u-1".into(),
+                container_id: "c0ffee".into(),
+                network: "podmeter".into(),
+                ifname: "eth0".into(),
+                host_ifname: "pm0123".into(),
+                ips: vec![
+                    ("10.22.0.5".parse().unwrap(), 24),
+                    ("fd00::5".parse().unwrap(), 64),
+                ],
+            },
+            counters: PodCounters {
+                receive: PodCounter {
+                    packets: 3,
+                    bytes: 300,
+                },
+                transmit: PodCounter {
+                    packets: 2,
+                    bytes: 200,
+                },
+            },
+            drops: vec![Drops {
+                direction: Direction::Receive,
+                reason: "NO_SOCKET".into(),
+                dropped: PodCounter {
+                    packets: 1,
+                    bytes: 84,
+                },
+            }],
+        };
+        let stats = ProgramStats {
+            name: "pm_ingress",
+            run_count: 5,
+            run_time: Duration::from_micros(1500),
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(vec![pod], vec![stats])));
+        registry
+    }
+
+    const POD: &str = r#"{namespace="default",pod="web-0",interface="eth0"}"#;
+    const DROP: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive",reason="NO_SOCKET"}"#;
+    const INFO: &str = r#"{namespace="default",pod="web-0",interface="eth0",uid="u-1",container_id="c0ffee",host_interface="pm0123",ips="10.22.0.5/24,fd00::5/64"} 1"#;
+
+    #[test]
+    fn text_format_names_counter_families_with_total_and_has_no_eof() {
+        let out = Format::Text.render(&registry()).unwrap();
+        let want = format!(
+            "# HELP podmeter_pod_info Identity of each metered pod interface; always 1.
+# TYPE podmeter_pod_info gauge
+podmeter_pod_info{INFO}
+# HELP podmeter_pod_receive_bytes_total Bytes received by the pod interface (host veth egress).
+# TYPE podmeter_pod_receive_bytes_total counter
+podmeter_pod_receive_bytes_total{POD} 300
+# HELP podmeter_pod_transmit_bytes_total Bytes transmitted by the pod interface (host veth ingress).
+# TYPE podmeter_pod_transmit_bytes_total counter
+podmeter_pod_transmit_bytes_total{POD} 200
+# HELP podmeter_pod_receive_packets_total Packets received by the pod interface (host veth egress).
+# TYPE podmeter_pod_receive_packets_total counter
+podmeter_pod_receive_packets_total{POD} 3
+# HELP podmeter_pod_transmit_packets_total Packets transmitted by the pod interface (host veth ingress).
+# TYPE podmeter_pod_transmit_packets_total counter
+podmeter_pod_transmit_packets_total{POD} 2
+# HELP podmeter_pod_drop_packets_total Packets of the pod interface the kernel dropped, by direction and drop reason.
+# TYPE podmeter_pod_drop_packets_total counter
+podmeter_pod_drop_packets_total{DROP} 1
+# HELP podmeter_pod_drop_bytes_total Bytes of the pod interface the kernel dropped, by direction and drop reason.
+# TYPE podmeter_pod_drop_bytes_total counter
+podmeter_pod_drop_bytes_total{DROP} 84
+# HELP podmeter_bpf_program_run_count_total Times the eBPF program ran (while kernel.bpf_stats_enabled=1).
+# TYPE podmeter_bpf_program_run_count_total counter
+podmeter_bpf_program_run_count_total{{program=\"pm_ingress\"}} 5
+# HELP podmeter_bpf_program_run_seconds_total Time the eBPF program ran (while kernel.bpf_stats_enabled=1).
+# TYPE podmeter_bpf_program_run_seconds_total counter
+podmeter_bpf_program_run_seconds_total{{program=\"pm_ingress\"}} 0.0015
+"
+        );
+        assert_eq!(out, want);
+        promtool_check_metrics(&out);
+    }
+
+    #[test]
+    fn openmetrics_names_families_without_total_with_units_and_eof() {
+        let out = Format::OpenMetrics.render(&registry()).unwrap();
+        for line in [
+            "# TYPE podmeter_pod_info gauge\n".to_owned(),
+            format!("podmeter_pod_info{INFO}\n"),
+            "# TYPE podmeter_pod_receive_bytes counter\n# UNIT podmeter_pod_receive_bytes bytes\n"
+                .to_owned(),
+            format!("podmeter_pod_receive_bytes_total{POD} 300\n"),
+            "# TYPE podmeter_pod_transmit_packets counter\n".to_owned(),
+            format!("podmeter_pod_transmit_packets_total{POD} 2\n"),
+            "# UNIT podmeter_bpf_program_run_seconds seconds\n".to_owned(),
+        ] {
+            assert!(out.contains(&line), "{line:?} missing in\n{out}");
+        }
+        assert!(out.ends_with("\n# EOF\n"), "{out}");
+    }
+
+    /// Exit 0 without a finding; fails (not skips) if promtool is missing.
+    fn promtool_check_metrics(metrics: &str) {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (from Debian's prometheus package) must be installed");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let findings = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && findings.trim().is_empty(),
+            "promtool check metrics: {}\n{findings}\non:\n{metrics}",
+            out.status
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Routes: the landing page, the metrics, and 404/405 for anything else.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{
+        header::{ACCEPT, CONTENT_TYPE, VARY},
+        HeaderMap, StatusCode,
+    },
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use prometheus_client::registry::Registry;
+use tracing::error;
+
+use crate::format::Format;
+
+/// `telemetry_path` must be absolute and not `/` (the flag parser checks).
+pub fn router(registry: Arc<Registry>, telemetry_path: &str) -> Router {
+    let page = Html(landing_page(telemetry_path));
+    Router::new()
+        .route("/", get(move || std::future::ready(page.clone())))
+        .route(telemetry_path, get(metrics))
+        .with_state(registry)
+}
+
+/// Encodes the registry, which reads the pins: blocking syscalls, so off
+/// the async workers.
+async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let format = Format::negotiate(Some(&accept));
+    match tokio::task::spawn_blocking(move || format.render(&registry)).await {
+        Ok(Ok(body)) => (
+            [(CONTENT_TYPE, format.content_type()), (VARY, "Accept")],
+            body,
+        )
+            .into_response(),
+        Ok(Err(std::fmt::Error)) => {
+            error!("encoding the metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(e) => {
+            error!(error = %e, "the scrape task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn landing_page(telemetry_path: &str) -> String {
+    let path = escape_html(telemetry_path);
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>podmeter exporter</title></head>\n\
+         <body>\n<h1>podmeter exporter</h1>\n\
+         <p>Per-pod network counters from podmeter's eBPF programs, version {}.</p>\n\
+         <p><a href=\"{path}\">Metrics</a></p>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn escape_html(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landing_page_links_the_escaped_metrics_path() {
+        let page = landing_page("/m?a=1&b=\"2\"");
+        assert!(page.contains("<a href=\"/m?a=1&amp;b=&quot;2&quot;\">Metrics</a>"));
+    }
+}

@@ -1,0 +1,333 @@
+//! Per-pod metric families, built from one read of the pinned maps.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::{self, Write as _},
+};
+
+use podmeter_ebpf::{
+    counters::PodCounters, maps::PinnedMaps, Direction, PinLayout, PodCounter, PodIdentity,
+};
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Unit,
+};
+
+/// One pod interface with its counters and drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSample {
+    pub ifindex: u32,
+    pub identity: PodIdentity,
+    pub counters: PodCounters,
+    pub drops: Vec<Drops>,
+}
+
+/// Kernel drops of one pod interface, by direction and reason name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drops {
+    pub direction: Direction,
+    pub reason: String,
+    pub dropped: PodCounter,
+}
+
+/// Reads the pods and their counters. The registry is read before and after
+/// the counters, and only identities seen unchanged in both are kept: DEL
+/// removes the identity before the counters, ADD writes it after them, so
+/// counters read in between belong to that identity (also if an ifindex was
+/// reused meanwhile).
+///
+/// `reasons` names the kernel's drop reasons; one it lacks is exported as
+/// its number.
+pub fn read(
+    layout: &PinLayout,
+    reasons: &HashMap<u32, String>,
+) -> Result<Vec<PodSample>, podmeter_ebpf::Error> {
+    let maps = PinnedMaps::open(layout)?;
+    let before = maps.pods()?;
+    let counters = maps.counters()?;
+    let drops = maps.drops()?;
+    let after = maps.pods()?.into_iter().collect();
+    let mut pods = join(before, &counters, &after);
+    for pod in &mut pods {
+        pod.drops = drops
+            .iter()
+            .filter(|d| d.ifindex == pod.ifindex)
+            .map(|d| Drops {
+                direction: d.direction,
+                reason: reasons
+                    .get(&d.reason)
+                    .cloned()
+                    .unwrap_or_else(|| d.reason.to_string()),
+                dropped: d.dropped,
+            })
+            .collect();
+    }
+    Ok(pods)
+}
+
+/// Pods registered in both registry reads, with counters; at most one per
+/// `(namespace, pod, interface)`, the newest interface (highest ifindex), since
+/// duplicate series would fail the whole scrape. Sorted for a stable output.
+fn join(
+    before: Vec<(u32, PodIdentity)>,
+    counters: &BTreeMap<u32, PodCounters>,
+    after: &HashMap<u32, PodIdentity>,
+) -> Vec<PodSample> {
+    let mut by_labels: BTreeMap<PodLabels, PodSample> = BTreeMap::new();
+    for (ifindex, identity) in before {
+        if after.get(&ifindex) != Some(&identity) {
+            continue;
+        }
+        let Some(&counters) = counters.get(&ifindex) else {
+            continue;
+        };
+        let labels = PodLabels::of(&identity);
+        if by_labels
+            .get(&labels)
+            .is_some_and(|kept| kept.ifindex > ifindex)
+        {
+            continue;
+        }
+        let sample = PodSample {
+            ifindex,
+            identity,
+            counters,
+            drops: Vec::new(),
+        };
+        by_labels.insert(labels, sample);
+    }
+    by_labels.into_values().collect()
+}
+
+/// The labels every per-pod series carries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub pod: String,
+    /// The pod-side interface name.
+    pub interface: String,
+}
+
+impl PodLabels {
+    fn of(p: &PodIdentity) -> Self {
+        Self {
+            namespace: p.namespace.clone(),
+            pod: p.pod.clone(),
+            interface: p.ifname.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    #[prometheus(flatten)]
+    pod: PodLabels,
+    direction: &'static str,
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PodInfoLabels {
+    #[prometheus(flatten)]
+    pod: PodLabels,
+    uid: String,
+    container_id: String,
+    host_interface: String,
+    /// `addr/prefix`, comma-separated.
+    ips: String,
+}
+
+impl PodInfoLabels {
+    fn of(p: &PodIdentity) -> Self {
+        let mut ips = String::new();
+        for (addr, prefix) in &p.ips {
+            let sep = if ips.is_empty() { "" } else { "," };
+            // Writing to a String cannot fail.
+            let _ = write!(ips, "{sep}{addr}/{prefix}");
+        }
+        Self {
+            pod: PodLabels::of(p),
+            uid: p.uid.clone(),
+            container_id: p.container_id.clone(),
+            host_interface: p.host_ifname.clone(),
+            ips,
+        }
+    }
+}
+
+/// A counter family read from each pod's [`PodCounters`]. With a unit, the
+/// exported name is `<name>_<unit>_total`, else `<name>_total`.
+struct TrafficFamily {
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+    value: fn(&PodCounters) -> u64,
+}
+
+fn traffic_families() -> [TrafficFamily; 4] {
+    [
+        TrafficFamily {
+            name: "podmeter_pod_receive",
+            unit: Some(Unit::Bytes),
+            help: "Bytes received by the pod interface (host veth egress).",
+            value: |c| c.receive.bytes,
+        },
+        TrafficFamily {
+            name: "podmeter_pod_transmit",
+            unit: Some(Unit::Bytes),
+            help: "Bytes transmitted by the pod interface (host veth ingress).",
+            value: |c| c.transmit.bytes,
+        },
+        TrafficFamily {
+            name: "podmeter_pod_receive_packets",
+            unit: None,
+            help: "Packets received by the pod interface (host veth egress).",
+            value: |c| c.receive.packets,
+        },
+        TrafficFamily {
+            name: "podmeter_pod_transmit_packets",
+            unit: None,
+            help: "Packets transmitted by the pod interface (host veth ingress).",
+            value: |c| c.transmit.packets,
+        },
+    ]
+}
+
+/// Encodes `podmeter_pod_info` and the traffic counters of `pods`.
+pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let labels: Vec<PodLabels> = pods.iter().map(|p| PodLabels::of(&p.identity)).collect();
+
+    let mut info = encoder.encode_descriptor(
+        "podmeter_pod_info",
+        "Identity of each metered pod interface; always 1.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for pod in pods {
+        ConstGauge::new(1i64).encode(info.encode_family(&PodInfoLabels::of(&pod.identity))?)?;
+    }
+
+    for family in traffic_families() {
+        let mut metric = encoder.encode_descriptor(
+            family.name,
+            family.help,
+            family.unit.as_ref(),
+            MetricType::Counter,
+        )?;
+        for (pod, labels) in pods.iter().zip(&labels) {
+            ConstCounter::new((family.value)(&pod.counters))
+                .encode(metric.encode_family(labels)?)?;
+        }
+    }
+
+    let drop_families: [(&str, Option<Unit>, &str, fn(&PodCounter) -> u64); 2] = [
+        (
+            "podmeter_pod_drop_packets",
+            None,
+            "Packets of the pod interface the kernel dropped, by direction and drop reason.",
+            |c| c.packets,
+        ),
+        (
+            "podmeter_pod_drop",
+            Some(Unit::Bytes),
+            "Bytes of the pod interface the kernel dropped, by direction and drop reason.",
+            |c| c.bytes,
+        ),
+    ];
+    for (name, unit, help, value) in drop_families {
+        let mut metric =
+            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for (pod, labels) in pods.iter().zip(&labels) {
+            for d in &pod.drops {
+                let labels = DropLabels {
+                    pod: labels.clone(),
+                    direction: d.direction.as_str(),
+                    reason: d.reason.clone(),
+                };
+                ConstCounter::new(value(&d.dropped)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(pod: &str, ifname: &str) -> PodIdentity {
+        PodIdentity {
+            namespace: "default".into(),
+            pod: pod.into(),
+            uid: format!("uid-{pod}"),
+            container_id: format!("c-{pod}"),
+            network: "podmeter".into(),
+            ifname: ifname.into(),
+            host_ifname: format!("pm{pod}"),
+            ips: vec![],
+        }
+    }
+
+    fn counters(n: u64) -> PodCounters {
+        PodCounters {
+            receive: PodCounter {
+                packets: n,
+                bytes: 100 * n,
+            },
+            transmit: PodCounter::default(),
+        }
+    }
+
+    #[test]
+    fn half_registered_pods_are_skipped() {
+        let a = identity("a", "eth0");
+        let b = identity("b", "eth0");
+        let c = identity("c", "eth0");
+        let before = vec![(1, a.clone()), (2, b.clone()), (3, c.clone())];
+        // 2 has no counters (ADD half-way); 4 has counters only (DEL half-way);
+        // 3 was replaced by another pod while the counters were read.
+        let counters = BTreeMap::from([(1, counters(1)), (3, counters(3)), (4, counters(4))]);
+        let after = HashMap::from([(1, a.clone()), (2, b), (3, identity("d", "eth0"))]);
+        let pods = join(before, &counters, &after);
+        assert_eq!(
+            pods,
+            vec![PodSample {
+                ifindex: 1,
+                identity: a,
+                counters: counters[&1],
+                drops: Vec::new(),
+            }]
+        );
+    }
+
+    #[test]
+    fn one_series_per_pod_interface_the_newest() {
+        let old = identity("web-0", "eth0");
+        let new = PodIdentity {
+            uid: "uid-new".into(),
+            ..old.clone()
+        };
+        let other_if = identity("web-0", "net1");
+        let before = vec![(9, new.clone()), (5, old.clone()), (7, other_if.clone())];
+        let counters = BTreeMap::from([(5, counters(5)), (7, counters(7)), (9, counters(9))]);
+        let after = before.iter().cloned().collect();
+        let pods = join(before, &counters, &after);
+        let kept: Vec<(u32, &str)> = pods
+            .iter()
+            .map(|p| (p.ifindex, p.identity.uid.as_str()))
+            .collect();
+        assert_eq!(kept, [(9, "uid-new"), (7, "uid-web-0")]);
+    }
+
+    #[test]
+    fn ips_label_lists_addr_slash_prefix() {
+        let mut p = identity("a", "eth0");
+        assert_eq!(PodInfoLabels::of(&p).ips, "");
+        p.ips = vec![
+            ("10.22.0.5".parse().unwrap(), 24),
+            ("fd00:22::5".parse().unwrap(), 64),
+        ];
+        assert_eq!(PodInfoLabels::of(&p).ips, "10.22.0.5/24,fd00:22::5/64");
+    }
+}

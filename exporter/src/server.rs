@@ -1,0 +1,82 @@
+//! The HTTP/1 server: request limits, and a graceful stop on SIGTERM/SIGINT.
+
+use std::{future::Future, io, time::Duration};
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
+use tracing::{debug, info, warn};
+
+/// Largest request head (request line and headers) read; hyper answers 431
+/// beyond it. Its default, ~400 KiB, is far more than any scraper sends.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` until `shutdown` completes, then lets open requests finish
+/// for at most `shutdown_timeout` (idle keep-alive connections close at once).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    shutdown_timeout: Duration,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let service = TowerToHyperService::new(app.clone());
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, error = %e, "connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off, keep serving.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(timeout = %humantime::format_duration(shutdown_timeout), "requests still running at the shutdown timeout; dropping them");
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed
+/// here, before the caller announces it is listening.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down");
+    })
+}
