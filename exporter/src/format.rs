@@ -120,15 +120,12 @@ impl MediaRange {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write,
-        process::{Command, Stdio},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use podmeter_ebpf::{
         counters::PodCounters, loader::ProgramStats, Direction, PodCounter, PodIdentity,
     };
+    use podmeter_tests::exporter::promtool_check_metrics;
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::*;
@@ -280,29 +277,5 @@ podmeter_bpf_program_run_seconds_total{{program=\"pm_ingress\"}} 0.0015
             assert!(out.contains(&line), "{line:?} missing in\n{out}");
         }
         assert!(out.ends_with("\n# EOF\n"), "{out}");
-    }
-
-    /// Exit 0 without a finding; fails (not skips) if promtool is missing.
-    fn promtool_check_metrics(metrics: &str) {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (from Debian's prometheus package) must be installed");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(metrics.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let findings = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && findings.trim().is_empty(),
-            "promtool check metrics: {}\n{findings}\non:\n{metrics}",
-            out.status
-        );
     }
 }

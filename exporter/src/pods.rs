@@ -156,36 +156,37 @@ impl PodInfoLabels {
     }
 }
 
-/// A counter family read from each pod's [`PodCounters`]. With a unit, the
-/// exported name is `<name>_<unit>_total`, else `<name>_total`.
-struct TrafficFamily {
+/// A counter family whose value is read from a `T` ([`PodCounters`] for
+/// traffic, [`PodCounter`] for drops). With a unit, the exported name is
+/// `<name>_<unit>_total`, else `<name>_total`.
+struct Family<T> {
     name: &'static str,
     unit: Option<Unit>,
     help: &'static str,
-    value: fn(&PodCounters) -> u64,
+    value: fn(&T) -> u64,
 }
 
-fn traffic_families() -> [TrafficFamily; 4] {
+fn traffic_families() -> [Family<PodCounters>; 4] {
     [
-        TrafficFamily {
+        Family {
             name: "podmeter_pod_receive",
             unit: Some(Unit::Bytes),
             help: "Bytes received by the pod interface (host veth egress).",
             value: |c| c.receive.bytes,
         },
-        TrafficFamily {
+        Family {
             name: "podmeter_pod_transmit",
             unit: Some(Unit::Bytes),
             help: "Bytes transmitted by the pod interface (host veth ingress).",
             value: |c| c.transmit.bytes,
         },
-        TrafficFamily {
+        Family {
             name: "podmeter_pod_receive_packets",
             unit: None,
             help: "Packets received by the pod interface (host veth egress).",
             value: |c| c.receive.packets,
         },
-        TrafficFamily {
+        Family {
             name: "podmeter_pod_transmit_packets",
             unit: None,
             help: "Packets transmitted by the pod interface (host veth ingress).",
@@ -221,23 +222,27 @@ pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Resul
         }
     }
 
-    let drop_families: [(&str, Option<Unit>, &str, fn(&PodCounter) -> u64); 2] = [
-        (
-            "podmeter_pod_drop_packets",
-            None,
-            "Packets of the pod interface the kernel dropped, by direction and drop reason.",
-            |c| c.packets,
-        ),
-        (
-            "podmeter_pod_drop",
-            Some(Unit::Bytes),
-            "Bytes of the pod interface the kernel dropped, by direction and drop reason.",
-            |c| c.bytes,
-        ),
+    let drop_families: [Family<PodCounter>; 2] = [
+        Family {
+            name: "podmeter_pod_drop_packets",
+            unit: None,
+            help: "Packets of the pod interface the kernel dropped, by direction and drop reason.",
+            value: |c| c.packets,
+        },
+        Family {
+            name: "podmeter_pod_drop",
+            unit: Some(Unit::Bytes),
+            help: "Bytes of the pod interface the kernel dropped, by direction and drop reason.",
+            value: |c| c.bytes,
+        },
     ];
-    for (name, unit, help, value) in drop_families {
-        let mut metric =
-            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+    for family in drop_families {
+        let mut metric = encoder.encode_descriptor(
+            family.name,
+            family.help,
+            family.unit.as_ref(),
+            MetricType::Counter,
+        )?;
         for (pod, labels) in pods.iter().zip(&labels) {
             for d in &pod.drops {
                 let labels = DropLabels {
@@ -245,7 +250,8 @@ pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Resul
                     direction: d.direction.as_str(),
                     reason: d.reason.clone(),
                 };
-                ConstCounter::new(value(&d.dropped)).encode(metric.encode_family(&labels)?)?;
+                ConstCounter::new((family.value)(&d.dropped))
+                    .encode(metric.encode_family(&labels)?)?;
             }
         }
     }

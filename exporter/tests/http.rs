@@ -3,23 +3,16 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        mpsc, Arc, Mutex,
-    },
-    thread,
-    time::{Duration, Instant},
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
-use nix::{
-    sys::signal::{kill, Signal},
-    unistd::Pid,
-};
 use podmeter_ebpf::{loader, maps::PinnedMaps, PinLayout, PodDevices, PodIdentity};
+use podmeter_tests::exporter::{promtool_check_metrics, sample, Exporter};
+
+const BIN: &str = env!("CARGO_BIN_EXE_podmeter-exporter");
 
 /// A pin path of this test's own under bpffs, removed with all it holds.
 struct PinDir(PathBuf);
@@ -43,158 +36,10 @@ impl Drop for PinDir {
     }
 }
 
-/// The exporter process; killed on drop if a test failed before stopping it.
-struct Exporter {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Exporter {
-    fn start(pin_path: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podmeter-exporter"))
-            .args(["--web.listen-address", "127.0.0.1:0", "--bpf.pin-path"])
-            .arg(pin_path)
-            // Long, so that an exit within it shows idle connections do not wait for it.
-            .args(["--web.shutdown-timeout", "30s"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("message=listening") {
-                    let addr = line
-                        .split(' ')
-                        .find_map(|kv| kv.strip_prefix("address="))
-                        .map(|a| a.parse::<SocketAddr>().unwrap());
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .ok()
-            .flatten()
-            .expect("a `listening address=...` line on stderr");
-        Self { child, addr, log }
-    }
-
-    fn request(&self, raw: &[u8]) -> Response {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        // The server may close before reading all of a huge request: its
-        // answer is still there to read.
-        let _ = s.write_all(raw);
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        Response::parse(&buf)
-    }
-
-    fn get(&self, path: &str, accept: Option<&str>) -> Response {
-        let accept = accept
-            .map(|a| format!("Accept: {a}\r\n"))
-            .unwrap_or_default();
-        self.request(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-    }
-
-    fn metrics(&self) -> String {
-        let r = self.get("/metrics", None);
-        assert_eq!(r.status, 200);
-        r.body
-    }
-
-    fn terminate(&mut self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "still running 5 s after SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-struct Response {
-    status: u16,
-    /// Lower-cased header lines.
-    head: String,
-    body: String,
-}
-
-impl Response {
-    fn parse(raw: &[u8]) -> Self {
-        let raw = String::from_utf8_lossy(raw);
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Self {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: body.to_owned(),
-        }
-    }
-}
-
-fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
-}
-
-fn promtool_check_metrics(metrics: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (from Debian's prometheus package) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "promtool check metrics: {}\n{findings}\non:\n{metrics}",
-        out.status
-    );
-}
-
 #[test]
 fn without_maps_it_serves_health_and_survives_bad_requests() {
     let pins = PinDir::new();
-    let mut exporter = Exporter::start(&pins.0);
+    let mut exporter = Exporter::start(BIN.as_ref(), &pins.0);
 
     let text = exporter.get("/metrics", None);
     assert_eq!(text.status, 200);
@@ -285,7 +130,7 @@ fn registered_pods_are_exported_until_unregistered() {
     maps.register(4_000_000_002, &pod("b", "10.9.0.3"), &devices(2))
         .unwrap();
 
-    let exporter = Exporter::start(&pins.0);
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
     let metrics = exporter.metrics();
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(2.0));
     assert_eq!(

@@ -6,6 +6,7 @@
 //! when the test panics. Nothing touches the machine's root namespace.
 
 pub mod cni;
+pub mod exporter;
 pub mod netns;
 pub mod node;
 

@@ -1,0 +1,175 @@
+//! The exporter as a test drives it: the real binary on an ephemeral
+//! loopback port, raw HTTP requests, and checks of what it serves.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The exporter process; killed on drop if a test failed before stopping it.
+pub struct Exporter {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Exporter {
+    /// Starts `binary` on an ephemeral loopback port, serving `pin_path`.
+    pub fn start(binary: &Path, pin_path: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .args(["--web.listen-address", "127.0.0.1:0", "--bpf.pin-path"])
+            .arg(pin_path)
+            // Long, so that an exit within it shows idle connections do not wait for it.
+            .args(["--web.shutdown-timeout", "30s"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("message=listening") {
+                    let addr = line
+                        .split(' ')
+                        .find_map(|kv| kv.strip_prefix("address="))
+                        .map(|a| a.parse::<SocketAddr>().unwrap());
+                    let _ = tx.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+            .expect("a `listening address=...` line on stderr");
+        Self { child, addr, log }
+    }
+
+    pub fn request(&self, raw: &[u8]) -> Response {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The server may close before reading all of a huge request: its
+        // answer is still there to read.
+        let _ = s.write_all(raw);
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        Response::parse(&buf)
+    }
+
+    pub fn get(&self, path: &str, accept: Option<&str>) -> Response {
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        self.request(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = self.get("/metrics", None);
+        assert_eq!(r.status, 200);
+        r.body
+    }
+
+    pub fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "still running 5 s after SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to the exporter.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the exporter to exit (after a signal).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    /// Lower-cased header lines.
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn parse(raw: &[u8]) -> Self {
+        let raw = String::from_utf8_lossy(raw);
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        Self {
+            status,
+            head: head.to_ascii_lowercase(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// The value of the series `name_and_labels` (exactly as exported).
+pub fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+/// `promtool check metrics` exits 0 without a finding; fails (not skips)
+/// if promtool is missing.
+pub fn promtool_check_metrics(metrics: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (from Debian's prometheus package) must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics: {}\n{findings}\non:\n{metrics}",
+        out.status
+    );
+}
