@@ -2,14 +2,16 @@
 //! loopback port, raw HTTP requests, and checks of what it serves.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
+
+use crate::http::{self, Response};
 
 /// The exporter process; killed on drop if a test failed before stopping it.
 pub struct Exporter {
@@ -54,24 +56,11 @@ impl Exporter {
     }
 
     pub fn request(&self, raw: &[u8]) -> Response {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        // The server may close before reading all of a huge request: its
-        // answer is still there to read.
-        let _ = s.write_all(raw);
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        Response::parse(&buf)
+        http::request(self.addr, raw)
     }
 
     pub fn get(&self, path: &str, accept: Option<&str>) -> Response {
-        let accept = accept
-            .map(|a| format!("Accept: {a}\r\n"))
-            .unwrap_or_default();
-        self.request(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
+        http::get(self.addr, path, accept)
     }
 
     pub fn metrics(&self) -> String {
@@ -117,26 +106,6 @@ impl Drop for Exporter {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
-        }
-    }
-}
-
-pub struct Response {
-    pub status: u16,
-    /// Lower-cased header lines.
-    pub head: String,
-    pub body: String,
-}
-
-impl Response {
-    pub fn parse(raw: &[u8]) -> Self {
-        let raw = String::from_utf8_lossy(raw);
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Self {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: body.to_owned(),
         }
     }
 }

@@ -7,8 +7,10 @@
 
 pub mod cni;
 pub mod exporter;
+pub mod http;
 pub mod netns;
 pub mod node;
+pub mod prometheus;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};
 pub use netns::NetNs;
