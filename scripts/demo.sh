@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # podmeter demo: a node network namespace, pods wired by the real plugin,
-# traffic between them, and each pod's counters next to the kernel's.
-# Everything lives in namespaces it creates; Ctrl-C or exit removes them all.
+# traffic between them, podmeter-exporter serving their counters and a real
+# Prometheus scraping it on loopback; prints the per-pod rates from
+# Prometheus' query API every few seconds until Ctrl-C (or DEMO_ROUNDS runs).
+# Everything lives in namespaces, pins and temp dirs it creates; any exit
+# removes them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,25 +13,32 @@ cargo build --workspace --bins --locked -q
 
 NODE=pmdemo-node
 PIN=/sys/fs/bpf/podmeter-demo
-DATA=$(mktemp -d /tmp/podmeter-demo.XXXXXX)
 PODS=(frontend backend db)
 BIN=$PWD/target/debug
+EXPORTER=127.0.0.1:${DEMO_EXPORTER_PORT:-19977}
+PROM=127.0.0.1:${DEMO_PROMETHEUS_PORT:-19090}
+ROUNDS=${DEMO_ROUNDS:-0} # 0: until Ctrl-C
+PIDS=()
+DATA=
 
 cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   for p in "${PODS[@]}"; do ip netns del "pmdemo-$p" 2>/dev/null || true; done
   ip netns del "$NODE" 2>/dev/null || true
-  rm -rf "$PIN" "$DATA"
+  rm -rf "$PIN"
+  if [ -n "$DATA" ]; then rm -rf "$DATA"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-cleanup # a previous run killed hard may have left some behind
+cleanup # a run killed hard may have left some behind
 DATA=$(mktemp -d /tmp/podmeter-demo.XXXXXX)
 
 conf() {
   cat <<JSON
 {"cniVersion":"1.1.0","name":"demo","type":"podmeter","bridge":"pm0","isGateway":true,
  "pinPath":"$PIN",
- "ipam":{"type":"builtin","dataDir":"$DATA","ranges":[[{"subnet":"10.88.0.0/24"}],[{"subnet":"fd00:88::/64"}]]}}
+ "ipam":{"type":"builtin","dataDir":"$DATA/ipam","ranges":[[{"subnet":"10.88.0.0/24"}],[{"subnet":"fd00:88::/64"}]]}}
 JSON
 }
 
@@ -38,43 +48,63 @@ cni() { # cni COMMAND POD
     CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=$2;K8S_POD_UID=uid-$2" \
     nsenter --net=/run/netns/$NODE "$BIN/podmeter"
 }
-
-cni_host() { "$BIN/podmeter-stat" --bpf.pin-path "$PIN" --json |
-  jq -r --arg p "$1" 'select(.pod == $p) | .host_interface'; }
+# bg [POD] CMD...: runs CMD in the background (inside POD's netns), remembered
+# for cleanup. nsenter execs CMD, so the remembered PID is CMD's own.
+bg() { "$@" >/dev/null 2>&1 & PIDS+=($!); }
+in_pod() { local p=$1; shift; echo nsenter --net="/run/netns/pmdemo-$p" "$@"; }
+promql() { # promql QUERY -> "pod value" lines
+  curl -sf "http://$PROM/api/v1/query" --data-urlencode "query=$1" |
+    jq -r '.data.result[] | "\(.metric.pod // .metric.reason) \(.value[1])"'
+}
+wait_for() { # wait_for URL
+  for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.2; done
+  echo "demo: $1 did not come up" >&2; exit 1
+}
 
 ip netns add "$NODE"
 declare -A IP
 for p in "${PODS[@]}"; do
   ip netns add "pmdemo-$p"
   IP[$p]=$(cni ADD "$p" | jq -r '.ips[0].address | split("/")[0]')
-  echo "ADD $p -> ${IP[$p]}"
+  echo "pod shop/$p: ${IP[$p]} (netns pmdemo-$p, wired by $BIN/podmeter)"
 done
 
-echo; echo "traffic: frontend -> backend (100 x 1000 B), backend -> db (50 x 200 B), db -> gateway"
-nsenter --net=/run/netns/pmdemo-frontend busybox ping -q -c 100 -i 0.01 -s 1000 "${IP[backend]}" | tail -1
-nsenter --net=/run/netns/pmdemo-backend busybox ping -q -c 50 -i 0.01 -s 200 "${IP[db]}" | tail -1
-nsenter --net=/run/netns/pmdemo-db busybox ping -q -c 5 -i 0.01 10.88.0.1 | tail -1
+bg "$BIN/podmeter-exporter" --web.listen-address "$EXPORTER" --bpf.pin-path "$PIN"
+sed -e "s/127.0.0.1:9977/$EXPORTER/" -e "s/interval: 15s/interval: 1s/" \
+  -e "s|rules/\*.yml|$PWD/prometheus/rules/*.yml|" prometheus/prometheus.yml >"$DATA/prometheus.yml"
+bg prometheus --config.file="$DATA/prometheus.yml" --storage.tsdb.path="$DATA/tsdb" \
+  --web.listen-address="$PROM" --log.level=warn
+wait_for "http://$EXPORTER/metrics"
+wait_for "http://$PROM/-/ready"
 
-echo; echo "per-pod counters (podmeter-stat --bpf.pin-path $PIN):"
-"$BIN/podmeter-stat" --bpf.pin-path "$PIN"
+# Traffic: frontend streams to backend at 20 Mbit/s (iperf3), backend
+# queries db (ping), db talks to its gateway.
+bg $(in_pod backend iperf3 -s)
+sleep 1
+bg $(in_pod frontend iperf3 -c "${IP[backend]}" -b 20M -t 86400)
+bg $(in_pod backend busybox ping -s 400 -i 0.05 "${IP[db]}")
+bg $(in_pod db busybox ping -i 0.5 10.88.0.1)
 
-# Side by side with the kernel's own counters of each host veth (its RX is
-# what the pod transmitted). Pods still send the odd IPv6 neighbour or MLD
-# packet, so a snapshot is taken when the kernel's counters did not move
-# while podmeter's were read.
-kernel() { nsenter --net=/run/netns/$NODE ip -j -s link show "$1" |
-  jq -r '.[0].stats64 | "\(.tx.packets) \(.tx.bytes) \(.rx.packets) \(.rx.bytes)"'; }
-echo; printf '%-10s %-34s %-34s\n' POD "podmeter rx/tx packets, bytes" "kernel (host veth tx/rx)"
-for p in "${PODS[@]}"; do
-  for _ in $(seq 20); do
-    before=$(kernel "$(cni_host "$p")")
-    ours=$("$BIN/podmeter-stat" --bpf.pin-path "$PIN" --json | jq -r --arg p "$p" \
-      'select(.pod == $p) | "\(.receive_packets) \(.receive_bytes) \(.transmit_packets) \(.transmit_bytes)"')
-    [ "$before" = "$(kernel "$(cni_host "$p")")" ] && break
-  done
-  verdict=$([ "$ours" = "$before" ] && echo "equal" || echo "DIFFERENT")
-  printf '%-10s %-34s %-34s %s\n' "$p" "$ours" "$before" "$verdict"
+cat <<INFO
+
+exporter:   http://$EXPORTER/metrics      (curl it, or: $BIN/podmeter-stat --bpf.pin-path $PIN)
+prometheus: http://$PROM/graph             (try: rate(podmeter_pod_receive_bytes_total[10s]))
+dashboard:  dashboards/podmeter.json (import into Grafana with this Prometheus as datasource)
+INFO
+
+round=0
+sleep 6
+while :; do
+  echo; echo "per-pod rates over the last 5s, from Prometheus ($(date +%T)):"
+  printf '  %-10s %14s %14s\n' POD "RECEIVE B/s" "TRANSMIT B/s"
+  join <(promql 'sum by (pod) (rate(podmeter_pod_receive_bytes_total{namespace="shop"}[5s]))' | sort) \
+       <(promql 'sum by (pod) (rate(podmeter_pod_transmit_bytes_total{namespace="shop"}[5s]))' | sort) |
+    while read -r pod rx tx; do printf '  %-10s %14.0f %14.0f\n' "$pod" "$rx" "$tx"; done
+  echo "  kernel drops/s by reason: $(promql 'sum by (reason) (rate(podmeter_pod_drop_packets_total{namespace="shop"}[5s]))' | tr '\n' ' ')"
+  round=$((round + 1))
+  [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && break
+  sleep 5
 done
 
 for p in "${PODS[@]}"; do cni DEL "$p"; done
-echo; echo "DEL done; registered pods left: $("$BIN/podmeter-stat" --bpf.pin-path "$PIN" --json | wc -l)"
+echo; echo "DEL done; pods left registered: $("$BIN/podmeter-stat" --bpf.pin-path "$PIN" --json | wc -l)"

@@ -8,7 +8,7 @@ PACKAGES=(
   iproute2 nftables iptables busybox-static jq iperf3
   containernetworking-plugins podman runc
   prometheus prometheus-node-exporter
-  python3-pip
+  python3-pip curl
 )
 
 missing=()
