@@ -11,6 +11,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests drive the real binaries, which `cargo test` does not
 # build for another package.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
 # Prometheus configs, rules and their unit tests, the dashboard, the manifests.
 bash scripts/check-assets.sh
+
+# One closing line for the whole suite (the last cargo block is doc tests,
+# which has none).
+total() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
+echo "podmeter: $(total passed) passed, $(total failed) failed"
