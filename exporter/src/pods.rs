@@ -166,6 +166,29 @@ struct Family<T> {
     value: fn(&T) -> u64,
 }
 
+impl<T> Family<T> {
+    /// One counter series per `(labels, source)`.
+    fn encode<'a, L: EncodeLabelSet>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        samples: impl Iterator<Item = (L, &'a T)>,
+    ) -> fmt::Result
+    where
+        T: 'a,
+    {
+        let mut metric = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            self.unit.as_ref(),
+            MetricType::Counter,
+        )?;
+        for (labels, source) in samples {
+            ConstCounter::new((self.value)(source)).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 fn traffic_families() -> [Family<PodCounters>; 4] {
     [
         Family {
@@ -210,16 +233,11 @@ pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Resul
     }
 
     for family in traffic_families() {
-        let mut metric = encoder.encode_descriptor(
-            family.name,
-            family.help,
-            family.unit.as_ref(),
-            MetricType::Counter,
-        )?;
-        for (pod, labels) in pods.iter().zip(&labels) {
-            ConstCounter::new((family.value)(&pod.counters))
-                .encode(metric.encode_family(labels)?)?;
-        }
+        let samples = pods
+            .iter()
+            .zip(&labels)
+            .map(|(pod, l)| (l.clone(), &pod.counters));
+        family.encode(encoder, samples)?;
     }
 
     let drop_families: [Family<PodCounter>; 2] = [
@@ -237,23 +255,17 @@ pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Resul
         },
     ];
     for family in drop_families {
-        let mut metric = encoder.encode_descriptor(
-            family.name,
-            family.help,
-            family.unit.as_ref(),
-            MetricType::Counter,
-        )?;
-        for (pod, labels) in pods.iter().zip(&labels) {
-            for d in &pod.drops {
+        let samples = pods.iter().zip(&labels).flat_map(|(pod, l)| {
+            pod.drops.iter().map(|d| {
                 let labels = DropLabels {
-                    pod: labels.clone(),
+                    pod: l.clone(),
                     direction: d.direction.as_str(),
                     reason: d.reason.clone(),
                 };
-                ConstCounter::new((family.value)(&d.dropped))
-                    .encode(metric.encode_family(&labels)?)?;
-            }
-        }
+                (labels, &d.dropped)
+            })
+        });
+        family.encode(encoder, samples)?;
     }
     Ok(())
 }
