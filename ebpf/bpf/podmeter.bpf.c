@@ -59,6 +59,16 @@ struct {
 } pm_drops SEC(".maps");
 
 /*
+ * Drop reasons (a bitmap by enum skb_drop_reason value) that hit a packet on
+ * the host veth after pm_egress counted it: a shaping qdisc, a later tc
+ * program. The loader sets it from the running kernel's BTF, since reason
+ * values differ between kernels. Such drops are taken back out of the pod's
+ * receive counters, which then count what reached the pod, as the veth's own
+ * transmit counters do; they stay visible in pm_drops.
+ */
+const volatile __u64 pm_after_egress_reasons[PM_REASON_WORDS] = {};
+
+/*
  * Just the kernel fields the drop tracer reads; CO-RE relocates each access
  * against the running kernel's BTF, so no vmlinux.h is needed.
  */
@@ -125,6 +135,7 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	struct pm_drop_key key = {};
 	struct pm_counter *c;
 	struct pm_dev *d;
+	unsigned int len;
 	int received;
 
 	if (!dev)
@@ -148,8 +159,26 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		if (!c)
 			return 0;
 	}
+	len = BPF_CORE_READ(skb, len);
 	c->packets += 1;
-	c->bytes += BPF_CORE_READ(skb, len);
+	c->bytes += len;
+
+	if (d->side == PM_SIDE_HOST && key.direction == PM_DIR_RECEIVE &&
+	    reason < 64 * PM_REASON_WORDS &&
+	    (pm_after_egress_reasons[reason / 64] >> (reason % 64)) & 1) {
+		struct pm_counter_key counted = {
+			.ifindex = d->host_ifindex,
+			.direction = PM_DIR_RECEIVE,
+		};
+
+		/* Per-CPU: this CPU's share may wrap below zero; the sum over
+		 * all CPUs, which is what userspace reads, does not. */
+		c = bpf_map_lookup_elem(&pm_counters, &counted);
+		if (c) {
+			c->packets -= 1;
+			c->bytes -= len;
+		}
+	}
 	return 0;
 }
 

@@ -63,6 +63,9 @@ struct pm_dev {
 	__u32 side; /* enum pm_side */
 };
 
+/* 64-bit words of the after-egress drop reason bitmap: reasons 0..255. */
+#define PM_REASON_WORDS 4
+
 #define PM_MAX_IPS 4
 
 struct pm_ip {

@@ -12,6 +12,12 @@ pub const MAX_PODS: u32 = 8192;
 /// Mirrors `PM_MAX_DROP_KEYS`.
 pub const MAX_DROP_KEYS: u32 = 16 * MAX_PODS;
 
+/// Mirrors `PM_REASON_WORDS`: the after-egress drop reason bitmap's size.
+pub const REASON_WORDS: usize = 4;
+
+/// The name of the rodata global holding that bitmap.
+pub const AFTER_EGRESS_REASONS: &str = "pm_after_egress_reasons";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 

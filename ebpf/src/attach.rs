@@ -154,32 +154,15 @@ fn tc_error(ifname: &str, source: tc::TcError) -> Error {
     }
 }
 
-/// Detaches the programs from the pod interface `ifindex`: removes its link
-/// pins and, if the interface `ifname` still exists, any clsact filters of
-/// ours. Nothing attached is not an error.
-pub fn detach(layout: &PinLayout, ifindex: u32, ifname: Option<&str>) -> Result<(), Error> {
+/// Removes the pod interface's link pins, which detaches its TCX programs.
+/// Clsact filters go with the interface, which DEL deletes first: listing
+/// them to detach ours could trip over other tools' filters (the bandwidth
+/// plugin's u32 filter, say). Nothing pinned is not an error.
+pub fn detach(layout: &PinLayout, ifindex: u32) -> Result<(), Error> {
     for spec in &PROGRAMS {
         remove_if_exists(&layout.link(ifindex, spec.hook))?;
-        if let Some(ifname) = ifname.filter(|n| interface_exists(n)) {
-            match detach_clsact(spec, ifname) {
-                // No clsact qdisc at all: nothing of ours is there.
-                Err(Error::Tc {
-                    source: tc::TcError::NetlinkError(e),
-                    ..
-                }) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                other => other?,
-            }
-        }
     }
     Ok(())
-}
-
-fn interface_exists(ifname: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(ifname) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 /// The names of the TCX programs attached at each hook of `ifname`, in order

@@ -96,9 +96,12 @@ pub struct PodDrops {
     pub dropped: PodCounter,
 }
 
+/// Wrapping: one CPU's share of a receive counter can be below zero (the
+/// drop tracer takes a packet back on another CPU than counted it); the sum
+/// over CPUs is right modulo 2^64.
 fn add_cpus(total: &mut PodCounter, per_cpu: &PerCpuValues<PodCounter>) {
     for value in per_cpu.iter() {
-        total.packets += value.packets;
-        total.bytes += value.bytes;
+        total.packets = total.packets.wrapping_add(value.packets);
+        total.bytes = total.bytes.wrapping_add(value.bytes);
     }
 }

@@ -66,7 +66,7 @@ pub enum Error {
         max: usize,
     },
 
-    #[error("attaching to {ifname}: {source}")]
+    #[error("tc on {ifname}: {source}")]
     Tc {
         ifname: String,
         #[source]

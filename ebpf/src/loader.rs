@@ -2,6 +2,7 @@
 //! and pins programs and maps; every later one reopens the pins.
 
 use std::{
+    collections::HashMap,
     ffi::CString,
     fs, io,
     os::unix::ffi::OsStrExt,
@@ -14,6 +15,8 @@ use aya::{
 };
 
 use crate::{
+    abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
+    drop_reasons::{drop_reasons, VMLINUX_BTF},
     lock::DirLock,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
@@ -65,8 +68,10 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
 /// Runs the verifier and pins programs and maps. Dropping the `Ebpf`
 /// afterwards keeps them: the pins hold the kernel objects.
 fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
+    let after_egress = after_egress_reasons(&drop_reasons(Path::new(VMLINUX_BTF))?);
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
+        .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let err = |source| Error::Program {
@@ -105,6 +110,19 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // A link left by an earlier load runs the old program: replace it.
     remove_if_exists(&layout.tracer_link(DROP_TRACEPOINT))?;
     Ok(())
+}
+
+/// The bitmap of drop reasons that strike on the host veth after the
+/// egress program counted the packet: qdisc drops and later tc programs.
+fn after_egress_reasons(reasons: &HashMap<u32, String>) -> [u64; REASON_WORDS] {
+    let mut bitmap = [0u64; REASON_WORDS];
+    for (&value, name) in reasons {
+        let after_egress = name.starts_with("QDISC_") || name == "TC_EGRESS";
+        if after_egress && (value as usize) < 64 * REASON_WORDS {
+            bitmap[value as usize / 64] |= 1 << (value % 64);
+        }
+    }
+    bitmap
 }
 
 /// The drop tracer runs for the whole node from a pinned link, attached

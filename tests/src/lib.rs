@@ -6,10 +6,12 @@
 //! when the test panics. Nothing touches the machine's root namespace.
 
 pub mod cni;
+pub mod conflist;
 pub mod exporter;
 pub mod http;
 pub mod netns;
 pub mod node;
+pub mod podman;
 pub mod prometheus;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};

@@ -109,9 +109,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         host.index,
         inv.plugin.tc_attach_mode.into(),
     )?;
-    let host_name = host.name.clone();
     rollback.push("detach", move || {
-        attach::detach(layout, host_index, Some(&host_name)).map_err(|e| e.to_string())
+        attach::detach(layout, host_index).map_err(|e| e.to_string())
     });
 
     let pod = in_netns(netns_path, || {

@@ -27,18 +27,20 @@ pub fn del(inv: &Invocation) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Detaches and unregisters the pod interface (if registered as `ifindex`),
-/// then deletes its host veth, which takes the pod end with it.
+/// Deletes the host veth, which takes the pod end and every tc filter or
+/// qdisc on it with it (ours, and what chained plugins such as bandwidth
+/// left), then removes the link pins and unregisters the pod interface (if
+/// registered as `ifindex`).
 pub(super) fn remove_pod_interface(
     layout: &PinLayout,
     ifindex: Option<u32>,
     host_name: &str,
 ) -> Result<(), PluginError> {
+    let name = host_name.to_owned();
+    with_netlink(|h| async move { delete_link_by_name(&h, &name).await })?;
     if let Some(ifindex) = ifindex {
-        attach::detach(layout, ifindex, Some(host_name))?;
+        attach::detach(layout, ifindex)?;
         PinnedMaps::open(layout)?.unregister(ifindex)?;
     }
-    let host_name = host_name.to_owned();
-    with_netlink(|h| async move { delete_link_by_name(&h, &host_name).await })?;
     Ok(())
 }

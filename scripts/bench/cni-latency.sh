@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# ADD/DEL wall time: podmeter (builtin IPAM) vs the reference `bridge` +
+# `host-local`, same network shape (bridge pmb0, isGateway, one v4 range),
+# each in its own node network namespace. Also podmeter with
+# tcAttachMode=clsact, to separate the cost of TCX attaching.
+#
+#   N=50 bash scripts/bench/cni-latency.sh
+#
+# Phases, every one alternating the variants (the order rotates each
+# iteration, so drift in machine load hits all of them alike):
+#   cold:     COLD fresh node namespaces (and pin paths) per variant: first
+#             ADD (podmeter loads, verifies and pins its programs here; every
+#             variant creates its bridge here) and the second ADD.
+#   seq:      N sequential ADDs per variant, then N sequential DELs.
+#   parallel: PAR ADDs started at once (then PAR DELs), PAR_ROUNDS rounds.
+#   profile:  PROFILE ADDs and DELs of podmeter under `strace -f -T`:
+#             which syscalls the time goes to (strace slows the process
+#             itself; the kernel-side waits it shows are real).
+# Times include nsenter's exec (the same for every variant).
+source "$(dirname "$0")/lib.sh"
+
+N=${N:-50}
+COLD=${COLD:-5}
+PAR=${PAR:-50}
+PAR_ROUNDS=${PAR_ROUNDS:-4}
+PROFILE=${PROFILE:-5}
+VARIANTS=(${VARIANTS:-podmeter reference podmeter-clsact})
+
+bench_init cni-latency
+command -v strace >/dev/null || PROFILE=0
+[ -x "$CNI_PATH/bridge" ] && [ -x "$CNI_PATH/host-local" ] ||
+  { echo "bench: $CNI_PATH/bridge and host-local are missing (containernetworking-plugins)" >&2; exit 1; }
+WORK=$(mktmp)
+RAW=$WORK/raw # lines: variant phase microseconds
+
+declare -A NODE PIN DATA
+# new_node VARIANT: a fresh node netns, pin path and IPAM dir for VARIANT.
+new_node() {
+  local v=$1 n=$((${NODE_SERIAL:-0} + 1))
+  NODE_SERIAL=$n
+  NODE[$v]=$TAG-$v-n$n
+  mknetns "${NODE[$v]}"
+  PIN[$v]=/sys/fs/bpf/$TAG-$v-n$n
+  PINS+=("${PIN[$v]}")
+  DATA[$v]=$WORK/ipam-$v-n$n
+}
+drop_node() {
+  ip netns del "${NODE[$1]}"
+  rm -rf "${PIN[$1]}" "${DATA[$1]}"
+}
+
+conf() {
+  case $1 in
+    reference) ref_conf "${DATA[$1]}" ;;
+    podmeter) pm_conf "${PIN[$1]}" "${DATA[$1]}" auto ;;
+    podmeter-clsact) pm_conf "${PIN[$1]}" "${DATA[$1]}" clsact ;;
+  esac
+}
+plugin() { if [ "$1" = reference ]; then echo "$CNI_PATH/bridge"; else echo "$BIN/podmeter"; fi; }
+
+# cni VARIANT COMMAND POD [WRAPPER...]: one invocation; output in $WORK/out.POD.
+cni() {
+  local v=$1 cmd=$2 pod=$3
+  shift 3
+  conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$WORK/out.$pod" 2>&1
+}
+# timed VARIANT COMMAND POD PHASE: runs cni, records its wall time.
+timed() {
+  local t0 t1
+  t0=${EPOCHREALTIME/./}
+  if ! cni "$1" "$2" "$3"; then
+    echo "bench: $1 $2 $3 failed:" >&2
+    cat "$WORK/out.$3" >&2
+    exit 1
+  fi
+  t1=${EPOCHREALTIME/./}
+  echo "$1 $4 $((t1 - t0))" >>"$RAW"
+}
+# rotated I: the variants, rotated by I.
+rotated() {
+  local k=${#VARIANTS[@]} j
+  for ((j = 0; j < k; j++)); do echo "${VARIANTS[(($1 + j) % k)]}"; done
+}
+
+echo "cni-latency: variants ${VARIANTS[*]}; N=$N COLD=$COLD PAR=$PAR x$PAR_ROUNDS PROFILE=$PROFILE"
+machine_line
+
+# cold: first and second ADD on a fresh node.
+for ((r = 0; r < COLD; r++)); do
+  for v in $(rotated "$r"); do
+    new_node "$v"
+    for k in 1 2; do
+      pod=$TAG-$v-c$r-$k
+      mknetns "$pod"
+      phase=first-add
+      [ $k = 2 ] && phase=second-add
+      timed "$v" ADD "$pod" "$phase"
+    done
+    drop_node "$v"
+    ip netns del "$TAG-$v-c$r-1"
+    ip netns del "$TAG-$v-c$r-2"
+  done
+done
+
+# seq: N ADDs, then N DELs, on one node per variant (loaded by its first ADD,
+# which is recorded as seq-first-add and left out of add).
+for v in "${VARIANTS[@]}"; do new_node "$v"; done
+for ((i = 0; i < N; i++)); do
+  for v in $(rotated "$i"); do
+    pod=$TAG-$v-s$i
+    mknetns "$pod"
+    phase=add
+    [ "$i" = 0 ] && phase=seq-first-add
+    timed "$v" ADD "$pod" "$phase"
+    jq -e '.ips[0].address' "$WORK/out.$pod" >/dev/null
+  done
+done
+for ((i = 0; i < N; i++)); do
+  for v in $(rotated "$i"); do timed "$v" DEL "$TAG-$v-s$i" del; done
+done
+for ((i = 0; i < N; i++)); do
+  for v in "${VARIANTS[@]}"; do ip netns del "$TAG-$v-s$i"; done
+done
+
+# parallel: PAR at once, wall time of the batch.
+par() { # par VARIANT COMMAND ROUND
+  local v=$1 cmd=$2 r=$3 j t0 t1 pids=() failed=()
+  local phase=par-$(tr '[:upper:]' '[:lower:]' <<<"$cmd")
+  t0=${EPOCHREALTIME/./}
+  for ((j = 0; j < PAR; j++)); do
+    cni "$v" "$cmd" "$TAG-$v-p$r-$j" &
+    pids+=($!)
+  done
+  for j in "${!pids[@]}"; do wait "${pids[j]}" || failed+=("$j"); done
+  t1=${EPOCHREALTIME/./}
+  echo "$v $phase $((t1 - t0))" >>"$RAW"
+  echo "$v $phase-failed ${#failed[@]}" >>"$RAW"
+  # A failed DEL is what a runtime retries: retry it once, untimed, and keep
+  # the first error for the report. A failed ADD ends the benchmark.
+  for j in "${failed[@]}"; do
+    cp "$WORK/out.$TAG-$v-p$r-$j" "$WORK/failed.$v.$phase.$r.$j"
+    if [ "$cmd" = ADD ] || ! cni "$v" "$cmd" "$TAG-$v-p$r-$j"; then
+      echo "bench: parallel $cmd ($v) failed:" >&2
+      cat "$WORK/out.$TAG-$v-p$r-$j" >&2
+      exit 1
+    fi
+  done
+}
+for ((r = 0; r < PAR_ROUNDS; r++)); do
+  for v in $(rotated "$r"); do
+    for ((j = 0; j < PAR; j++)); do mknetns "$TAG-$v-p$r-$j"; done
+    par "$v" ADD "$r"
+    par "$v" DEL "$r"
+    for ((j = 0; j < PAR; j++)); do ip netns del "$TAG-$v-p$r-$j"; done
+  done
+done
+
+# profile: podmeter's slow syscalls (> 1 ms), by kind.
+if [ "$PROFILE" -gt 0 ] && [ -n "${NODE[podmeter]:-}" ]; then
+  for ((i = 0; i < PROFILE; i++)); do
+    pod=$TAG-podmeter-f$i
+    mknetns "$pod"
+    for cmd in ADD DEL; do
+      cni podmeter "$cmd" "$pod" strace -ff -T -qq -o "$WORK/strace.$cmd.$i"
+    done
+    ip netns del "$pod"
+  done
+fi
+
+# ---- report ----
+ms() { awk '{printf "%.1f\n", $1 / 1000}'; }
+col() { grep "^$1 $2 " "$RAW" | cut -d' ' -f3; }
+row() { # row LABEL PHASE: one table row per variant
+  local label=$1 phase=$2 v s n med p90 min max
+  for v in "${VARIANTS[@]}"; do
+    s=$(col "$v" "$phase" | awk '{print $1 / 1000}' | stats)
+    read -r n med p90 min max <<<"$s"
+    [ "$n" = 0 ] && continue
+    printf '| %-16s | %-16s | %3s | %8.1f | %8.1f | %8.1f-%-8.1f |\n' "$label" "$v" "$n" "$med" "$p90" "$min" "$max"
+  done
+}
+median_of() { col "$1" "$2" | stats | cut -d' ' -f2; }
+
+echo
+echo "wall time per invocation (parallel: of the whole batch), ms; n = samples"
+echo "| phase            | variant          |   n |   median |      p90 | spread (min-max)  |"
+echo "| ---------------- | ---------------- | --- | -------- | -------- | ----------------- |"
+row "ADD"        add
+row "DEL"        del
+row "first ADD"  first-add
+row "second ADD" second-add
+row "ADD #1 of seq" seq-first-add
+row "${PAR} ADD parallel" par-add
+row "${PAR} DEL parallel" par-del
+
+echo
+echo "ratios of medians (variant / reference):"
+for v in "${VARIANTS[@]}"; do
+  [ "$v" = reference ] && continue
+  printf '  %-16s ADD %s  DEL %s  first ADD %s  %s ADD parallel %s  %s DEL parallel %s\n' "$v" \
+    "$(ratio "$(median_of "$v" add)" "$(median_of reference add)")" \
+    "$(ratio "$(median_of "$v" del)" "$(median_of reference del)")" \
+    "$(ratio "$(median_of "$v" first-add)" "$(median_of reference first-add)")" \
+    "$PAR" "$(ratio "$(median_of "$v" par-add)" "$(median_of reference par-add)")" \
+    "$PAR" "$(ratio "$(median_of "$v" par-del)" "$(median_of reference par-del)")"
+done
+for v in "${VARIANTS[@]}"; do
+  for phase in par-add par-del; do
+    f=$(awk -v v="$v" -v p="$phase-failed" '$1 == v && $2 == p { s += $3 } END { print s + 0 }' "$RAW")
+    echo "  $v: $f of $((PAR * PAR_ROUNDS)) parallel ${phase#par-} invocations failed"
+    if [ "$f" -gt 0 ]; then
+      echo "    (each retried once, untimed, and then succeeded); first error:"
+      echo "    $(cat "$(ls "$WORK"/failed."$v"."$phase".* | head -1)")"
+    fi
+  done
+done
+printf '  podmeter first ADD / its second ADD: %s\n' \
+  "$(ratio "$(median_of podmeter first-add)" "$(median_of podmeter second-add)")"
+
+if [ "$PROFILE" -gt 0 ]; then
+  echo
+  echo "podmeter under strace -f -T ($PROFILE ADDs, $PROFILE DELs): time in syscalls that took > 1 ms,"
+  echo "per invocation (kind: syscall, bpf command or netlink message type), median ms over the runs"
+  for cmd in ADD DEL; do
+    # One file per thread (-ff): no unfinished/resumed halves to join.
+    perl -e '
+      my %nl = ("0x10" => "RTM_NEWLINK", "0x11" => "RTM_DELLINK", "0x12" => "RTM_GETLINK",
+                "0x13" => "RTM_SETLINK", "0x14" => "RTM_NEWADDR", "0x18" => "RTM_NEWROUTE",
+                "0x24" => "RTM_NEWQDISC", "0x26" => "RTM_GETQDISC", "0x2c" => "RTM_NEWTFILTER",
+                "0x2d" => "RTM_DELTFILTER", "0x2e" => "RTM_GETTFILTER");
+      my ($cmd, $runs, @files) = @ARGV; my (%per, %wall);
+      for my $f (@files) {
+        my ($run) = $f =~ /\.(\d+)\.\d+$/;
+        open my $fh, "<", $f or die;
+        while (<$fh>) {
+          next unless /^(\w+)\((.*)<(\d+\.\d+)>\s*$/;
+          my ($sc, $args, $d) = ($1, $2, $3);
+          next if $d <= 0.001;
+          next if $sc =~ /^(futex|epoll_wait|epoll_pwait|poll|ppoll|wait4)$/; # waits on our own threads
+          my $kind = $sc;
+          $kind .= " $1" if $sc eq "bpf" && $args =~ /^(BPF_\w+)/;
+          if ($sc =~ /^send/ && $args =~ /nlmsg_type=(\w+)/) { $kind .= " " . ($nl{$1} // $1) }
+          $per{$kind}{$run} += $d * 1000;
+        }
+      }
+      for my $k (sort { my @a = values %{$per{$a}}; my @b = values %{$per{$b}}; med(@b) <=> med(@a) } keys %per) {
+        my @v = values %{$per{$k}};
+        printf "  %s %-34s median %6.1f ms  (in %d of %d runs)\n", $cmd, $k, med(@v), scalar @v, $runs;
+      }
+      sub med { my @s = sort { $a <=> $b } @_; return 0 unless @s; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+    ' "$cmd" "$PROFILE" "$WORK"/strace."$cmd".*.*
+  done
+  f0=$(cat "$WORK"/strace.ADD.0.*)
+  probe_ms=$(for i in $(seq 0 $((PROFILE - 1))); do
+    cat "$WORK"/strace.ADD."$i".* | perl -ne '$s += $1 if /^bpf\(BPF_(?:BTF_LOAD|PROG_LOAD|MAP_CREATE).*<(\d+\.\d+)>\s*$/; END { printf "%.2f\n", $s * 1000 }'
+  done | stats | cut -d' ' -f2)
+  echo "  bpf() calls in one podmeter ADD: $(grep -c '^bpf(' <<<"$f0"), of which BPF_PROG_LOAD $(grep -c '^bpf(BPF_PROG_LOAD' <<<"$f0"),"
+  echo "  BPF_BTF_LOAD $(grep -c '^bpf(BPF_BTF_LOAD' <<<"$f0"), BPF_MAP_CREATE $(grep -c '^bpf(BPF_MAP_CREATE' <<<"$f0") (aya's feature probes, on every invocation:"
+  echo "  median $probe_ms ms inside those syscalls per ADD)"
+fi
