@@ -150,9 +150,13 @@ impl PinnedMaps {
     }
 }
 
+/// A delete of a key that is not there is done. aya 0.14 reports that as
+/// the syscall's ENOENT, not as `KeyNotFound`; concurrent DELs meet it when
+/// they collect the same key while another one deletes it.
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
 }
@@ -264,6 +268,23 @@ mod tests {
             ],
         };
         assert_eq!(decode(&encode(&pod).unwrap()), pod);
+    }
+
+    #[test]
+    fn deleting_a_missing_key_is_done() {
+        let enoent = || {
+            Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert!(ignore_missing(enoent()).is_ok());
+        assert!(ignore_missing(Err(MapError::KeyNotFound)).is_ok());
+        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(ignore_missing(eperm).is_err());
     }
 
     #[test]

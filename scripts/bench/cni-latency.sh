@@ -13,7 +13,7 @@
 #             variant creates its bridge here) and the second ADD.
 #   seq:      N sequential ADDs per variant, then N sequential DELs.
 #   parallel: PAR ADDs started at once (then PAR DELs), PAR_ROUNDS rounds.
-#   profile:  PROFILE ADDs and DELs of podmeter under `strace -f -T`:
+#   profile:  PROFILE ADDs and DELs of each podmeter variant under `strace -ff -T`:
 #             which syscalls the time goes to (strace slows the process
 #             itself; the kernel-side waits it shows are real).
 # Times include nsenter's exec (the same for every variant).
@@ -155,21 +155,25 @@ for ((r = 0; r < PAR_ROUNDS; r++)); do
   done
 done
 
-# profile: podmeter's slow syscalls (> 1 ms), by kind.
-if [ "$PROFILE" -gt 0 ] && [ -n "${NODE[podmeter]:-}" ]; then
+# profile: the podmeter variants' slow syscalls (> 1 ms), by kind.
+PROF_VARIANTS=()
+for v in "${VARIANTS[@]}"; do [ "$v" != reference ] && PROF_VARIANTS+=("$v"); done
+if [ "$PROFILE" -gt 0 ]; then
   for ((i = 0; i < PROFILE; i++)); do
-    pod=$TAG-podmeter-f$i
-    mknetns "$pod"
-    for cmd in ADD DEL; do
-      cni podmeter "$cmd" "$pod" strace -ff -T -qq -o "$WORK/strace.$cmd.$i"
+    for v in "${PROF_VARIANTS[@]}"; do
+      pod=$TAG-$v-f$i
+      mknetns "$pod"
+      for cmd in ADD DEL; do
+        cni "$v" "$cmd" "$pod" strace -ff -T -qq -o "$WORK/strace.$v.$cmd.$i"
+      done
+      ip netns del "$pod"
     done
-    ip netns del "$pod"
   done
 fi
 
 # ---- report ----
 ms() { awk '{printf "%.1f\n", $1 / 1000}'; }
-col() { grep "^$1 $2 " "$RAW" | cut -d' ' -f3; }
+col() { awk -v v="$1" -v p="$2" '$1 == v && $2 == p { print $3 }' "$RAW"; }
 row() { # row LABEL PHASE: one table row per variant
   local label=$1 phase=$2 v s n med p90 min max
   for v in "${VARIANTS[@]}"; do
@@ -219,42 +223,46 @@ printf '  podmeter first ADD / its second ADD: %s\n' \
 
 if [ "$PROFILE" -gt 0 ]; then
   echo
-  echo "podmeter under strace -f -T ($PROFILE ADDs, $PROFILE DELs): time in syscalls that took > 1 ms,"
-  echo "per invocation (kind: syscall, bpf command or netlink message type), median ms over the runs"
-  for cmd in ADD DEL; do
-    # One file per thread (-ff): no unfinished/resumed halves to join.
-    perl -e '
-      my %nl = ("0x10" => "RTM_NEWLINK", "0x11" => "RTM_DELLINK", "0x12" => "RTM_GETLINK",
-                "0x13" => "RTM_SETLINK", "0x14" => "RTM_NEWADDR", "0x18" => "RTM_NEWROUTE",
-                "0x24" => "RTM_NEWQDISC", "0x26" => "RTM_GETQDISC", "0x2c" => "RTM_NEWTFILTER",
-                "0x2d" => "RTM_DELTFILTER", "0x2e" => "RTM_GETTFILTER");
-      my ($cmd, $runs, @files) = @ARGV; my (%per, %wall);
-      for my $f (@files) {
-        my ($run) = $f =~ /\.(\d+)\.\d+$/;
-        open my $fh, "<", $f or die;
-        while (<$fh>) {
-          next unless /^(\w+)\((.*)<(\d+\.\d+)>\s*$/;
-          my ($sc, $args, $d) = ($1, $2, $3);
-          next if $d <= 0.001;
-          next if $sc =~ /^(futex|epoll_wait|epoll_pwait|poll|ppoll|wait4)$/; # waits on our own threads
-          my $kind = $sc;
-          $kind .= " $1" if $sc eq "bpf" && $args =~ /^(BPF_\w+)/;
-          if ($sc =~ /^send/ && $args =~ /nlmsg_type=(\w+)/) { $kind .= " " . ($nl{$1} // $1) }
-          $per{$kind}{$run} += $d * 1000;
+  echo "under strace -ff -T ($PROFILE ADDs and DELs each, alternating): time in syscalls that took > 1 ms,"
+  echo "per invocation, by kind (syscall, bpf command, netlink message type); median over the runs"
+  echo "it occurred in (strace slows user space; the kernel-side waits are real)"
+  for v in "${PROF_VARIANTS[@]}"; do
+    for cmd in ADD DEL; do
+      # One file per thread (-ff): no unfinished/resumed halves to join.
+      perl -e '
+        my %nl = ("0x10" => "RTM_NEWLINK", "0x11" => "RTM_DELLINK", "0x12" => "RTM_GETLINK",
+                  "0x13" => "RTM_SETLINK", "0x14" => "RTM_NEWADDR", "0x18" => "RTM_NEWROUTE",
+                  "0x24" => "RTM_NEWQDISC", "0x26" => "RTM_GETQDISC", "0x2c" => "RTM_NEWTFILTER",
+                  "0x2d" => "RTM_DELTFILTER", "0x2e" => "RTM_GETTFILTER");
+        my ($label, $runs, @files) = @ARGV; my %per;
+        for my $f (@files) {
+          my ($run) = $f =~ /\.(\d+)\.\d+$/;
+          open my $fh, "<", $f or die;
+          while (<$fh>) {
+            next unless /^(\w+)\((.*)<(\d+\.\d+)>\s*$/;
+            my ($sc, $args, $d) = ($1, $2, $3);
+            next if $d <= 0.001;
+            next if $sc =~ /^(futex|epoll_wait|epoll_pwait|poll|ppoll|wait4)$/; # waits on our own threads
+            my $kind = $sc;
+            $kind .= " $1" if $sc eq "bpf" && $args =~ /^(BPF_\w+)/;
+            if ($sc =~ /^send/ && $args =~ /nlmsg_type=(\w+)/) { $kind .= " " . ($nl{$1} // $1) }
+            $per{$kind}{$run} += $d * 1000;
+          }
         }
-      }
-      for my $k (sort { my @a = values %{$per{$a}}; my @b = values %{$per{$b}}; med(@b) <=> med(@a) } keys %per) {
-        my @v = values %{$per{$k}};
-        printf "  %s %-34s median %6.1f ms  (in %d of %d runs)\n", $cmd, $k, med(@v), scalar @v, $runs;
-      }
-      sub med { my @s = sort { $a <=> $b } @_; return 0 unless @s; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
-    ' "$cmd" "$PROFILE" "$WORK"/strace."$cmd".*.*
+        for my $k (sort { med(values %{$per{$b}}) <=> med(values %{$per{$a}}) } keys %per) {
+          my @v = values %{$per{$k}};
+          printf "  %-20s %-28s median %6.1f ms  (in %d of %d runs)\n", $label, $k, med(@v), scalar @v, $runs;
+        }
+        sub med { my @s = sort { $a <=> $b } @_; return 0 unless @s; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+      ' "$v $cmd" "$PROFILE" "$WORK"/strace."$v"."$cmd".*.*
+    done
   done
-  f0=$(cat "$WORK"/strace.ADD.0.*)
+  v=${PROF_VARIANTS[0]}
+  f0=$(cat "$WORK"/strace."$v".ADD.0.*)
   probe_ms=$(for i in $(seq 0 $((PROFILE - 1))); do
-    cat "$WORK"/strace.ADD."$i".* | perl -ne '$s += $1 if /^bpf\(BPF_(?:BTF_LOAD|PROG_LOAD|MAP_CREATE).*<(\d+\.\d+)>\s*$/; END { printf "%.2f\n", $s * 1000 }'
+    cat "$WORK"/strace."$v".ADD."$i".* | perl -ne '$s += $1 if /^bpf\(BPF_(?:BTF_LOAD|PROG_LOAD|MAP_CREATE).*<(\d+\.\d+)>\s*$/; END { printf "%.2f\n", $s * 1000 }'
   done | stats | cut -d' ' -f2)
-  echo "  bpf() calls in one podmeter ADD: $(grep -c '^bpf(' <<<"$f0"), of which BPF_PROG_LOAD $(grep -c '^bpf(BPF_PROG_LOAD' <<<"$f0"),"
+  echo "  bpf() calls in one $v ADD: $(grep -c '^bpf(' <<<"$f0"), of which BPF_PROG_LOAD $(grep -c '^bpf(BPF_PROG_LOAD' <<<"$f0"),"
   echo "  BPF_BTF_LOAD $(grep -c '^bpf(BPF_BTF_LOAD' <<<"$f0"), BPF_MAP_CREATE $(grep -c '^bpf(BPF_MAP_CREATE' <<<"$f0") (aya's feature probes, on every invocation:"
   echo "  median $probe_ms ms inside those syscalls per ADD)"
 fi

@@ -33,7 +33,7 @@ bench_init() {
 
 bench_cleanup() {
   set +e
-  local pid ns p t
+  local pid i p t cmd
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   wait 2>/dev/null # plugin invocations still running in the background (bounded)
@@ -84,8 +84,6 @@ mktmp() { mktemp -d "$BASE/XXXXXX"; }
 # process's pid, call nsenter directly (it execs CMD).
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
-now_ns() { date +%s%N; }
-
 # stats: reads numbers (one a line) and prints "n median p90 min max"
 # (nearest-rank percentiles).
 stats() {
@@ -99,7 +97,10 @@ stats() {
 }
 
 # ratio A B: A/B with 2 decimals.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+ratio() {
+  case "$1$2" in *-*|"") echo "-"; return ;; esac
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'
+}
 
 # start_exporter NODE PIN: starts podmeter-exporter inside NODE on an
 # ephemeral loopback port; sets EXPORTER_ADDR (host:port).
@@ -123,7 +124,12 @@ start_exporter() {
 }
 
 machine_line() {
+  local rev dirty
+  rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  # Uncommitted changes outside scripts/bench would change what was measured.
+  dirty=$(git -C "$ROOT" status --porcelain -- . ':!scripts/bench' ':!BENCHMARKS.md' 2>/dev/null | head -1)
   echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "podmeter: commit $rev${dirty:+ + uncommitted changes}, release build"
 }
 
 # Network configs, the same shape for both plugins: bridge pmb0, isGateway,
