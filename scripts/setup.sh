@@ -28,7 +28,10 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q prometheus 2>/
 fi
 
 if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
-  pip install -q kubernetes-validate >/dev/null 2>&1 || pip install -q --break-system-packages kubernetes-validate
+  # python3 -m pip: the pip of the python3 that will import it. Debian's own
+  # python refuses plain installs (PEP 668) and needs the override.
+  python3 -m pip install -q kubernetes-validate >/dev/null 2>&1 ||
+    python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then
