@@ -3,6 +3,15 @@
 # Installs every package the build, demo and tests need, and mounts bpffs.
 set -euo pipefail
 
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (packages, network namespaces, bpffs)" >&2
+  exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: podmeter builds with the machine's Rust toolchain (1.95)" >&2
+  exit 1
+fi
+
 PACKAGES=(
   clang-19 llvm-19 libbpf-dev linux-libc-dev
   iproute2 nftables iptables busybox-static jq iperf3
