@@ -17,6 +17,15 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # Prometheus configs, rules and their unit tests, the dashboard, the manifests.
 bash scripts/check-assets.sh
 
+# Test hygiene: every test removes what it made, also when it fails.
+leftovers=$( { ip netns list | grep -E '^pm(t|test|bench)-' || true
+               ls -d /sys/fs/bpf/pmtest* 2>/dev/null || true; } )
+if [ -n "$leftovers" ]; then
+  echo "test.sh: tests left these behind:" >&2
+  echo "$leftovers" >&2
+  exit 1
+fi
+
 # One closing line for the whole suite (the last cargo block is doc tests,
 # which has none).
 total() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
