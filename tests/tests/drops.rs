@@ -56,3 +56,32 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn counters_stay_exact_when_the_pod_interface_goes_down() {
+    let node = Node::new();
+    let conf = node.conf("1.1.0");
+    let a = node.add_pod("a", &conf);
+    let b = node.add_pod("b", &conf);
+    b.ns.ping(&a.ips()[0], 2, 56);
+    // The host veth loses its carrier: what still reaches it is dropped by
+    // its queue (QDISC_DROP), after podmeter's egress program counted it.
+    a.ns.exec(&["ip", "link", "set", "eth0", "down"]);
+    let lost = b.ns.try_exec(&[
+        "busybox",
+        "ping",
+        "-c",
+        "5",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        &a.ips()[0],
+    ]);
+    assert!(
+        !lost.status.success(),
+        "pinged a pod whose interface is down"
+    );
+    node.assert_counters_match_kernel(&a.host_ifname());
+    node.assert_counters_match_kernel(&b.host_ifname());
+}
