@@ -100,7 +100,6 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let devices = pod_devices(netns_path, peer_name)?;
     maps.register(host.index, &identity, &devices)?;
     rollback.push("unregister", move || {
-        let mut maps = PinnedMaps::open(layout).map_err(|e| e.to_string())?;
         maps.unregister(host_index).map_err(|e| e.to_string())
     });
     programs.attach(
@@ -120,11 +119,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     })??;
     with_netlink(|h| async move { set_up(&h, host.index).await })?;
 
+    // Last, so nothing can fail after it: one `nft -f` adds all or nothing.
     if PluginConfig::ip_masq(inv.conf) {
         masq::add(inv.network(), inv.container_id, inv.ifname, &plan.addrs)?;
-        rollback.push("remove masquerading", || {
-            masq::del(inv.network(), inv.container_id, inv.ifname).map_err(|e| e.to_string())
-        });
     }
 
     rollback.commit();
