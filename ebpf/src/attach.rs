@@ -187,9 +187,22 @@ pub fn tcx_programs(ifname: &str) -> Result<Vec<(&'static str, Vec<String>)>, Er
         .collect()
 }
 
-/// The hook of each program, for callers that report per hook.
-pub fn hooks() -> impl Iterator<Item = (&'static str, &'static str, TcAttachType)> {
-    PROGRAMS.iter().map(|p| (p.hook, p.name, p.attach_type))
+/// A hook of the host veth and the program podmeter attaches there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    /// `ingress` or `egress`.
+    pub name: &'static str,
+    pub program: &'static str,
+    pub ingress: bool,
+}
+
+/// The hooks podmeter attaches to, in the order [`tcx_programs`] reports.
+pub fn hooks() -> impl Iterator<Item = Hook> {
+    PROGRAMS.iter().map(|p| Hook {
+        name: p.hook,
+        program: p.name,
+        ingress: p.attach_type == TcAttachType::Ingress,
+    })
 }
 
 /// Removes link pins whose interface is registered nowhere (left by a crash

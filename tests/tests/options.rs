@@ -21,6 +21,16 @@ fn clsact_attachment_counts_exactly_and_is_removed_on_del() {
         .exec(&["tc", "filter", "show", "dev", &a.host_ifname(), "ingress"]);
     assert!(filters.contains("pm_ingress"), "{filters}");
     node.check(&a, &conf).ok();
+    // CHECK looks at the filters themselves under clsact too.
+    node.ns
+        .exec(&["tc", "filter", "del", "dev", &a.host_ifname(), "ingress"]);
+    let out = node.check(&a, &conf);
+    assert!(!out.success, "CHECK passed without the ingress filter");
+    assert!(out.json["details"]
+        .as_str()
+        .unwrap()
+        .contains("0 podmeter programs at ingress"));
+    node.check(&b, &conf).ok();
     node.del(&a, &conf).ok();
     node.del(&b, &conf).ok();
     assert!(node.maps().pods().unwrap().is_empty());

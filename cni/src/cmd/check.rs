@@ -10,6 +10,7 @@ use crate::{
         link::link_by_name,
         netns::{in_netns, with_netlink},
         pod::pod_interface_state,
+        tc::bpf_filter_names,
     },
 };
 
@@ -26,6 +27,20 @@ pub fn check(inv: &Invocation) -> Result<(), PluginError> {
     let host_index = check_host_side(inv)?;
     check_pod_side(inv, prev, netns)?;
     check_metering(inv, host_index)
+}
+
+/// The BPF filter names at each clsact hook of the host veth, in the
+/// order of [`attach::hooks`].
+fn clsact_programs(host_index: u32) -> Result<Vec<(&'static str, Vec<String>)>, PluginError> {
+    attach::hooks()
+        .map(|hook| {
+            let names =
+                with_netlink(
+                    |h| async move { bpf_filter_names(&h, host_index, hook.ingress).await },
+                )?;
+            Ok((hook.name, names))
+        })
+        .collect()
 }
 
 fn fail(msg: String) -> Result<(), PluginError> {
@@ -129,19 +144,19 @@ fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> 
     if maps.pod_counters(host_index)?.is_none() {
         fail(format!("no counters for host interface {host_index}"))?;
     }
+    let host_name = inv.host_ifname();
     let mode: AttachMode = inv.plugin.tc_attach_mode.into();
-    if mode.resolve() == AttachMode::Tcx {
-        for ((hook, names), (_, program, _)) in attach::tcx_programs(&inv.host_ifname())?
-            .into_iter()
-            .zip(attach::hooks())
-        {
-            let ours = names.iter().filter(|n| *n == program).count();
-            if ours != 1 {
-                fail(format!(
-                    "{ours} podmeter programs at {hook} of {} (expected 1)",
-                    inv.host_ifname()
-                ))?;
-            }
+    let attached = if mode.resolve() == AttachMode::Tcx {
+        attach::tcx_programs(&host_name)?
+    } else {
+        clsact_programs(host_index)?
+    };
+    for ((hook, names), expected) in attached.into_iter().zip(attach::hooks()) {
+        let ours = names.iter().filter(|n| *n == expected.program).count();
+        if ours != 1 {
+            fail(format!(
+                "{ours} podmeter programs at {hook} of {host_name} (expected 1)"
+            ))?;
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod names;
 pub mod netns;
 pub mod pod;
 pub mod sysctl;
+pub mod tc;
 pub mod veth;
 
 #[cfg(test)]
