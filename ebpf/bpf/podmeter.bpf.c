@@ -60,8 +60,8 @@ struct {
 
 /*
  * Drop reasons (a bitmap by enum skb_drop_reason value) that hit a packet on
- * the host veth after pm_egress counted it: a shaping qdisc, a later tc
- * program. The loader sets it from the running kernel's BTF, since reason
+ * the host veth only after pm_egress counted it: the qdisc's (a shaping tbf,
+ * a down link). The loader sets it from the running kernel's BTF, since reason
  * values differ between kernels. Such drops are taken back out of the pod's
  * receive counters, which then count what reached the pod, as the veth's own
  * transmit counters do; they stay visible in pm_drops.

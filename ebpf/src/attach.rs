@@ -97,7 +97,10 @@ fn attach_tcx(
         .attach_with_options(
             ifname,
             spec.attach_type,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
+            // First in the chain, where the veth's own counters see the
+            // packet too: no program attached with the default (append)
+            // order can drop or redirect a packet before podmeter counts it.
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
         )
         .map_err(err)?;
     let link: FdLink = program

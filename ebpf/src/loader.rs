@@ -112,12 +112,14 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     Ok(())
 }
 
-/// The bitmap of drop reasons that strike on the host veth after the
-/// egress program counted the packet: qdisc drops and later tc programs.
+/// The bitmap of drop reasons that strike on the host veth only after the
+/// egress program counted the packet: the qdisc's. Not `TC_EGRESS`: a tc
+/// program that drops may run before ours as well as after, and taking back
+/// a packet never counted would make the counter go down.
 fn after_egress_reasons(reasons: &HashMap<u32, String>) -> [u64; REASON_WORDS] {
     let mut bitmap = [0u64; REASON_WORDS];
     for (&value, name) in reasons {
-        let after_egress = name.starts_with("QDISC_") || name == "TC_EGRESS";
+        let after_egress = name.starts_with("QDISC_");
         if after_egress && (value as usize) < 64 * REASON_WORDS {
             bitmap[value as usize / 64] |= 1 << (value % 64);
         }
