@@ -52,7 +52,15 @@ pub fn invoke(mut cmd: Command, env: &[(&str, String)], stdin: &[u8]) -> CniOutp
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn plugin");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A plugin that fails before reading its config (no CNI_COMMAND, say)
+    // closes stdin early: that is its answer, not the test's failure.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing the config: {e}"
+        );
+    }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let json = if stdout.trim().is_empty() {
