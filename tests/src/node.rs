@@ -14,6 +14,9 @@ use crate::{
 };
 
 pub const NETWORK: &str = "pmtest";
+
+/// How long the kernel's counters must not move around a comparison.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 pub const SUBNET_V4: &str = "10.77.0.0/24";
 pub const SUBNET_V6: &str = "fd00:77::/64";
 pub const GATEWAY_V4: &str = "10.77.0.1";
@@ -220,16 +223,11 @@ impl Node {
             .into_iter()
             .find(|(_, p)| p.host_ifname == host_ifname)
             .unwrap_or_else(|| panic!("{host_ifname} is not registered"));
-        let (ours, kernel) = (0..50)
-            .find_map(|_| {
-                let before = self.link_stats(host_ifname);
-                let ours = maps
-                    .pod_counters(ifindex)
-                    .unwrap()
-                    .expect("pod has counters");
-                (before == self.link_stats(host_ifname)).then_some((ours, before))
-            })
-            .expect("the kernel's counters never stood still");
+        let (ours, kernel) = self.quiet_snapshot(host_ifname, || {
+            maps.pod_counters(ifindex)
+                .unwrap()
+                .expect("pod has counters")
+        });
         let as_kernel = |packets, bytes| PodCounter { packets, bytes };
         assert_eq!(
             (ours.receive, ours.transmit),
@@ -240,6 +238,22 @@ impl Node {
             "podmeter (receive, transmit) vs kernel {kernel:?} of {host_ifname}"
         );
         ours
+    }
+
+    /// Runs `read` while the kernel's counters of `host_ifname` stand
+    /// still, and returns its result with those counters. A qdisc on the
+    /// veth (the bandwidth plugin's tbf) may hold a counted packet for tens
+    /// of ms before the veth counts it, so they must stand still for longer.
+    pub fn quiet_snapshot<T>(&self, host_ifname: &str, read: impl Fn() -> T) -> (T, LinkStats) {
+        (0..50)
+            .find_map(|_| {
+                let before = self.link_stats(host_ifname);
+                std::thread::sleep(QUIET);
+                let value = read();
+                std::thread::sleep(QUIET);
+                (before == self.link_stats(host_ifname)).then_some((value, before))
+            })
+            .expect("the kernel's counters never stood still")
     }
 
     pub fn layout(&self) -> PinLayout {

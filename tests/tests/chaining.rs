@@ -179,7 +179,8 @@ fn http_get(client: &NetNs, url: &str) -> Option<String> {
 /// Throughput in Mbit/s the receiver saw, `client` sending to `server_ip`.
 fn iperf3(client: &NetNs, server_ip: &str, extra: &[&str]) -> f64 {
     let report = eventually("iperf3 client", || {
-        let mut argv = vec!["iperf3", "-J", "-t", "2", "-c", server_ip];
+        // -O 1: the first second (slow start, tbf's burst) is not measured.
+        let mut argv = vec!["iperf3", "-J", "-t", "3", "-O", "1", "-c", server_ip];
         argv.extend(extra);
         let out = client.try_exec(&argv);
         let report: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -375,8 +376,8 @@ fn a_pod_shaped_to_10_mbits_measures_10_mbits_and_counts_exactly() {
     node.assert_counters_match_kernel(&host);
     node.assert_counters_match_kernel(&b.host_ifname());
 
-    // An unlimited window overflows tbf: each packet it drops is a
-    // QDISC_DROP receive drop of the pod, and not received by it.
+    // An unlimited window overflows tbf: the packets it drops are QDISC_DROP
+    // receive drops of the pod, and not received by it.
     let down = iperf3(&b.ns, &shaped.ips()[0], &[]);
     assert!((5.0..15.0).contains(&down), "receive {down:.2} Mbit/s");
     let drops = receive_drops(&node, &shaped, "QDISC_DROP");
@@ -384,6 +385,8 @@ fn a_pod_shaped_to_10_mbits_measures_10_mbits_and_counts_exactly() {
         drops.packets > 0,
         "an unlimited window never overflowed tbf"
     );
-    assert_eq!(drops.packets, tbf_drops(&node, &host));
+    // tbf's own drop statistic is a different accounting (segments, its
+    // child qdisc): it must have dropped, but need not agree to the packet.
+    assert!(tbf_drops(&node, &host) > 0);
     node.assert_counters_match_kernel(&host);
 }

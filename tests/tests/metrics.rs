@@ -27,13 +27,7 @@ fn series(family: &str, pod: &str) -> String {
 /// A scrape taken while the kernel's counters of `pod`'s host veth stood
 /// still, with those counters.
 fn quiet_scrape(node: &Node, exporter: &Exporter, pod: &Pod) -> (String, LinkStats) {
-    (0..50)
-        .find_map(|_| {
-            let before = node.link_stats(&pod.host_ifname());
-            let metrics = exporter.metrics();
-            (before == node.link_stats(&pod.host_ifname())).then_some((metrics, before))
-        })
-        .expect("the kernel's counters never stood still")
+    node.quiet_snapshot(&pod.host_ifname(), || exporter.metrics())
 }
 
 /// The scraped counters of `pod` equal the kernel's; returns them.
