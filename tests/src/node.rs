@@ -240,6 +240,15 @@ impl Node {
         ours
     }
 
+    /// The host ifindex and identity under which `pod` is registered;
+    /// panics if it is not.
+    pub fn registered(&self, pod: &Pod) -> (u32, podmeter_ebpf::PodIdentity) {
+        self.maps()
+            .find(NETWORK, &pod.container_id, &pod.ifname)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} is not registered", pod.container_id))
+    }
+
     /// Runs `read` while the kernel's counters of `host_ifname` stand
     /// still, and returns its result with those counters. A qdisc on the
     /// veth (the bandwidth plugin's tbf) may hold a counted packet for tens

@@ -217,12 +217,9 @@ fn tbf_drops(node: &Node, dev: &str) -> u64 {
 /// podmeter's receive drops of `pod` for kernel drop reason `reason`.
 fn receive_drops(node: &Node, pod: &Pod, reason: &str) -> PodCounter {
     let names: HashMap<u32, String> = drop_reasons(Path::new(VMLINUX_BTF)).unwrap();
-    let maps = node.maps();
-    let (ifindex, _) = maps
-        .find(NETWORK, &pod.container_id, &pod.ifname)
-        .unwrap()
-        .expect("registered");
-    maps.drops()
+    let (ifindex, _) = node.registered(pod);
+    node.maps()
+        .drops()
         .unwrap()
         .into_iter()
         .filter(|d| d.ifindex == ifindex && d.direction == Direction::Receive)
@@ -273,11 +270,7 @@ fn the_chain_adds_checks_forwards_ports_and_deletes_without_a_trace() {
         2,
         "tuning keeps one backup per pod in its dataDir"
     );
-    let (_, identity) = node
-        .maps()
-        .find(NETWORK, &a.container_id, "eth0")
-        .unwrap()
-        .unwrap();
+    let (_, identity) = node.registered(&a);
     assert_eq!(
         (identity.namespace.as_str(), identity.pod.as_str()),
         ("chain", "web")

@@ -3,7 +3,7 @@
 
 use podmeter_tests::{
     node::{GATEWAY_V4, GATEWAY_V6},
-    Node, Pod,
+    Node,
 };
 
 #[test]
@@ -31,14 +31,14 @@ fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
     }
     let before = node
         .maps()
-        .pod_counters(ifindex(&node, &a))
+        .pod_counters(node.registered(&a).0)
         .unwrap()
         .unwrap();
     a.ns.ping(&ips_b[0], 50, 1000);
     b.ns.ping(&ips_a[0], 50, 1000);
     let after = node
         .maps()
-        .pod_counters(ifindex(&node, &a))
+        .pod_counters(node.registered(&a).0)
         .unwrap()
         .unwrap();
     // At least 100 echo packets of 1000 bytes each way went through a: a
@@ -50,23 +50,11 @@ fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
     node.assert_counters_match_kernel(&b.host_ifname());
 }
 
-fn ifindex(node: &Node, pod: &Pod) -> u32 {
-    node.maps()
-        .find("pmtest", &pod.container_id, &pod.ifname)
-        .unwrap()
-        .unwrap()
-        .0
-}
-
 #[test]
 fn identity_comes_from_cni_args() {
     let node = Node::new();
     let pod = node.add_pod("web-0", &node.conf("1.1.0"));
-    let (_, identity) = node
-        .maps()
-        .find("pmtest", &pod.container_id, "eth0")
-        .unwrap()
-        .unwrap();
+    let (_, identity) = node.registered(&pod);
     assert_eq!(identity.namespace, "test");
     assert_eq!(identity.pod, "web-0");
     assert_eq!(identity.uid, "uid-web-0");

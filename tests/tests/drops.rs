@@ -18,12 +18,9 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
     let no_socket = by_name["NO_SOCKET"];
 
     let drops_of = |pod: &podmeter_tests::Pod| {
-        let maps = node.maps();
-        let (ifindex, _) = maps
-            .find("pmtest", &pod.container_id, "eth0")
-            .unwrap()
-            .unwrap();
-        maps.drops()
+        let (ifindex, _) = node.registered(pod);
+        node.maps()
+            .drops()
             .unwrap()
             .into_iter()
             .filter(|d| d.ifindex == ifindex && d.reason == no_socket)
@@ -41,11 +38,7 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
     assert_eq!(after.get(&Direction::Transmit), None, "{after:?}");
 
     // DEL takes the pod's drops with it.
-    let (ifindex, _) = node
-        .maps()
-        .find("pmtest", &a.container_id, "eth0")
-        .unwrap()
-        .unwrap();
+    let (ifindex, _) = node.registered(&a);
     node.del(&a, &conf).ok();
     let left: Vec<_> = node
         .maps()
