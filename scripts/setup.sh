@@ -17,7 +17,7 @@ PACKAGES=(
   iproute2 nftables iptables busybox-static jq iperf3
   containernetworking-plugins podman runc
   prometheus prometheus-node-exporter
-  python3-pip curl
+  python3-pip curl strace util-linux libcap2-bin
 )
 
 missing=()
@@ -43,6 +43,13 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
+# bpffs as the kernel's hardening guides (and systemd) mount it: only root may
+# create pins. The kernel's default, 1777, lets any user create a pin path
+# before podmeter does (podmeter refuses such a path, but the node should not
+# offer it). An existing mount made with the default gets its mode tightened.
 if ! mountpoint -q /sys/fs/bpf; then
-  mount -t bpf bpf /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf -o mode=0700
+elif [ -n "$(find /sys/fs/bpf -maxdepth 0 -perm /022)" ]; then
+  echo "setup: /sys/fs/bpf is writable by others; chmod go-w" >&2
+  chmod go-w /sys/fs/bpf
 fi
