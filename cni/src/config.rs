@@ -68,8 +68,9 @@ const MIN_MTU: u32 = 1280;
 impl PluginConfig {
     pub fn from_netconf(conf: &NetConf) -> Result<Self, PluginError> {
         let custom = serde_json::Value::Object(conf.custom.clone().into_iter().collect());
-        let mut cfg: PluginConfig =
-            serde_json::from_value(custom).map_err(|e| PluginError::Config(e.to_string()))?;
+        // The path names the key at fault: `isGateway: invalid type: ...`.
+        let mut cfg: PluginConfig = serde_path_to_error::deserialize(custom)
+            .map_err(|e| PluginError::Config(format!("{}: {}", e.path(), e.inner())))?;
         cfg.is_gateway |= cfg.is_default_gateway;
         validate_ifname(&cfg.bridge)
             .map_err(|e| PluginError::Config(format!("bridge name {:?}: {e}", cfg.bridge)))?;
@@ -138,5 +139,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_type_error_names_the_key() {
+        let err = PluginConfig::from_netconf(&netconf(
+            r#"{"name":"n","type":"podmeter","isGateway":"yes"}"#,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("isGateway: invalid type"), "{err}");
     }
 }

@@ -8,6 +8,19 @@ use crate::{ipam::IpamError, net::NetError};
 pub const CODE_EBPF: u32 = 110;
 pub const CODE_CHECK_FAILED: u32 = 120;
 pub const CODE_MASQ: u32 = 130;
+/// A bug: the plugin panicked.
+pub const CODE_INTERNAL: u32 = 199;
+
+/// The error result for a panic, in the spec's error JSON.
+pub fn internal_error(panic: &str) -> serde_json::Value {
+    serde_json::json!({
+        // As rscni writes its own errors: the newest version it speaks.
+        "cniVersion": "1.1.0",
+        "code": CODE_INTERNAL,
+        "msg": "internal error",
+        "details": format!("podmeter panicked: {panic}"),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

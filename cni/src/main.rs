@@ -9,6 +9,8 @@ mod ipam;
 mod masq;
 mod net;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use rscni_plugin::cni::Plugin;
 use tracing_subscriber::EnvFilter;
 
@@ -23,8 +25,20 @@ fn main() {
     // No about text: with one, rscni (like the Go skel) answers a missing
     // CNI_COMMAND with help and success; a runtime's mistake should be the
     // spec's error 4 instead.
-    if Plugin::default().run(&cmd::Podmeter).is_err() {
+    match catch_unwind(AssertUnwindSafe(|| Plugin::default().run(&cmd::Podmeter))) {
+        Ok(Ok(())) => {}
         // The error result is already on stdout.
-        std::process::exit(1);
+        Ok(Err(_)) => std::process::exit(1),
+        // A bug must still answer as the spec says; ADD's rollback has run
+        // while the panic unwound.
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            println!("{}", error::internal_error(&msg));
+            std::process::exit(1);
+        }
     }
 }

@@ -37,8 +37,7 @@ impl AttachMode {
     pub fn resolve(self) -> AttachMode {
         match self {
             AttachMode::Auto => {
-                let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-                if tcx {
+                if tcx_available() {
                     AttachMode::Tcx
                 } else {
                     AttachMode::Clsact
@@ -47,6 +46,11 @@ impl AttachMode {
             mode => mode,
         }
     }
+}
+
+/// Whether this kernel has TCX (Linux 6.6).
+pub fn tcx_available() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 impl Programs {
@@ -87,8 +91,6 @@ fn attach_tcx(
 ) -> Result<(), Error> {
     let path = layout.link(ifindex, spec.hook);
     remove_if_exists(&path)?;
-    let dir = layout.links_dir();
-    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     let err = |source| Error::Program {
         name: spec.name,
         source,

@@ -7,6 +7,12 @@ pub enum Error {
     #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
     NotBpffs { path: PathBuf },
 
+    #[error(
+        "unsafe pin path: {path} {reason}; podmeter pins only where root alone can write \
+         (remove it, or mount bpffs with mode=0700)"
+    )]
+    UnsafePinPath { path: PathBuf, reason: String },
+
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -11,10 +11,11 @@ pub mod counters;
 pub mod drop_reasons;
 pub mod error;
 pub mod loader;
-mod lock;
+pub mod lock;
 pub mod maps;
 pub mod netns_cookie;
 pub mod object;
+pub mod pin_dir;
 pub mod pins;
 pub mod registry;
 

@@ -3,9 +3,7 @@
 
 use std::{
     collections::HashMap,
-    ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
@@ -13,19 +11,17 @@ use aya::{
     programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
     Btf, EbpfLoader,
 };
+use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
     drop_reasons::{drop_reasons, VMLINUX_BTF},
-    lock::DirLock,
+    lock::PinLock,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     pins::PinLayout,
     Error,
 };
-
-/// `BPF_FS_MAGIC` from `<linux/magic.h>`.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The loaded tc programs, in the order of [`PROGRAMS`].
 pub struct Programs {
@@ -36,10 +32,7 @@ pub struct Programs {
 /// the maps) first if this pin path has none yet. Refuses pinned maps of
 /// another layout.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
-    check_bpffs(layout.pin_path())?;
-    let dir = layout.dir();
-    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let _lock = DirLock::acquire(&dir)?;
+    let _lock = PinLock::exclusive(layout)?;
     maps::check_existing(layout)?;
 
     let pinned = PROGRAMS
@@ -141,8 +134,6 @@ fn ensure_drop_tracer_attached(layout: &PinLayout) -> Result<(), Error> {
     let mut tracer = BtfTracePoint::from_pin(layout.program(DROP_TRACER)).map_err(err)?;
     let id = tracer.attach().map_err(err)?;
     let link: FdLink = tracer.take_link(id).map_err(err)?.into();
-    let dir = layout.links_dir();
-    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     link.pin(&link_path).map_err(|source| Error::Pin {
         path: link_path,
         source,
@@ -185,20 +176,8 @@ pub fn check_bpffs(path: &Path) -> Result<(), Error> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
-    let c = CString::new(existing.as_os_str().as_bytes()).map_err(|e| {
-        Error::io(
-            "statfs",
-            existing,
-            io::Error::new(io::ErrorKind::InvalidInput, e),
-        )
-    })?;
-    // SAFETY: statfs writes into the zeroed struct we pass.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(Error::io("statfs", existing, io::Error::last_os_error()));
-    }
-    if st.f_type as i64 != BPF_FS_MAGIC {
+    let fs = statfs(existing).map_err(|e| Error::io("statfs", existing, e.into()))?;
+    if fs.filesystem_type() != BPF_FS_MAGIC {
         return Err(Error::NotBpffs {
             path: PathBuf::from(path),
         });

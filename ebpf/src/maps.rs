@@ -8,6 +8,7 @@ use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 use crate::{
     abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo},
     object::{MapSpec, MAPS},
+    pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
     Error,
 };
@@ -24,6 +25,7 @@ pub struct PinnedMaps {
 impl PinnedMaps {
     /// Opens every map; fails if one is missing or has another layout.
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
+        pin_dir::check(layout)?;
         Ok(Self {
             layout: layout.clone(),
             counters: open_typed(layout, COUNTERS_MAP)?,
@@ -52,7 +54,7 @@ fn spec(name: &str) -> &'static MapSpec {
 }
 
 /// Opens the pinned map `name`, checked against its spec, as the typed map `T`.
-fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+pub(crate) fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     layout: &PinLayout,
     name: &str,
 ) -> Result<T, Error> {

@@ -1,16 +1,17 @@
 //! The pod registry: who is behind each host veth. Registering also creates
 //! the pod's zeroed counters, which the programs only ever update.
 
-use std::net::IpAddr;
+use std::{collections::BTreeSet, net::IpAddr};
 
-use aya::maps::{MapError, PerCpuValues};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
 
 use crate::{
     abi::{
         CounterKey, Dev, DevKey, Direction, DropKey, IpEntry, PodCounter, PodInfo, Side, MAX_IPS,
     },
-    maps::PinnedMaps,
-    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    maps::{open_typed, PinnedMaps},
+    pin_dir,
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
     Error,
 };
 
@@ -81,39 +82,19 @@ impl PinnedMaps {
             .map_err(|source| self.error(REGISTRY_MAP, source))
     }
 
-    /// Removes the identity first, then devices, counters and drops, so a
-    /// reader never sees a registered pod without counters, and no drop is
-    /// attributed to the pod once its counters are gone. Missing entries are
-    /// not an error.
+    /// Removes the pod interface's devices, counters and drops, and its
+    /// identity last: a DEL killed halfway leaves the identity, by which the
+    /// next DEL or GC finds what is left. Removing the devices first means no
+    /// drop is attributed to the pod once its counters are going. Missing
+    /// entries are not an error.
     pub fn unregister(&mut self, ifindex: u32) -> Result<(), Error> {
-        ignore_missing(self.registry.remove(&ifindex))
-            .map_err(|source| self.error(REGISTRY_MAP, source))?;
-        let devices: Vec<DevKey> = self
-            .devices
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, dev)| dev.host_ifindex == ifindex)
-            .map(|(key, _)| key)
-            .collect();
-        for key in devices {
-            ignore_missing(self.devices.remove(&key))
-                .map_err(|source| self.error(DEVICES_MAP, source))?;
-        }
-        for direction in Direction::ALL {
-            ignore_missing(self.counters.remove(&CounterKey::new(ifindex, direction)))
-                .map_err(|source| self.error(COUNTERS_MAP, source))?;
-        }
-        let drops: Vec<DropKey> = self
-            .drops
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.ifindex == ifindex)
-            .collect();
-        for key in drops {
-            ignore_missing(self.drops.remove(&key))
-                .map_err(|source| self.error(DROPS_MAP, source))?;
-        }
-        Ok(())
+        remove_devices(&mut self.devices, ifindex)
+            .map_err(|source| self.error(DEVICES_MAP, source))?;
+        remove_counters(&mut self.counters, ifindex)
+            .map_err(|source| self.error(COUNTERS_MAP, source))?;
+        remove_drops(&mut self.drops, ifindex).map_err(|source| self.error(DROPS_MAP, source))?;
+        remove_identity(&mut self.registry, ifindex)
+            .map_err(|source| self.error(REGISTRY_MAP, source))
     }
 
     /// Every registered pod interface, keyed by host veth ifindex.
@@ -148,6 +129,162 @@ impl PinnedMaps {
             Err(source) => Err(self.error(REGISTRY_MAP, source)),
         }
     }
+}
+
+/// Removes a pod interface's entries from every map that is there, each map
+/// opened on its own: DEL must clean what it can when a map is missing (a
+/// first ADD killed while loading) or of another layout. Returns what it
+/// could not do; the identity stays unless everything else went.
+pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
+    if let Err(e) = pin_dir::check(layout) {
+        return vec![e];
+    }
+    let mut problems: Vec<Error> = [
+        with_map(layout, DEVICES_MAP, |m| remove_devices(m, ifindex)),
+        with_map(layout, COUNTERS_MAP, |m| remove_counters(m, ifindex)),
+        with_map(layout, DROPS_MAP, |m| remove_drops(m, ifindex)),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
+    if problems.is_empty() {
+        problems.extend(with_map(layout, REGISTRY_MAP, |m| remove_identity(m, ifindex)).err());
+    }
+    problems
+}
+
+/// Every registered pod interface, reading the registry alone (none if it
+/// is not pinned): for DEL and GC, which must work when another map is not.
+pub fn pods(layout: &PinLayout) -> Result<Vec<(u32, PodIdentity)>, Error> {
+    pin_dir::check(layout)?;
+    let mut pods = Vec::new();
+    with_map(
+        layout,
+        REGISTRY_MAP,
+        |m: &mut HashMap<MapData, u32, PodInfo>| {
+            for entry in m.iter() {
+                let (ifindex, info) = entry?;
+                pods.push((ifindex, decode(&info)));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(pods)
+}
+
+/// The registered host ifindex of an attachment, if any.
+pub fn find_attachment(
+    layout: &PinLayout,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<u32>, Error> {
+    Ok(pods(layout)?
+        .into_iter()
+        .find(|(_, p)| p.is_attachment(network, container_id, ifname))
+        .map(|(ifindex, _)| ifindex))
+}
+
+/// Host ifindexes with devices, counters or drops but no identity: left by
+/// an ADD or DEL that died halfway, or an ADD still in flight.
+pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
+    let registered: BTreeSet<u32> = pods(layout)?.into_iter().map(|(i, _)| i).collect();
+    let mut found = BTreeSet::new();
+    with_map(
+        layout,
+        DEVICES_MAP,
+        |m: &mut HashMap<MapData, DevKey, Dev>| {
+            for entry in m.iter() {
+                found.insert(entry?.1.host_ifindex);
+            }
+            Ok(())
+        },
+    )?;
+    with_map(
+        layout,
+        COUNTERS_MAP,
+        |m: &mut PerCpuHashMap<MapData, CounterKey, PodCounter>| {
+            for key in m.keys() {
+                found.insert(key?.ifindex);
+            }
+            Ok(())
+        },
+    )?;
+    with_map(
+        layout,
+        DROPS_MAP,
+        |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| {
+            for key in m.keys() {
+                found.insert(key?.ifindex);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(found.difference(&registered).copied().collect())
+}
+
+/// Runs `f` on the pinned map `name` if it is pinned.
+fn with_map<T: TryFrom<Map, Error = MapError>>(
+    layout: &PinLayout,
+    name: &str,
+    f: impl FnOnce(&mut T) -> Result<(), MapError>,
+) -> Result<(), Error> {
+    if !layout.map(name).exists() {
+        return Ok(());
+    }
+    let mut map: T = open_typed(layout, name)?;
+    f(&mut map).map_err(|source| Error::Map {
+        path: layout.map(name),
+        source,
+    })
+}
+
+fn remove_identity(
+    registry: &mut HashMap<MapData, u32, PodInfo>,
+    ifindex: u32,
+) -> Result<(), MapError> {
+    ignore_missing(registry.remove(&ifindex))
+}
+
+fn remove_devices(
+    devices: &mut HashMap<MapData, DevKey, Dev>,
+    ifindex: u32,
+) -> Result<(), MapError> {
+    let keys: Vec<DevKey> = devices
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, dev)| dev.host_ifindex == ifindex)
+        .map(|(key, _)| key)
+        .collect();
+    for key in keys {
+        ignore_missing(devices.remove(&key))?;
+    }
+    Ok(())
+}
+
+fn remove_counters(
+    counters: &mut PerCpuHashMap<MapData, CounterKey, PodCounter>,
+    ifindex: u32,
+) -> Result<(), MapError> {
+    for direction in Direction::ALL {
+        ignore_missing(counters.remove(&CounterKey::new(ifindex, direction)))?;
+    }
+    Ok(())
+}
+
+fn remove_drops(
+    drops: &mut PerCpuHashMap<MapData, DropKey, PodCounter>,
+    ifindex: u32,
+) -> Result<(), MapError> {
+    let keys: Vec<DropKey> = drops
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| key.ifindex == ifindex)
+        .collect();
+    for key in keys {
+        ignore_missing(drops.remove(&key))?;
+    }
+    Ok(())
 }
 
 /// A delete of a key that is not there is done. aya 0.14 reports that as

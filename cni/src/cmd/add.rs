@@ -5,15 +5,21 @@
 //! and only then do the links come up, so the programs see every packet the
 //! kernel's own veth counters see.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
-use podmeter_ebpf::{
-    attach, loader, maps::PinnedMaps, netns_cookie::current_netns_cookie, PodDevices, PodIdentity,
-};
-use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig, Route};
+use std::{fs::File, os::fd::AsFd};
 
-use super::{rollback::Rollback, Invocation};
+use podmeter_ebpf::{
+    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie, registry,
+    PodDevices, PodIdentity,
+};
+use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
+
+use super::{
+    plan::{Plan, POD_INTERFACE},
+    preflight,
+    rollback::Rollback,
+    Invocation,
+};
 use crate::{
     cni_args::PodRef,
     config::PluginConfig,
@@ -23,25 +29,23 @@ use crate::{
         bridge::ensure_bridge,
         link::{delete_link_by_name, link_by_name, set_up, LinkSummary},
         names::temp_peer_name,
-        netns::{in_netns, open_netns, with_netlink},
-        pod::{configure_pod_interface, PodRoute},
+        netns::{in_netns, with_netlink},
+        pod::configure_pod_interface,
         sysctl::{set_accept_ra, write_sysctl},
         veth::create_veth,
         NetError,
     },
 };
 
-/// Index of the pod's interface in the result's `interfaces` list.
-const POD_INTERFACE: u32 = 2;
-
 pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
-    let netns_path = inv
-        .netns
-        .ok_or_else(|| PluginError::Config("CNI_NETNS is required for ADD".into()))?;
-    let netns = open_netns(netns_path)?;
+    let (netns_path, netns) = inv.pod_netns()?;
     let layout = &inv.layout();
-    // A node that cannot meter fails here, before anything is created.
-    let mut programs = loader::ensure_loaded(layout)?;
+    // A node that cannot do what the config asks fails here, before
+    // anything is created.
+    let mut programs = preflight::node_ready(inv)?;
+    // Held until ADD returns: GC waits for it, so it never takes this
+    // half-made pod for a leftover.
+    let _adding = PinLock::shared(layout)?;
     let mut maps = PinnedMaps::open(layout)?;
 
     let mut rollback = Rollback::default();
@@ -54,29 +58,14 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         enable_forwarding(&plan.addrs)?;
     }
 
-    let host_name = inv.host_ifname();
     let peer_name = temp_peer_name();
     // Async blocks below borrow; they must not take these by value.
     let (plan, peer_name, netns) = (&plan, peer_name.as_str(), &netns);
-    let (bridge, host) = with_netlink(|h| async move {
-        let bridge =
-            ensure_bridge(&h, &inv.plugin.bridge, inv.plugin.mtu, &plan.bridge_addrs).await?;
-        let host = create_veth(
-            &h,
-            &host_name,
-            peer_name,
-            inv.plugin.mtu,
-            bridge.index,
-            inv.plugin.hairpin_mode,
-            std::os::fd::AsFd::as_fd(netns),
-        )
-        .await?;
-        Ok((bridge, host))
-    })?;
+    let (bridge, host) = create_links(inv, plan, peer_name, netns)?;
     // Undo steps own what they need: they run after this function's locals are gone.
     let (host_name, host_index) = (host.name.clone(), host.index);
     rollback.push("delete veth", move || {
-        with_netlink(|h| async move { delete_link_by_name(&h, &host_name).await })
+        delete_host_veth(&host_name)
             .map(drop)
             .map_err(|e| e.to_string())
     });
@@ -98,9 +87,17 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .collect(),
     };
     let devices = pod_devices(netns_path, peer_name)?;
-    maps.register(host.index, &identity, &devices)?;
+    // Pushed before the step it undoes, which may fail halfway (one map
+    // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
-        maps.unregister(host_index).map_err(|e| e.to_string())
+        registry::forget(layout, host_index)
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |e| Err(e.to_string()))
+    });
+    maps.register(host.index, &identity, &devices)?;
+    rollback.push("detach", move || {
+        attach::detach(layout, host_index).map_err(|e| e.to_string())
     });
     programs.attach(
         layout,
@@ -108,9 +105,6 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         host.index,
         inv.plugin.tc_attach_mode.into(),
     )?;
-    rollback.push("detach", move || {
-        attach::detach(layout, host_index).map_err(|e| e.to_string())
-    });
 
     let pod = in_netns(netns_path, || {
         with_netlink(|h| async move {
@@ -119,8 +113,10 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     })??;
     with_netlink(|h| async move { set_up(&h, host.index).await })?;
 
-    // Last, so nothing can fail after it: one `nft -f` adds all or nothing.
     if PluginConfig::ip_masq(inv.conf) {
+        rollback.push("remove masquerade rules", || {
+            masq::del(inv.network(), inv.container_id, inv.ifname).map_err(|e| e.to_string())
+        });
         masq::add(inv.network(), inv.container_id, inv.ifname, &plan.addrs)?;
     }
 
@@ -132,6 +128,48 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         [&bridge, &host, &pod],
         netns_path,
     ))
+}
+
+/// Makes sure the bridge is there and creates the veth pair. If creating
+/// the pair fails past the request itself (the ack lost, a later step
+/// refused), the pair may exist: it is deleted over a fresh connection, as
+/// the failed one may be what broke. A name that already existed (EEXIST)
+/// is another attachment's and stays.
+fn create_links(
+    inv: &Invocation,
+    plan: &Plan,
+    peer_name: &str,
+    netns: &File,
+) -> Result<(LinkSummary, LinkSummary), PluginError> {
+    let host_name = inv.host_ifname();
+    let name = host_name.as_str();
+    let created = with_netlink(|h| async move {
+        let bridge =
+            ensure_bridge(&h, &inv.plugin.bridge, inv.plugin.mtu, &plan.bridge_addrs).await?;
+        let host = create_veth(
+            &h,
+            name,
+            peer_name,
+            inv.plugin.mtu,
+            bridge.index,
+            inv.plugin.hairpin_mode,
+            netns.as_fd(),
+        )
+        .await?;
+        Ok((bridge, host))
+    });
+    if let Err(e) = &created {
+        if e.errno() != Some(libc::EEXIST) {
+            if let Err(undo) = delete_host_veth(&host_name) {
+                tracing::error!("rollback: delete veth {host_name}: {undo}");
+            }
+        }
+    }
+    Ok(created?)
+}
+
+fn delete_host_veth(name: &str) -> Result<bool, NetError> {
+    with_netlink(|h| async move { delete_link_by_name(&h, name).await })
 }
 
 /// Where the two veth ends live, so the drop tracer can attribute drops on
@@ -158,104 +196,6 @@ fn pod_devices(netns: &std::path::Path, peer_name: &str) -> Result<PodDevices, P
         pod_netns_cookie: pod_netns_cookie.map_err(cookie)?,
         pod_ifindex: pod.index,
     })
-}
-
-/// What to configure, derived from the IPAM result and the config.
-struct Plan {
-    /// The pod's addresses with their subnet's prefix.
-    addrs: Vec<IpNet>,
-    /// The gateways, on the bridge, if `isGateway`.
-    bridge_addrs: Vec<IpNet>,
-    /// Routes in the pod, each with a gateway filled in as the reference
-    /// plugins do (a route without `gw` goes via its family's gateway).
-    routes: Vec<PodRoute>,
-    /// Default routes added for `isDefaultGateway`, reported in the result.
-    default_routes: Vec<Route>,
-}
-
-impl Plan {
-    fn new(cfg: &PluginConfig, leased: &CNIResult) -> Result<Self, PluginError> {
-        if leased.ips.is_empty() {
-            return Err(PluginError::Config("IPAM returned no addresses".into()));
-        }
-        let addrs: Vec<IpNet> = leased.ips.iter().map(|ip| ip.address).collect();
-        let bridge_addrs = if cfg.is_gateway {
-            leased
-                .ips
-                .iter()
-                .filter_map(|ip| {
-                    let gw = ip.gateway?;
-                    IpNet::new(gw, ip.address.prefix_len()).ok()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut default_routes = Vec::new();
-        if cfg.is_default_gateway {
-            for v4 in [true, false] {
-                let has_default = leased
-                    .routes
-                    .iter()
-                    .any(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == v4);
-                if let (Some(gw), false) = (family_gateway(&leased.ips, v4), has_default) {
-                    default_routes.push(route(default_net(v4), Some(gw)));
-                }
-            }
-        }
-        let all_routes: Vec<Route> = leased
-            .routes
-            .iter()
-            .chain(&default_routes)
-            .cloned()
-            .collect();
-        let routes = pod_routes(&all_routes, &leased.ips);
-        Ok(Self {
-            addrs,
-            bridge_addrs,
-            routes,
-            default_routes,
-        })
-    }
-}
-
-/// The routes to set in the pod: a route without `gw` goes via the
-/// gateway of its family, as the reference plugins configure it.
-pub(super) fn pod_routes(routes: &[Route], ips: &[IpConfig]) -> Vec<PodRoute> {
-    routes
-        .iter()
-        .map(|r| PodRoute {
-            dst: r.dst,
-            gw: r.gw.or_else(|| family_gateway(ips, r.dst.addr().is_ipv4())),
-        })
-        .collect()
-}
-
-fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
-    ips.iter()
-        .filter(|ip| ip.address.addr().is_ipv4() == v4)
-        .find_map(|ip| ip.gateway)
-}
-
-fn default_net(v4: bool) -> IpNet {
-    let any: IpAddr = if v4 {
-        IpAddr::from([0u8; 4])
-    } else {
-        IpAddr::from([0u8; 16])
-    };
-    IpNet::new(any, 0).expect("prefix 0 is valid")
-}
-
-fn route(dst: IpNet, gw: Option<IpAddr>) -> Route {
-    Route {
-        dst,
-        gw,
-        mtu: None,
-        advmss: None,
-        priority: None,
-        table: None,
-        scope: None,
-    }
 }
 
 /// A gateway forwards between pods and the rest of the node, as the

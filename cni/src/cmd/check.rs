@@ -1,9 +1,9 @@
 //! CHECK: is the attachment still as ADD left it (per `prevResult`)?
 
-use podmeter_ebpf::{attach, AttachMode};
+use podmeter_ebpf::{attach, maps::PinnedMaps, AttachMode};
 use rscni_plugin::types::CNIResult;
 
-use super::{add::pod_routes, Invocation};
+use super::{plan::pod_routes, Invocation};
 use crate::{
     error::PluginError,
     net::{
@@ -20,9 +20,7 @@ pub fn check(inv: &Invocation) -> Result<(), PluginError> {
         .prev_result
         .as_ref()
         .ok_or_else(|| PluginError::Config("CHECK needs prevResult".into()))?;
-    let netns = inv
-        .netns
-        .ok_or_else(|| PluginError::Config("CNI_NETNS is required for CHECK".into()))?;
+    let (netns, _) = inv.pod_netns()?;
     inv.ipam.check(&inv.ipam_context())?;
     let host_index = check_host_side(inv)?;
     check_pod_side(inv, prev, netns)?;
@@ -129,12 +127,14 @@ fn check_pod_side(
 /// The pod is registered with counters, and (under TCX) each hook carries
 /// exactly one of our programs.
 fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> {
-    let Some(maps) = inv.pinned_maps()? else {
+    let layout = inv.layout();
+    if !layout.dir().exists() {
         return fail(format!(
             "nothing is pinned under {}",
             inv.plugin.pin_path.display()
         ));
-    };
+    }
+    let maps = PinnedMaps::open(&layout)?;
     match maps.pod(host_index)? {
         Some(pod) if pod.is_attachment(inv.network(), inv.container_id, inv.ifname) => {}
         _ => fail(format!(

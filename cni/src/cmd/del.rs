@@ -1,46 +1,77 @@
 //! DEL: undo everything ADD did. Forgiving, as the spec asks: a missing
-//! netns, link, lease or map entry is success, so DEL can be repeated.
+//! netns, link, lease or map entry is success, so DEL can be repeated; and
+//! best effort: a step that fails does not keep the others from running.
 
-use podmeter_ebpf::{attach, maps::PinnedMaps, PinLayout};
+use std::collections::BTreeSet;
 
-use super::Invocation;
+use podmeter_ebpf::{attach, registry, PinLayout};
+
+use super::{best_effort::BestEffort, Invocation};
 use crate::{
     config::PluginConfig,
     error::PluginError,
     masq,
-    net::{link::delete_link_by_name, netns::with_netlink},
+    net::{
+        link::{delete_link_by_name, link_by_name},
+        netns::with_netlink,
+    },
 };
 
 pub fn del(inv: &Invocation) -> Result<(), PluginError> {
+    let mut run = BestEffort::new("DEL");
+    let layout = inv.layout();
     let host_name = inv.host_ifname();
-    let ifindex = match inv.pinned_maps()? {
-        Some(maps) => maps
-            .find(inv.network(), inv.container_id, inv.ifname)?
-            .map(|(ifindex, _)| ifindex),
-        None => None,
-    };
-    remove_pod_interface(&inv.layout(), ifindex, &host_name)?;
+    // The pod's host ifindex names its link pins and map entries: take it
+    // from the veth while there is one (an ADD may have died before
+    // registering), and from the registry (a DEL may have died after
+    // deleting the veth).
+    let mut ifindexes = BTreeSet::new();
+    let name = host_name.clone();
+    let veth = run.step(
+        "look up the host veth",
+        with_netlink(|h| async move { link_by_name(&h, &name).await }),
+    );
+    ifindexes.extend(veth.flatten().map(|l| l.index));
+    let registered =
+        registry::find_attachment(&layout, inv.network(), inv.container_id, inv.ifname);
+    ifindexes.extend(run.pins("read the registry", registered).flatten());
+
+    remove_pod_interface(&mut run, &layout, &ifindexes, &host_name);
     if PluginConfig::ip_masq(inv.conf) {
-        masq::del(inv.network(), inv.container_id, inv.ifname)?;
+        run.step(
+            "remove masquerade rules",
+            masq::del(inv.network(), inv.container_id, inv.ifname),
+        );
     }
-    inv.ipam.del(&inv.ipam_context())?;
-    Ok(())
+    run.step("release addresses", inv.ipam.del(&inv.ipam_context()));
+    run.finish()
 }
 
 /// Deletes the host veth, which takes the pod end and every tc filter or
 /// qdisc on it with it (ours, and what chained plugins such as bandwidth
-/// left), then removes the link pins and unregisters the pod interface (if
-/// registered as `ifindex`).
+/// left), then removes the link pins and map entries of `ifindexes`. A map
+/// that is missing holds nothing of the pod's; one of another layout nothing
+/// we could remove: that is reported, not a failure.
 pub(super) fn remove_pod_interface(
+    run: &mut BestEffort,
     layout: &PinLayout,
-    ifindex: Option<u32>,
+    ifindexes: &BTreeSet<u32>,
     host_name: &str,
-) -> Result<(), PluginError> {
+) {
     let name = host_name.to_owned();
-    with_netlink(|h| async move { delete_link_by_name(&h, &name).await })?;
-    if let Some(ifindex) = ifindex {
-        attach::detach(layout, ifindex)?;
-        PinnedMaps::open(layout)?.unregister(ifindex)?;
+    run.step(
+        "delete the host veth",
+        with_netlink(|h| async move { delete_link_by_name(&h, &name).await }),
+    );
+    for &ifindex in ifindexes {
+        run.step("remove link pins", attach::detach(layout, ifindex));
+        forget(run, layout, ifindex);
     }
-    Ok(())
+}
+
+/// Removes the map entries of `ifindex` from every map there is.
+pub(super) fn forget(run: &mut BestEffort, layout: &PinLayout, ifindex: u32) {
+    for e in registry::forget(layout, ifindex) {
+        run.pins("remove map entries", Err::<(), _>(e));
+    }
 }

@@ -1,16 +1,30 @@
 //! GC: remove what belongs to this network but to no attachment the runtime
-//! still knows (leases, registry entries, counters, links, attachments).
+//! still knows: registered pods, veths an ADD made but died before
+//! registering, map entries and link pins left by a process killed halfway,
+//! masquerade rules and leases.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use podmeter_ebpf::attach;
-
+use podmeter_ebpf::{attach, lock::PinLock, registry};
 use rscni_plugin::types::{GcAttachment, NetConf};
 
-use super::{del::remove_pod_interface, Invocation};
-use crate::{config::PluginConfig, error::PluginError, masq};
+use super::{
+    best_effort::BestEffort,
+    del::{forget, remove_pod_interface},
+    Invocation,
+};
+use crate::{
+    config::PluginConfig,
+    error::PluginError,
+    masq,
+    net::{
+        link::{bridge_ports, link_by_index, link_by_name, LinkDetails},
+        names::{host_veth_name, is_host_veth_name},
+        netns::with_netlink,
+    },
+};
 
-/// The spec's key, and the one libcni used before 1.1.0 was final.
+/// The spec's key before 1.1.0 was final, which older libcni sends.
 const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
@@ -19,39 +33,84 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    // Keep going past a failure, as the spec asks, and report the first.
-    let mut first_error = None;
-    let mut note = |r: Result<(), PluginError>| {
-        if let Err(e) = r {
-            tracing::error!("gc: {e}");
-            first_error.get_or_insert(e);
-        }
-    };
+    let mut run = BestEffort::new("GC");
+    let layout = inv.layout();
+    // ADDs hold this lock shared while they create a pod: what GC finds
+    // unregistered below is a leftover, never a pod being made.
+    let _lock = run.pins("lock the pin path", PinLock::exclusive(&layout));
 
-    if let Some(maps) = inv.pinned_maps()? {
-        let layout = inv.layout();
-        let mut registered = HashSet::new();
-        for (ifindex, pod) in maps.pods()? {
-            if pod.network != inv.network()
-                || keep.contains(&(pod.container_id.as_str(), pod.ifname.as_str()))
-            {
-                registered.insert(ifindex);
-                continue;
-            }
-            tracing::info!("gc: removing {}/{}", pod.container_id, pod.ifname);
-            note(remove_pod_interface(
-                &layout,
-                Some(ifindex),
-                &pod.host_ifname,
-            ));
-            if PluginConfig::ip_masq(inv.conf) {
-                note(masq::del(inv.network(), &pod.container_id, &pod.ifname));
-            }
+    // Registered pods of this network that the runtime no longer knows.
+    let mut registered = HashSet::new();
+    let pods = run.pins("read the registry", registry::pods(&layout));
+    for (ifindex, pod) in pods.unwrap_or_default() {
+        if pod.network != inv.network()
+            || keep.contains(&(pod.container_id.as_str(), pod.ifname.as_str()))
+        {
+            registered.insert(ifindex);
+            continue;
         }
-        note(attach::remove_orphan_links(&layout, &registered).map_err(Into::into));
+        tracing::info!("GC: removing {}/{}", pod.container_id, pod.ifname);
+        remove_pod_interface(
+            &mut run,
+            &layout,
+            &BTreeSet::from([ifindex]),
+            &pod.host_ifname,
+        );
     }
-    note(inv.ipam.gc(&inv.ipam_context(), &valid).map_err(Into::into));
-    first_error.map_or(Ok(()), Err)
+
+    // Host veths on our bridge that no one registered, or registered as
+    // another network's, and that are no valid attachment's.
+    let valid_names: HashSet<String> = keep.iter().map(|(c, i)| host_veth_name(c, i)).collect();
+    let bridge = inv.plugin.bridge.clone();
+    let ports = run.step(
+        "list the bridge's ports",
+        with_netlink(|h| async move {
+            match link_by_name(&h, &bridge).await? {
+                Some(br) => bridge_ports(&h, br.index).await,
+                None => Ok(Vec::new()),
+            }
+        }),
+    );
+    let orphans = ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l: &LinkDetails| {
+            is_host_veth_name(&l.name)
+                && !valid_names.contains(&l.name)
+                && !registered.contains(&l.index)
+        });
+    for veth in orphans {
+        tracing::info!("GC: removing unregistered veth {}", veth.name);
+        remove_pod_interface(&mut run, &layout, &BTreeSet::from([veth.index]), &veth.name);
+    }
+
+    // Entries without an identity whose interface is gone: an ADD or a DEL
+    // died between writing or removing them and the identity.
+    let stale = run.pins("read the maps", registry::unregistered(&layout));
+    for ifindex in stale.unwrap_or_default() {
+        let exists = run.step(
+            "look up an interface",
+            with_netlink(|h| async move { Ok(link_by_index(&h, ifindex).await?.is_some()) }),
+        );
+        if exists == Some(false) {
+            forget(&mut run, &layout, ifindex);
+        }
+    }
+    // Link pins of interfaces registered nowhere (in any network).
+    if let Some(all) = run.pins("read the registry", registry::pods(&layout)) {
+        let all: HashSet<u32> = all.into_iter().map(|(i, _)| i).collect();
+        run.pins(
+            "remove orphan link pins",
+            attach::remove_orphan_links(&layout, &all),
+        );
+    }
+
+    if PluginConfig::ip_masq(inv.conf) {
+        let keep: Vec<(&str, &str)> = keep.iter().copied().collect();
+        run.step("remove masquerade rules", masq::gc(inv.network(), &keep));
+    }
+    run.step("release leases", inv.ipam.gc(&inv.ipam_context(), &valid));
+    run.finish()
 }
 
 fn valid_attachments(conf: &NetConf) -> Result<Vec<GcAttachment>, PluginError> {

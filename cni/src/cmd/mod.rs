@@ -2,15 +2,22 @@
 //! everything the runtime passed before any of them touches the node.
 
 mod add;
+mod best_effort;
 mod check;
 mod del;
 mod gc;
+mod plan;
+mod preflight;
 mod rollback;
 mod status;
+mod validate;
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
-use podmeter_ebpf::{maps::PinnedMaps, PinLayout};
+use podmeter_ebpf::PinLayout;
 use rscni_plugin::{
     cni::Cni,
     error::Error as CniError,
@@ -21,7 +28,7 @@ use crate::{
     config::PluginConfig,
     error::PluginError,
     ipam::{Ipam, IpamContext},
-    net::names::host_veth_name,
+    net::{names::host_veth_name, netns::open_pod_netns},
 };
 
 /// The plugin, as `rscni_plugin` dispatches to it.
@@ -69,6 +76,7 @@ impl<'a> Invocation<'a> {
         let conf = args.config();
         let plugin = PluginConfig::from_netconf(conf)?;
         let ipam = Ipam::from_netconf(conf)?;
+        validate::validate(&ipam)?;
         let raw_config =
             serde_json::to_vec(conf).map_err(|e| PluginError::Config(e.to_string()))?;
         Ok(Self {
@@ -110,13 +118,13 @@ impl<'a> Invocation<'a> {
         host_veth_name(self.container_id, self.ifname)
     }
 
-    /// The pinned maps if this pin path was ever loaded; `None` means no pod
-    /// was ever registered there, so there is nothing to clean up.
-    pub fn pinned_maps(&self) -> Result<Option<PinnedMaps>, PluginError> {
-        let layout = self.layout();
-        if !layout.dir().exists() {
-            return Ok(None);
-        }
-        Ok(Some(PinnedMaps::open(&layout)?))
+    /// The pod's network namespace, for ADD and CHECK: opened, and refused
+    /// if it is not a network namespace or is the node's own.
+    pub fn pod_netns(&self) -> Result<(&'a Path, File), PluginError> {
+        // rscni refuses ADD and CHECK without CNI_NETNS before we are called.
+        let path = self
+            .netns
+            .ok_or_else(|| PluginError::Config("CNI_NETNS is required".into()))?;
+        Ok((path, open_pod_netns(path)?))
     }
 }

@@ -1,14 +1,14 @@
-//! STATUS: can this node service an ADD? It can if the programs load (or
-//! are already pinned) and the IPAM is ready.
+//! STATUS: can this node service an ADD of this config? It can if the node
+//! offers what the config asks (see [`preflight`]) and the IPAM is ready.
 
-use podmeter_ebpf::loader;
-
-use super::Invocation;
+use super::{preflight, Invocation};
 use crate::error::PluginError;
 
 pub fn status(inv: &Invocation) -> Result<(), PluginError> {
-    loader::ensure_loaded(&inv.layout())
-        .map_err(|e| PluginError::NotAvailable(format!("cannot load the eBPF programs: {e}")))?;
+    preflight::node_ready(inv).map_err(|e| match e {
+        PluginError::NotAvailable(_) => e,
+        e => PluginError::NotAvailable(e.to_string()),
+    })?;
     inv.ipam
         .status(&inv.ipam_context())
         .map_err(|e| PluginError::NotAvailable(format!("IPAM is not ready: {e}")))

@@ -118,6 +118,22 @@ pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<LinkDetails>
     }
 }
 
+/// Every link enslaved to the bridge `bridge_index`.
+pub async fn bridge_ports(h: &Handle, bridge_index: u32) -> Result<Vec<LinkDetails>, NetError> {
+    let mut links = h.link().get().execute();
+    let mut ports = Vec::new();
+    while let Some(msg) = links.try_next().await.map_err(NetError::netlink(
+        "list links on",
+        format!("#{bridge_index}"),
+    ))? {
+        let link = LinkDetails::from_message(&msg);
+        if link.controller == Some(bridge_index) {
+            ports.push(link);
+        }
+    }
+    Ok(ports)
+}
+
 /// Sets IFF_UP on a link.
 pub async fn set_up(h: &Handle, index: u32) -> Result<(), NetError> {
     h.link()

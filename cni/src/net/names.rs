@@ -9,6 +9,8 @@ use super::NetError;
 /// The kernel's IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME_LEN: usize = 15;
 
+const HOST_HASH_DIGITS: usize = 13;
+
 /// The node-side veth name of a pod interface: `pm` + 13 hex digits of
 /// sha256(container_id NUL ifname).
 ///
@@ -21,8 +23,18 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     h.update([0u8]);
     h.update(ifname.as_bytes());
     let mut name = String::from("pm");
-    name.push_str(&hex(&h.finalize())[..13]);
+    name.push_str(&hex(&h.finalize())[..HOST_HASH_DIGITS]);
     name
+}
+
+/// Whether `name` has the shape of [`host_veth_name`]: how GC recognises a
+/// host veth that an ADD created but died before registering.
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == 2 + HOST_HASH_DIGITS
+        && name.starts_with("pm")
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A random name for the pod end of a veth while it still sits in the node namespace.
@@ -96,6 +108,16 @@ mod tests {
         assert_ne!(a, host_veth_name("abc", "eth1"));
         assert_ne!(host_veth_name("ab", "ceth0"), host_veth_name("abc", "eth0"));
         validate_ifname(&a).unwrap();
+        assert!(is_host_veth_name(&a));
+        for other in [
+            "pm0",
+            "pmtmp0123456789",
+            "pm0123456789abC",
+            "pm0123456789abcd",
+            "eth0",
+        ] {
+            assert!(!is_host_veth_name(other), "{other}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
@@ -47,6 +48,32 @@ pub fn open_netns(path: &Path) -> Result<File, NetError> {
         )));
     }
 
+    Ok(file)
+}
+
+/// Opens a pod's network namespace: a network namespace, and not the one the plugin runs in.
+/// A runtime that passes the node's own namespace (`/proc/1/ns/net`, a host process's) would
+/// otherwise have ADD configure the node itself: a pod address, routes, a default route.
+pub fn open_pod_netns(path: &Path) -> Result<File, NetError> {
+    let file = open_netns(path)?;
+    let own = Path::new("/proc/thread-self/ns/net");
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let same = id(file.metadata().map_err(|source| NetError::NetNs {
+        path: path.to_owned(),
+        source,
+    })?) == id(std::fs::metadata(own).map_err(|source| NetError::NetNs {
+        path: own.to_owned(),
+        source,
+    })?);
+    if same {
+        return Err(NetError::NetNs {
+            path: path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is the node's own network namespace (the one the plugin runs in), not a pod's",
+            ),
+        });
+    }
     Ok(file)
 }
 

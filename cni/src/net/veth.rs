@@ -15,7 +15,8 @@ use super::NetError;
 /// One RTM_NEWLINK does create + enslave + place the peer, so the kernel either makes all of
 /// it or nothing, and the pod end never shows up in the node namespace. Links stay down so
 /// eBPF counters can be attached before the first packet. If a later step (hairpin, lookup)
-/// fails, the pair is deleted again.
+/// fails, the pair exists: the caller deletes it, over a connection of its own, as this one
+/// may be what failed.
 pub async fn create_veth(
     h: &Handle,
     host_name: &str,
@@ -44,15 +45,7 @@ pub async fn create_veth(
         .await
         .map_err(NetError::netlink("create veth", host_name))?;
 
-    match finish(h, host_name, hairpin).await {
-        Ok(summary) => Ok(summary),
-        Err(e) => {
-            // Deleting the host end takes the pod end with it. The original error matters more
-            // than a failed cleanup, which DEL will retry by name anyway.
-            let _ = super::link::delete_link_by_name(h, host_name).await;
-            Err(e)
-        }
-    }
+    finish(h, host_name, hairpin).await
 }
 
 async fn finish(h: &Handle, host_name: &str, hairpin: bool) -> Result<LinkSummary, NetError> {

@@ -1,0 +1,140 @@
+//! What ADD configures, derived from the config and the IPAM result
+//! without touching the node, so it is tested as a table of cases.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rscni_plugin::types::{CNIResult, IpConfig, Route};
+
+use crate::{config::PluginConfig, error::PluginError, net::pod::PodRoute};
+
+/// Index of the pod's interface in the result's `interfaces` list.
+pub const POD_INTERFACE: u32 = 2;
+
+/// What to configure, derived from the IPAM result and the config.
+pub struct Plan {
+    /// The pod's addresses with their subnet's prefix.
+    pub addrs: Vec<IpNet>,
+    /// The gateways, on the bridge, if `isGateway`.
+    pub bridge_addrs: Vec<IpNet>,
+    /// Routes in the pod, each with a gateway filled in as the reference
+    /// plugins do (a route without `gw` goes via its family's gateway).
+    pub routes: Vec<PodRoute>,
+    /// Default routes added for `isDefaultGateway`, reported in the result.
+    pub default_routes: Vec<Route>,
+}
+
+impl Plan {
+    pub fn new(cfg: &PluginConfig, leased: &CNIResult) -> Result<Self, PluginError> {
+        if leased.ips.is_empty() {
+            return Err(PluginError::Config("IPAM returned no addresses".into()));
+        }
+        let addrs: Vec<IpNet> = leased.ips.iter().map(|ip| ip.address).collect();
+        // A delegate's routes are only known now; still before anything is made.
+        let subnets: Vec<IpNet> = addrs.iter().map(IpNet::trunc).collect();
+        check_routes(&leased.routes, &subnets)?;
+        let bridge_addrs = if cfg.is_gateway {
+            leased
+                .ips
+                .iter()
+                .filter_map(|ip| {
+                    let gw = ip.gateway?;
+                    IpNet::new(gw, ip.address.prefix_len()).ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut default_routes = Vec::new();
+        if cfg.is_default_gateway {
+            for v4 in [true, false] {
+                let has_default = leased
+                    .routes
+                    .iter()
+                    .any(|r| r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == v4);
+                if let (Some(gw), false) = (family_gateway(&leased.ips, v4), has_default) {
+                    default_routes.push(route(default_net(v4), Some(gw)));
+                }
+            }
+        }
+        let all_routes: Vec<Route> = leased
+            .routes
+            .iter()
+            .chain(&default_routes)
+            .cloned()
+            .collect();
+        let routes = pod_routes(&all_routes, &leased.ips);
+        Ok(Self {
+            addrs,
+            bridge_addrs,
+            routes,
+            default_routes,
+        })
+    }
+}
+
+/// Refuses routes the kernel would refuse in the pod, whose addresses are in
+/// `subnets`: a route of a family the pod has no address of, or via a
+/// gateway of the other family or outside the pod's subnets (not on-link).
+pub fn check_routes(routes: &[Route], subnets: &[IpNet]) -> Result<(), PluginError> {
+    for r in routes {
+        let v4 = r.dst.addr().is_ipv4();
+        let family = if v4 { "IPv4" } else { "IPv6" };
+        let own: Vec<&IpNet> = subnets
+            .iter()
+            .filter(|s| s.addr().is_ipv4() == v4)
+            .collect();
+        let problem = match r.gw {
+            _ if own.is_empty() => format!("the pod gets no {family} address"),
+            Some(gw) if gw.is_ipv4() != v4 => format!("gateway {gw} is not {family}"),
+            Some(gw) if !own.iter().any(|s| s.contains(&gw)) => {
+                format!("gateway {gw} is outside the pod's subnets, so not reachable")
+            }
+            _ => continue,
+        };
+        return Err(PluginError::Config(format!(
+            "ipam.routes: route to {}: {problem}",
+            r.dst
+        )));
+    }
+    Ok(())
+}
+
+/// The routes to set in the pod: a route without `gw` goes via the
+/// gateway of its family, as the reference plugins configure it.
+pub fn pod_routes(routes: &[Route], ips: &[IpConfig]) -> Vec<PodRoute> {
+    routes
+        .iter()
+        .map(|r| PodRoute {
+            dst: r.dst,
+            gw: r.gw.or_else(|| family_gateway(ips, r.dst.addr().is_ipv4())),
+        })
+        .collect()
+}
+
+fn family_gateway(ips: &[IpConfig], v4: bool) -> Option<IpAddr> {
+    ips.iter()
+        .filter(|ip| ip.address.addr().is_ipv4() == v4)
+        .find_map(|ip| ip.gateway)
+}
+
+fn default_net(v4: bool) -> IpNet {
+    let any: IpAddr = if v4 {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u8; 16])
+    };
+    IpNet::new(any, 0).expect("prefix 0 is valid")
+}
+
+fn route(dst: IpNet, gw: Option<IpAddr>) -> Route {
+    Route {
+        dst,
+        gw,
+        mtu: None,
+        advmss: None,
+        priority: None,
+        table: None,
+        scope: None,
+    }
+}

@@ -1,0 +1,37 @@
+//! What the node must offer for this config: ADD checks it before it
+//! touches anything, STATUS reports it, so a config that cannot ADD on this
+//! node does not pass STATUS.
+
+use podmeter_ebpf::{attach, loader, loader::Programs, AttachMode};
+
+use super::Invocation;
+use crate::{
+    config::PluginConfig,
+    error::PluginError,
+    masq,
+    net::{link::link_by_name, netns::with_netlink, NetError},
+};
+
+/// Loads (or reopens) the programs, and checks the attach mode, `nft` for
+/// `ipMasq` and that the bridge's name is free or a bridge.
+pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
+    let programs = loader::ensure_loaded(&inv.layout())?;
+    let mode: AttachMode = inv.plugin.tc_attach_mode.into();
+    if mode == AttachMode::Tcx && !attach::tcx_available() {
+        return Err(PluginError::NotAvailable(
+            "tcAttachMode \"tcx\" needs Linux 6.6 or later: use \"auto\" or \"clsact\"".into(),
+        ));
+    }
+    if PluginConfig::ip_masq(inv.conf) {
+        masq::check_available()?;
+    }
+    let name = inv.plugin.bridge.clone();
+    let link = with_netlink(|h| async move { link_by_name(&h, &name).await })?;
+    if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("bridge")) {
+        return Err(PluginError::Net(NetError::NotABridge {
+            name: link.name,
+            kind: link.kind.unwrap_or_else(|| "link without a kind".into()),
+        }));
+    }
+    Ok(programs)
+}
