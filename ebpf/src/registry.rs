@@ -134,7 +134,7 @@ impl PinnedMaps {
 /// Removes a pod interface's entries from every map that is there, each map
 /// opened on its own: DEL must clean what it can when a map is missing (a
 /// first ADD killed while loading) or of another layout. Returns what it
-/// could not do; the identity stays unless everything else went.
+/// could not do; the identity stays while a retry could remove more.
 pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     if let Err(e) = pin_dir::check(layout) {
         return vec![e];
@@ -147,7 +147,11 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     .into_iter()
     .filter_map(Result::err)
     .collect();
-    if problems.is_empty() {
+    // A map of another layout stays so, and a retry could not do better.
+    let retry_could_help = problems
+        .iter()
+        .any(|e| !matches!(e, Error::LayoutMismatch { .. }));
+    if !retry_could_help {
         problems.extend(with_map(layout, REGISTRY_MAP, |m| remove_identity(m, ifindex)).err());
     }
     problems
