@@ -62,6 +62,25 @@ pub enum IpamError {
         source: io::Error,
     },
 
+    #[error(
+        "ipam type resolves to {path}, which is podmeter itself: podmeter is no IPAM plugin \
+         (its own allocator is \"type\": \"builtin\")"
+    )]
+    DelegateIsSelf { path: PathBuf },
+
+    #[error(
+        "podmeter was started as another podmeter's IPAM plugin ({marker} is set): the \
+         ipam type leads back to podmeter",
+        marker = super::delegate::DELEGATE_MARKER
+    )]
+    RunAsDelegate,
+
+    #[error(
+        "ipam plugin {plugin} did not finish within {limit:?} (ipam.{key}) and was killed",
+        key = super::delegate::TIMEOUT_KEY
+    )]
+    DelegateTimeout { plugin: String, limit: Duration },
+
     #[error("failed to find plugin {name:?} in path {paths:?}")]
     PluginNotFound { name: String, paths: Vec<PathBuf> },
 
@@ -116,7 +135,9 @@ impl From<IpamError> for CniError {
         match err {
             IpamError::MissingIpam
             | IpamError::InvalidType(_)
-            | IpamError::InvalidConfig { .. } => Self::InvalidNetworkConfig(details),
+            | IpamError::InvalidConfig { .. }
+            | IpamError::DelegateIsSelf { .. }
+            | IpamError::RunAsDelegate => Self::InvalidNetworkConfig(details),
             // 7 rather than 3 (NotExist): 3 tells the runtime the container is gone and
             // needs no cleanup, while a missing plugin is a config naming a binary that
             // is not installed.
@@ -132,7 +153,12 @@ impl From<IpamError> for CniError {
             IpamError::LeaseMissing { .. } => {
                 Self::Custom(CODE_LEASE_MISSING, "lease missing".into(), details)
             }
-            IpamError::LockTimeout { .. } => Self::TryAgainLater(details),
+            // A plugin that did not answer in time has not failed; like a busy lock,
+            // it is a condition that may clear, and retrying is what a runtime should
+            // do. 5 (I/O) would say something of ours broke.
+            IpamError::LockTimeout { .. } | IpamError::DelegateTimeout { .. } => {
+                Self::TryAgainLater(details)
+            }
             // STATUS is the only verb that reports this, and 50 is its "cannot ADD now".
             IpamError::DataDirUnusable { .. } => Self::PluginNotAvailable(details),
             // The delegate's own code is what the runtime must see, not ours.

@@ -46,12 +46,16 @@ impl Ipam {
     ///
     /// `ipam.type == "builtin"` selects the built-in allocator; any other type is the
     /// file name of a plugin to delegate to.
+    ///
+    /// Refuses every config when podmeter runs as some podmeter's IPAM delegate
+    /// (see [`delegate::DELEGATE_MARKER`]): podmeter is no IPAM plugin.
     pub fn from_netconf(conf: &NetConf) -> Result<Self, IpamError> {
+        refuse_nesting(std::env::var_os(delegate::DELEGATE_MARKER).is_some())?;
         let ipam = conf.ipam.as_ref().ok_or(IpamError::MissingIpam)?;
         if ipam.r#type == BUILTIN_TYPE {
             builtin::BuiltinConfig::parse(&ipam.custom).map(Self::Builtin)
         } else {
-            delegate::Delegate::new(&ipam.r#type).map(Self::Delegated)
+            delegate::Delegate::parse(&ipam.r#type, &ipam.custom).map(Self::Delegated)
         }
     }
 
@@ -94,6 +98,13 @@ impl Ipam {
             Self::Delegated(delegate) => delegate.status(ctx),
         }
     }
+}
+
+fn refuse_nesting(run_as_delegate: bool) -> Result<(), IpamError> {
+    if run_as_delegate {
+        return Err(IpamError::RunAsDelegate);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

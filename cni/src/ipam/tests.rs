@@ -58,6 +58,14 @@ fn bad_or_missing_ipam_is_code_7() {
 }
 
 #[test]
+fn podmeter_run_as_a_delegate_refuses_every_config() {
+    assert!(super::refuse_nesting(false).is_ok());
+    let err = super::refuse_nesting(true).unwrap_err();
+    assert!(err.to_string().contains("PODMETER_IPAM_DELEGATE"), "{err}");
+    assert_eq!(code(err), 7);
+}
+
+#[test]
 fn error_codes() {
     let io = || std::io::Error::other("boom");
     assert_eq!(code(IpamError::MissingIpam), 7);
@@ -104,6 +112,15 @@ fn error_codes() {
             paths: vec![path.clone()]
         }),
         7
+    );
+    assert_eq!(code(IpamError::DelegateIsSelf { path: path.clone() }), 7);
+    assert_eq!(code(IpamError::RunAsDelegate), 7);
+    assert_eq!(
+        code(IpamError::DelegateTimeout {
+            plugin: "p".into(),
+            limit: Duration::from_secs(1)
+        }),
+        11
     );
     assert_eq!(code(IpamError::DelegateSpawn { path, source: io() }), 5);
     let passed = IpamError::DelegateFailed {

@@ -116,18 +116,20 @@ pub fn check(sets: &[RangeSet], leases: &[Lease], owner: Owner) -> Result<(), Ip
     Ok(())
 }
 
-/// Releases the leases of attachments not in `valid`; returns what it freed.
+/// Releases the leases of attachments not in `valid`, and garbage lease files;
+/// returns what it freed.
 pub fn gc(store: &mut impl LeaseStore, valid: &[GcAttachment]) -> Result<Vec<IpAddr>, IpamError> {
     let stale: Vec<IpAddr> = store
         .leases()?
         .into_iter()
         .filter(|l| {
-            !valid.iter().any(|a| {
-                l.held_by(Owner {
-                    container_id: &a.container_id,
-                    ifname: &a.ifname,
+            l.collectable()
+                && !valid.iter().any(|a| {
+                    l.held_by(Owner {
+                        container_id: &a.container_id,
+                        ifname: &a.ifname,
+                    })
                 })
-            })
         })
         .map(|l| l.ip)
         .collect();

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{
     allocator,
     config::BuiltinConfig,
-    store::{Lease, LeaseStore, MemStore, Owner},
+    store::{Holder, Lease, LeaseStore, MemStore, Owner},
 };
 use crate::ipam::IpamError;
 
@@ -201,8 +201,14 @@ fn second_add_for_the_same_attachment_is_refused() {
 fn legacy_lease_without_ifname_belongs_to_every_interface() {
     let conf = conf(json!({"subnet": "10.0.0.0/24"}));
     let mut store = MemStore::default();
-    let legacy = Lease::decode(ip("10.0.0.7"), "old-container\n");
-    assert_eq!(legacy.ifname, None);
+    let legacy = Lease::decode(ip("10.0.0.7"), b"old-container\n");
+    assert_eq!(
+        legacy.holder,
+        Holder::Attachment {
+            container_id: "old-container".into(),
+            ifname: None
+        }
+    );
     store.leases.insert(legacy.ip, legacy);
     let err = allocator::allocate(&conf.range_sets, &mut store, eth0("old-container")).unwrap_err();
     assert!(matches!(err, IpamError::AlreadyAllocated { .. }), "{err}");
@@ -261,7 +267,7 @@ fn gc_keeps_only_valid_attachments() {
         ifname: "net1",
     };
     allocator::allocate(&conf.range_sets, &mut store, keep_net1).unwrap();
-    let legacy = Lease::decode(ip("10.0.0.50"), "keep");
+    let legacy = Lease::decode(ip("10.0.0.50"), b"keep");
     store.leases.insert(legacy.ip, legacy);
 
     let valid = [GcAttachment {

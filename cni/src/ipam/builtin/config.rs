@@ -75,8 +75,7 @@ impl BuiltinConfig {
             let mut ranges = Vec::with_capacity(set.len());
             for (j, value) in set.into_iter().enumerate() {
                 let path = format!("ipam.ranges[{i}][{j}]");
-                let raw = serde_json::from_value(value)
-                    .map_err(|e| IpamError::config(format!("{path}: {e}")))?;
+                let raw = typed(&path, value)?;
                 ranges.push((path, raw));
             }
             raw_sets.push(ranges);
@@ -115,10 +114,25 @@ fn field<T: DeserializeOwned>(
 ) -> Result<Option<T>, IpamError> {
     match ipam.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => T::deserialize(value)
-            .map(Some)
-            .map_err(|e| IpamError::config(format!("ipam.{key}: {e}"))),
+        Some(value) => typed(&format!("ipam.{key}"), value).map(Some),
     }
+}
+
+/// Deserializes the value found at `path`; a type error names the exact key inside
+/// it (`ipam.ranges[0][0].subnet: invalid type: ...`), not only where it started.
+fn typed<'de, T: Deserialize<'de>>(
+    path: &str,
+    value: impl serde::Deserializer<'de, Error = serde_json::Error>,
+) -> Result<T, IpamError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let sep = match inner.as_str() {
+            "." => return IpamError::config(format!("{path}: {}", e.inner())),
+            seq if seq.starts_with('[') => "",
+            _ => ".",
+        };
+        IpamError::config(format!("{path}{sep}{inner}: {}", e.inner()))
+    })
 }
 
 fn build_set(index: usize, raw: Vec<(String, RawRange)>) -> Result<RangeSet, IpamError> {

@@ -107,7 +107,7 @@ fn invalid_configs_are_rejected_with_a_reason() {
         (json!({"subnet": "10.0.0.0"}), "ipam.subnet"),
         (
             json!({"ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": true}]]}),
-            "ipam.ranges[0][0]",
+            "ipam.ranges[0][0].rangeStart: invalid type: boolean `true`",
         ),
         (
             json!({"ranges": [{"subnet": "10.0.0.0/24"}]}),
@@ -115,7 +115,7 @@ fn invalid_configs_are_rejected_with_a_reason() {
         ),
         (
             json!({"routes": [{"gw": "10.0.0.1"}], "subnet": "10.0.0.0/24"}),
-            "ipam.routes",
+            "ipam.routes[0]: missing field `dst`",
         ),
         (
             json!({"dataDir": 1, "subnet": "10.0.0.0/24"}),
@@ -124,6 +124,18 @@ fn invalid_configs_are_rejected_with_a_reason() {
         (
             json!({"dataDir": "", "subnet": "10.0.0.0/24"}),
             "dataDir is empty",
+        ),
+        (
+            json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": 5}]]}),
+            "ipam.ranges[1][0].subnet: invalid type: integer `5`",
+        ),
+        (
+            json!({"routes": [{"dst": "0.0.0.0/0"}, {"dst": 7}], "subnet": "10.0.0.0/24"}),
+            "ipam.routes[1].dst: invalid type: integer `7`",
+        ),
+        (
+            json!({"ranges": "10.0.0.0/24"}),
+            "ipam.ranges: invalid type: string",
         ),
         (json!({"rangeStart": "10.0.0.5"}), "without ipam.subnet"),
         (json!({"subnet": "10.0.0.1/24"}), "host bits"),

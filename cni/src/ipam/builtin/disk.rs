@@ -5,8 +5,14 @@
 //! Every write goes to a temp file that is fsynced and then renamed (or linked) into
 //! place, followed by an fsync of the directory, so a crash leaves either the old file
 //! or the complete new one, never an empty lease.
+//!
+//! Entries that are not what their name promises never fail a verb (see [`scan`]):
+//! an IP-named regular file whose content is no lease is held by no attachment (only
+//! GC frees it); an IP-named entry that cannot be read as a file blocks its address
+//! and is never removed; other names are ignored. Each is reported on stderr.
 
 use std::{
+    fmt::Display,
     fs::{self, DirBuilder, File, OpenOptions},
     io::{ErrorKind, Write},
     net::IpAddr,
@@ -19,14 +25,14 @@ use std::{
 
 use super::{
     lock::DirLock,
-    store::{Lease, LeaseStore, Owner},
+    scan::{self, Content, Entry, Name, LAST_RESERVED_PREFIX, LOCK_FILE, TEMP_PREFIX},
+    store::{Holder, Lease, LeaseStore, Owner},
 };
 use crate::ipam::IpamError;
 
-pub const LOCK_FILE: &str = "lock";
-pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
-/// Starts with a dot so no tool mistakes a temp file for a lease.
-const TEMP_PREFIX: &str = ".tmp-";
+/// Far above any lease (a container ID and an ifname) or `last_reserved_ip`: a larger
+/// file is none of ours, and reading it whole would only cost memory.
+const MAX_FILE_LEN: u64 = 4096;
 
 /// Makes temp names unique among the stores one process opens at once (threads).
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -74,72 +80,58 @@ impl DiskStore {
     }
 
     /// Temp files only survive a crash mid-write; holding the lock, nobody else is
-    /// writing one now.
+    /// writing one now. One that cannot be removed is no reason to fail the verb.
     fn sweep_temp_files(&self) -> Result<(), IpamError> {
-        for name in self.file_names()? {
-            if name.starts_with(TEMP_PREFIX) {
-                remove_if_present(&self.dir.join(&name))?;
+        for entry in self.entries()? {
+            if scan::classify(&entry.name) == Name::Temp && !entry.file_type.is_dir() {
+                remove_temp(&self.dir.join(&entry.name));
             }
         }
         Ok(())
     }
 
-    /// Names of the directory's non-directory entries; host-local skips directories too.
-    fn file_names(&self) -> Result<Vec<String>, IpamError> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(IpamError::io("read directory", &self.dir))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(IpamError::io("read directory", &self.dir))?;
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+    fn entries(&self) -> Result<Vec<Entry>, IpamError> {
+        scan::entries(&self.dir).map_err(IpamError::io("read directory", &self.dir))
     }
 
-    /// Atomically writes `name`. With `replace == false` the file is only created if
-    /// absent (`Ok(false)` otherwise): link(2) fails on an existing target, unlike rename.
-    fn write_file(&self, name: &str, content: &[u8], replace: bool) -> Result<bool, IpamError> {
+    /// Creates `name` with `content` unless something of that name exists
+    /// (`Ok(false)`): link(2) fails on an existing target, unlike rename. The caller
+    /// fsyncs the directory.
+    fn create_file(&self, name: &str, content: &[u8]) -> Result<bool, IpamError> {
+        let temp = self.write_temp(content)?;
+        let target = self.dir.join(name);
+        match fs::hard_link(&temp.0, &target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(IpamError::io("link into", &target)(e)),
+        }
+    }
+
+    /// Atomically replaces `name` and makes every change to the directory so far
+    /// durable.
+    fn replace_file(&self, name: &str, content: &[u8]) -> Result<(), IpamError> {
+        let temp = self.write_temp(content)?;
+        let target = self.dir.join(name);
+        fs::rename(&temp.0, &target).map_err(IpamError::io("rename into", &target))?;
+        self.sync_dir()
+    }
+
+    fn write_temp(&self, content: &[u8]) -> Result<TempFile, IpamError> {
         let serial = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self
+        let path = self
             .dir
             .join(format!("{TEMP_PREFIX}{}-{serial}", process::id()));
-        let target = self.dir.join(name);
-        let written = self.write_temp(&temp, content).and_then(|()| {
-            if replace {
-                fs::rename(&temp, &target).map_err(IpamError::io("rename into", &target))?;
-                return Ok(true);
-            }
-            let created = match fs::hard_link(&temp, &target) {
-                Ok(()) => true,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(IpamError::io("link into", &target)(e)),
-            };
-            remove_if_present(&temp)?;
-            Ok(created)
-        });
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        let created = written?;
-        self.sync_dir()?;
-        Ok(created)
-    }
-
-    fn write_temp(&self, temp: &Path, content: &[u8]) -> Result<(), IpamError> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .open(temp)
-            .map_err(IpamError::io("create", temp))?;
+            .open(&path)
+            .map_err(IpamError::io("create", &path))?;
+        let temp = TempFile(path);
         file.write_all(content)
-            .map_err(IpamError::io("write", temp))?;
-        file.sync_all().map_err(IpamError::io("fsync", temp))
+            .map_err(IpamError::io("write", &temp.0))?;
+        file.sync_all().map_err(IpamError::io("fsync", &temp.0))?;
+        Ok(temp)
     }
 
     fn sync_dir(&self) -> Result<(), IpamError> {
@@ -147,58 +139,129 @@ impl DiskStore {
             .sync_all()
             .map_err(IpamError::io("fsync directory", &self.dir))
     }
+
+    /// The lease in the entry named `ip`, `None` if it vanished since it was listed.
+    fn read_lease(&self, ip: IpAddr, entry: &Entry) -> Option<Lease> {
+        let path = self.dir.join(&entry.name);
+        let unknown = |problem: &dyn Display| {
+            tracing::warn!(
+                file = %path.display(),
+                %problem,
+                "not a readable lease file: the address stays in use while it exists"
+            );
+            Some(Lease {
+                ip,
+                holder: Holder::Unknown,
+            })
+        };
+        if !entry.file_type.is_file() {
+            return unknown(&scan::describe(entry.file_type));
+        }
+        let lease = match scan::read_regular(&path, MAX_FILE_LEN) {
+            Ok(Content::Bytes(bytes)) => Lease::decode(ip, &bytes),
+            Ok(Content::TooLarge) => Lease {
+                ip,
+                holder: Holder::Garbage,
+            },
+            Ok(Content::Missing) => return None,
+            Ok(Content::NotAFile(kind)) => return unknown(&kind),
+            Err(e) => return unknown(&e),
+        };
+        if lease.holder == Holder::Garbage {
+            tracing::warn!(
+                file = %path.display(),
+                "content is not a lease (empty, not UTF-8 or too long): the address is \
+                 held by no attachment until GC removes the file"
+            );
+        }
+        Some(lease)
+    }
 }
 
 impl LeaseStore for DiskStore {
     fn leases(&self) -> Result<Vec<Lease>, IpamError> {
         let mut leases = Vec::new();
-        for name in self.file_names()? {
-            let Ok(ip) = name.parse::<IpAddr>() else {
-                continue;
-            };
-            let path = self.dir.join(&name);
-            match fs::read_to_string(&path) {
-                Ok(content) => leases.push(Lease::decode(ip, &content)),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(IpamError::io("read lease", path)(e)),
+        for entry in self.entries()? {
+            match scan::classify(&entry.name) {
+                Name::Lease(ip) => leases.extend(self.read_lease(ip, &entry)),
+                Name::Foreign => tracing::warn!(
+                    file = %self.dir.join(&entry.name).display(),
+                    kind = scan::describe(entry.file_type),
+                    "not a lease file name: ignored"
+                ),
+                Name::Bookkeeping | Name::Temp => {}
             }
         }
         Ok(leases)
     }
 
     fn reserve(&mut self, ip: IpAddr, owner: Owner, range_set: usize) -> Result<bool, IpamError> {
-        let content = Lease::encode(owner);
-        if !self.write_file(&ip.to_string(), content.as_bytes(), false)? {
+        let name = ip.to_string();
+        if !self.create_file(&name, Lease::encode(owner).as_bytes())? {
             return Ok(false);
         }
+        // The lease exists from here on. Whatever fails now fails the ADD, and no one
+        // would release an address whose ADD failed: take it back first. Replacing
+        // `last_reserved_ip` also fsyncs the directory, for both files.
         let last = format!("{LAST_RESERVED_PREFIX}{range_set}");
-        self.write_file(&last, ip.to_string().as_bytes(), true)?;
+        if let Err(err) = self.replace_file(&last, name.as_bytes()) {
+            if let Err(undo) = self.release(ip) {
+                tracing::warn!(%ip, %undo, "taking back the lease of a failed reservation failed");
+            }
+            return Err(err);
+        }
         Ok(true)
     }
 
     fn release(&mut self, ip: IpAddr) -> Result<(), IpamError> {
-        if remove_if_present(&self.dir.join(ip.to_string()))? {
-            self.sync_dir()?;
+        let path = self.dir.join(ip.to_string());
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(IpamError::io("remove", path)(e)),
         }
-        Ok(())
     }
 
     fn last_reserved(&self, range_set: usize) -> Result<Option<IpAddr>, IpamError> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        match fs::read_to_string(&path) {
-            // Garbage only costs round-robin for one allocation, as in host-local.
-            Ok(content) => Ok(content.trim().parse().ok()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IpamError::io("read", path)(e)),
-        }
+        // Like host-local, anything unreadable only costs round-robin for one
+        // allocation, and the next reservation replaces the file.
+        let problem = match scan::read_regular(&path, MAX_FILE_LEN) {
+            Ok(Content::Missing) => return Ok(None),
+            Ok(Content::Bytes(bytes)) => {
+                let ip = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                if ip.is_some() {
+                    return Ok(ip);
+                }
+                "content is not an address".to_string()
+            }
+            Ok(Content::TooLarge) => "too long".to_string(),
+            Ok(Content::NotAFile(kind)) => kind.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(file = %path.display(), %problem, "ignored: allocation starts over");
+        Ok(None)
     }
 }
 
-/// Removes `path`; `Ok(false)` if it was already gone.
-fn remove_if_present(path: &Path) -> Result<bool, IpamError> {
+/// A temp file of ours, removed when dropped: after it was linked or renamed into
+/// place (it is gone then), or when writing failed. A removal that fails leaves a file
+/// the next store's sweep removes, so it is reported rather than failing the verb.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        remove_temp(&self.0);
+    }
+}
+
+fn remove_temp(path: &Path) {
     match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(IpamError::io("remove", path)(e)),
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            tracing::warn!(file = %path.display(), %e, "removing a temp file failed");
+        }
+        _ => {}
     }
 }

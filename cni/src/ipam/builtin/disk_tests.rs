@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{
     config::BuiltinConfig,
     disk::DiskStore,
-    store::{LeaseStore, Owner},
+    store::{Holder, LeaseStore, Owner},
 };
 use crate::ipam::{IpamContext, IpamError};
 
@@ -115,21 +115,21 @@ fn leases_read_host_local_layout_and_skip_other_files() {
     assert!(!dir.join(".tmp-1-1").exists(), "stale temp file not swept");
     let mut leases = store.leases().unwrap();
     leases.sort_by_key(|l| l.ip);
-    let owners: Vec<_> = leases
-        .iter()
-        .map(|l| {
-            (
-                l.ip.to_string(),
-                l.container_id.as_str(),
-                l.ifname.as_deref(),
-            )
-        })
+    let attachment = |id: &str, ifname: Option<&str>| Holder::Attachment {
+        container_id: id.into(),
+        ifname: ifname.map(Into::into),
+    };
+    let holders: Vec<_> = leases
+        .into_iter()
+        .map(|l| (l.ip.to_string(), l.holder))
         .collect();
     assert_eq!(
-        owners,
+        holders,
         [
-            ("10.0.0.2".into(), "new", Some("eth0")),
-            ("10.0.0.3".into(), "legacy", None)
+            ("10.0.0.2".into(), attachment("new", Some("eth0"))),
+            ("10.0.0.3".into(), attachment("legacy", None)),
+            // link(2) cannot create a lease over it: the address is not free.
+            ("10.0.0.9".into(), Holder::Unknown),
         ]
     );
 }
@@ -223,4 +223,29 @@ fn exhaustion_maps_to_code_100() {
     conf.add(&ctx("a", "eth0")).unwrap();
     let err = conf.add(&ctx("b", "eth0")).unwrap_err();
     assert!(matches!(CniError::from(err), CniError::Custom(100, ..)));
+}
+
+#[test]
+fn a_failure_after_the_lease_was_linked_takes_the_lease_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = conf(tmp.path(), json!({"subnet": "10.0.0.0/24"}));
+    let net = tmp.path().join("net1");
+    // Renaming the new last_reserved_ip.0 over a directory fails (EISDIR) after the
+    // lease file was linked into place.
+    fs::create_dir_all(net.join("last_reserved_ip.0")).unwrap();
+    let err = conf.add(&ctx("a", "eth0")).unwrap_err();
+    assert!(
+        err.to_string().contains("rename into") && err.to_string().contains("last_reserved_ip.0"),
+        "{err}"
+    );
+    assert_eq!(u32::from(&CniError::from(err)), 5);
+    assert_eq!(
+        files(&net),
+        ["last_reserved_ip.0", "lock"],
+        "lease or temp file left"
+    );
+
+    fs::remove_dir(net.join("last_reserved_ip.0")).unwrap();
+    let result = conf.add(&ctx("a", "eth0")).unwrap();
+    assert_eq!(result.ips[0].address.to_string(), "10.0.0.2/24");
 }

@@ -6,6 +6,7 @@ pub mod config;
 mod disk;
 mod lock;
 pub mod range;
+mod scan;
 mod store;
 
 use std::path::PathBuf;
@@ -100,3 +101,5 @@ mod concurrency_tests;
 mod config_tests;
 #[cfg(test)]
 mod disk_tests;
+#[cfg(test)]
+mod hostile_dir_tests;

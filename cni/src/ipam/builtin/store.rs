@@ -16,10 +16,28 @@ pub struct Owner<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub ip: IpAddr,
-    pub container_id: String,
-    /// `None` for leases host-local wrote before it recorded the interface; host-local
-    /// treats those as held by every interface of the container, and so do we.
-    pub ifname: Option<String>,
+    pub holder: Holder,
+}
+
+/// Who holds a leased address. Only [`Holder::Attachment`] belongs to anyone; the
+/// others keep the address from being handed out while their file exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Attachment {
+        container_id: String,
+        /// `None` for leases host-local wrote before it recorded the interface;
+        /// host-local treats those as held by every interface of the container, and
+        /// so do we.
+        ifname: Option<String>,
+    },
+    /// A regular file whose content is no lease (not UTF-8, empty, oversized): held by
+    /// no attachment, so DEL never frees it and GC, which frees what no valid
+    /// attachment holds, does.
+    Garbage,
+    /// A file that could not be read as a lease (a FIFO, a symlink, a directory, a
+    /// read error): whatever it is, it is not ours to delete, and link(2) cannot
+    /// create a lease over it anyway.
+    Unknown,
 }
 
 /// host-local's separator between container ID and ifname in a lease file.
@@ -27,8 +45,21 @@ const LINE_BREAK: &str = "\r\n";
 
 impl Lease {
     pub fn held_by(&self, owner: Owner) -> bool {
-        self.container_id == owner.container_id.trim()
-            && self.ifname.as_deref().is_none_or(|i| i == owner.ifname)
+        match &self.holder {
+            Holder::Attachment {
+                container_id,
+                ifname,
+            } => {
+                *container_id == owner.container_id.trim()
+                    && ifname.as_deref().is_none_or(|i| i == owner.ifname)
+            }
+            Holder::Garbage | Holder::Unknown => false,
+        }
+    }
+
+    /// Whether GC may remove the lease when no valid attachment holds it.
+    pub fn collectable(&self) -> bool {
+        !matches!(self.holder, Holder::Unknown)
     }
 
     /// The lease file content, in host-local's format so its tooling can read ours.
@@ -36,20 +67,23 @@ impl Lease {
         format!("{}{LINE_BREAK}{}", owner.container_id.trim(), owner.ifname)
     }
 
-    pub fn decode(ip: IpAddr, content: &str) -> Self {
-        let content = content.trim();
-        match content.split_once(LINE_BREAK) {
-            Some((id, ifname)) => Self {
-                ip,
-                container_id: id.to_string(),
-                ifname: Some(ifname.to_string()),
+    /// Reads a lease file's content; anything host-local could not have written is
+    /// [`Holder::Garbage`].
+    pub fn decode(ip: IpAddr, content: &[u8]) -> Self {
+        let holder = match std::str::from_utf8(content).map(str::trim) {
+            Ok("") | Err(_) => Holder::Garbage,
+            Ok(content) => match content.split_once(LINE_BREAK) {
+                Some((id, ifname)) => Holder::Attachment {
+                    container_id: id.to_string(),
+                    ifname: Some(ifname.to_string()),
+                },
+                None => Holder::Attachment {
+                    container_id: content.to_string(),
+                    ifname: None,
+                },
             },
-            None => Self {
-                ip,
-                container_id: content.to_string(),
-                ifname: None,
-            },
-        }
+        };
+        Self { ip, holder }
     }
 }
 
@@ -100,7 +134,7 @@ mod fake {
             if self.leases.contains_key(&ip) {
                 return Ok(false);
             }
-            let lease = Lease::decode(ip, &Lease::encode(owner));
+            let lease = Lease::decode(ip, Lease::encode(owner).as_bytes());
             self.leases.insert(ip, lease);
             self.last.insert(range_set, ip);
             Ok(true)

@@ -4,7 +4,7 @@
 
 mod exec;
 
-use std::{borrow::Cow, ffi::OsString};
+use std::{borrow::Cow, collections::HashMap, ffi::OsString, path::Path, time::Duration};
 
 use rscni_plugin::types::{
     CNIResult, Cmd, GcAttachment, CNI_ARGS, CNI_COMMAND, CNI_CONTAINERID, CNI_IFNAME, CNI_NETNS,
@@ -14,25 +14,47 @@ use serde_json::Value;
 
 use super::{IpamContext, IpamError};
 
-pub use exec::find_plugin;
+pub use exec::{find_plugin, DELEGATE_MARKER};
 
 /// The key the runtime puts the GC keep-list under (spec 1.1.0).
 const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+/// The `ipam` key (ours, not the delegate's) that bounds each run of the delegate.
+pub const TIMEOUT_KEY: &str = "delegateTimeout";
+/// Far beyond what an IPAM plugin needs (host-local: milliseconds; dhcp waits up to
+/// about a minute for a server in the worst case), well inside the two minutes a
+/// kubelet gives the runtime for a sandbox.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An IPAM plugin, looked up on `CNI_PATH` by name when a verb runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegate {
     plugin: String,
+    /// The delegate is killed, with its process group, once it ran this long.
+    timeout: Duration,
 }
 
 impl Delegate {
-    /// Accepts `plugin` if it can only name a file inside a `CNI_PATH` directory.
+    /// Accepts `plugin` if it can only name a file inside a `CNI_PATH` directory and
+    /// is not this very program by name; reads [`TIMEOUT_KEY`] from the rest of the
+    /// `ipam` section.
+    pub fn parse(plugin: &str, ipam: &HashMap<String, Value>) -> Result<Self, IpamError> {
+        refuse_own_name(plugin, std::env::current_exe().ok().as_deref())?;
+        let mut delegate = Self::new(plugin)?;
+        if let Some(timeout) = parse_timeout(ipam)? {
+            delegate.timeout = timeout;
+        }
+        Ok(delegate)
+    }
+
+    /// A delegate with the default time limit.
     pub fn new(plugin: &str) -> Result<Self, IpamError> {
         if plugin.is_empty() || plugin == "." || plugin == ".." || plugin.contains(['/', '\\']) {
             return Err(IpamError::InvalidType(plugin.to_string()));
         }
         Ok(Self {
             plugin: plugin.to_string(),
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -71,7 +93,44 @@ impl Delegate {
 
     fn run(&self, cmd: Cmd, ctx: &IpamContext, stdin: &[u8]) -> Result<Vec<u8>, IpamError> {
         let path = find_plugin(self.plugin(), ctx.cni_path)?;
-        exec::run(self.plugin(), &path, &environment(cmd, ctx), stdin)
+        if exec::is_running_executable(&path) {
+            return Err(IpamError::DelegateIsSelf { path });
+        }
+        let env = environment(cmd, ctx);
+        exec::run(self.plugin(), &path, &env, stdin, self.timeout)
+    }
+}
+
+/// Refuses an `ipam.type` that is the running program's file name, before anything
+/// is created; [`exec::is_running_executable`] catches other names for the same file
+/// when the verb runs, and [`DELEGATE_MARKER`] any other way back to podmeter.
+fn refuse_own_name(plugin: &str, exe: Option<&Path>) -> Result<(), IpamError> {
+    match exe {
+        Some(exe) if exe.file_name().is_some_and(|name| name == plugin) => {
+            Err(IpamError::DelegateIsSelf {
+                path: exe.to_path_buf(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `delegateTimeout` as a duration such as `"30s"` or `"1m 30s"`; `null` is absent.
+fn parse_timeout(ipam: &HashMap<String, Value>) -> Result<Option<Duration>, IpamError> {
+    let invalid = |reason: String| IpamError::config(format!("ipam.{TIMEOUT_KEY}: {reason}"));
+    let text = match ipam.get(TIMEOUT_KEY) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(other) => {
+            return Err(invalid(format!(
+                "expected a duration such as \"30s\", got {other}"
+            )))
+        }
+    };
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(Some(timeout)),
+        Ok(_) => Err(invalid("must be longer than zero".into())),
+        Err(e) => Err(invalid(format!("{text:?}: {e}"))),
     }
 }
 
@@ -109,5 +168,7 @@ fn with_valid_attachments<'a>(
     serde_json::to_vec(&config).map(Cow::Owned).map_err(bad)
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use crate::ipam::{IpamContext, IpamError};
 
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub(super) fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
     let path = dir.join(name);
     fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -127,6 +127,11 @@ exit 0"#,
     ] {
         assert!(env.iter().any(|l| l == want), "missing {want} in {env:?}");
     }
+    // Marked, so a podmeter at the other end refuses to run.
+    assert!(
+        env.iter().any(|l| l == "PODMETER_IPAM_DELEGATE=1"),
+        "{env:?}"
+    );
     // Our own environment is inherited.
     assert!(env.iter().any(|l| l.starts_with("PATH=")), "{env:?}");
 
