@@ -138,3 +138,97 @@ fn route(dst: IpNet, gw: Option<IpAddr>) -> Route {
         scope: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(address: &str, gateway: Option<&str>) -> IpConfig {
+        IpConfig {
+            interface: None,
+            address: net(address),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+        }
+    }
+
+    fn via(dst: &str, gw: Option<&str>) -> Route {
+        route(net(dst), gw.map(|g| g.parse().unwrap()))
+    }
+
+    fn config(is_gateway: bool, is_default_gateway: bool) -> PluginConfig {
+        let mut c: PluginConfig = serde_json::from_str("{}").unwrap();
+        c.is_gateway = is_gateway || is_default_gateway;
+        c.is_default_gateway = is_default_gateway;
+        c
+    }
+
+    #[test]
+    fn routes_the_pod_cannot_have_are_refused() {
+        let dual = [net("10.0.0.0/24"), net("fd00::/64")];
+        let v4 = [net("10.0.0.0/24")];
+        // (route, subnets, accepted)
+        let cases: [(Route, &[IpNet], bool); 7] = [
+            (via("0.0.0.0/0", None), &dual, true),
+            (via("10.1.0.0/16", Some("10.0.0.1")), &dual, true),
+            (via("fd01::/64", Some("fd00::1")), &dual, true),
+            (via("fd01::/64", None), &v4, false),
+            (via("10.1.0.0/16", Some("fd00::1")), &dual, false),
+            (via("fd01::/64", Some("10.0.0.1")), &dual, false),
+            (via("10.1.0.0/16", Some("192.168.0.1")), &dual, false),
+        ];
+        for (r, subnets, accepted) in cases {
+            let result = check_routes(std::slice::from_ref(&r), subnets);
+            assert_eq!(result.is_ok(), accepted, "{r:?} over {subnets:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_reference_bridge() {
+        let dual = [
+            ip("10.0.0.5/24", Some("10.0.0.1")),
+            ip("fd00::5/64", Some("fd00::1")),
+        ];
+        let leased = |routes: Vec<Route>| CNIResult {
+            ips: dual.to_vec(),
+            routes,
+            ..CNIResult::default()
+        };
+        // Gateways off: no bridge addresses, no default routes.
+        let p = Plan::new(&config(false, false), &leased(vec![])).unwrap();
+        assert_eq!(p.addrs, [net("10.0.0.5/24"), net("fd00::5/64")]);
+        assert!(p.bridge_addrs.is_empty() && p.routes.is_empty());
+        // isGateway: the gateways on the bridge, with the subnet's prefix.
+        let p = Plan::new(&config(true, false), &leased(vec![])).unwrap();
+        assert_eq!(p.bridge_addrs, [net("10.0.0.1/24"), net("fd00::1/64")]);
+        assert!(p.default_routes.is_empty());
+        // isDefaultGateway: a default route per family, via its gateway...
+        let p = Plan::new(&config(false, true), &leased(vec![])).unwrap();
+        assert_eq!(
+            p.default_routes,
+            [via("0.0.0.0/0", Some("10.0.0.1")), via("::/0", Some("fd00::1"))]
+        );
+        // ...unless IPAM already routes that family by default; a custom
+        // route without `gw` goes via its family's gateway.
+        let custom = vec![via("0.0.0.0/0", None), via("fd01::/64", None)];
+        let p = Plan::new(&config(false, true), &leased(custom)).unwrap();
+        assert_eq!(p.default_routes, [via("::/0", Some("fd00::1"))]);
+        let gws: Vec<_> = p.routes.iter().map(|r| (r.dst, r.gw)).collect();
+        assert_eq!(
+            gws,
+            [
+                (net("0.0.0.0/0"), Some("10.0.0.1".parse().unwrap())),
+                (net("fd01::/64"), Some("fd00::1".parse().unwrap())),
+                (net("::/0"), Some("fd00::1".parse().unwrap())),
+            ]
+        );
+        // A delegate's result is checked too, before anything is made.
+        let bad = leased(vec![via("10.1.0.0/16", Some("192.168.0.1"))]);
+        assert!(Plan::new(&config(true, false), &bad).is_err());
+        let none = CNIResult::default();
+        assert!(Plan::new(&config(true, false), &none).is_err());
+    }
+}
