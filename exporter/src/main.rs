@@ -1,6 +1,7 @@
 //! podmeter-exporter: serves the per-pod counters pinned by the podmeter CNI
 //! plugin as Prometheus metrics, reading the pins on every scrape.
 
+mod absent;
 mod bpf_stats;
 mod cli;
 mod collector;

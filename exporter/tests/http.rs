@@ -9,7 +9,10 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use podmeter_ebpf::{loader, maps::PinnedMaps, PinLayout, PodDevices, PodIdentity};
+use aya::maps::MapData;
+use podmeter_ebpf::{
+    loader, maps::PinnedMaps, pins::COUNTERS_MAP, PinLayout, PodDevices, PodIdentity,
+};
 use podmeter_tests::exporter::{promtool_check_metrics, sample, Exporter};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmeter-exporter");
@@ -57,15 +60,8 @@ fn without_maps_it_serves_health_and_survives_bad_requests() {
         Some(1.0)
     );
     assert!(sample(&text.body, "podmeter_exporter_scrape_duration_seconds").is_some());
-    assert!(sample(&text.body, "podmeter_exporter_scrape_errors_total").unwrap() >= 1.0);
-    assert!(!text.body.contains("podmeter_pod"), "{}", text.body);
     assert!(!text.body.contains("# EOF"));
     promtool_check_metrics(&text.body);
-    assert!(
-        exporter.log().contains("level=error") && exporter.log().contains("pm_counters"),
-        "{}",
-        exporter.log()
-    );
 
     let om = exporter.get(
         "/metrics",
@@ -100,6 +96,75 @@ fn without_maps_it_serves_health_and_survives_bad_requests() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     exporter.terminate();
+}
+
+/// Zero pods, no per-pod series, no scrape error and no error logged.
+fn assert_no_pods_and_no_error(exporter: &Exporter) {
+    let metrics = exporter.metrics();
+    assert_eq!(sample(&metrics, "podmeter_pods"), Some(0.0), "{metrics}");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("podmeter_pod_")),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "podmeter_exporter_scrape_errors_total"),
+        Some(0.0)
+    );
+    assert!(
+        !exporter.log().contains("level=error"),
+        "{}",
+        exporter.log()
+    );
+}
+
+/// Before the first ADD and after a reboot nothing is pinned: a node
+/// without pods, not a failing exporter (else `PodmeterScrapeErrors` fires).
+#[test]
+fn no_pins_yet_is_zero_pods_not_an_error() {
+    let pins = PinDir::new();
+    let layout = PinLayout::new(&pins.0);
+    // No pin path at all, then the path without its versioned dir, then the
+    // versioned dir without maps.
+    let missing = pins.0.join("not-yet");
+    let exporter = Exporter::start(BIN.as_ref(), &missing);
+    assert_no_pods_and_no_error(&exporter);
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    assert_no_pods_and_no_error(&exporter);
+    fs::create_dir(layout.dir()).unwrap();
+    assert_no_pods_and_no_error(&exporter);
+
+    // The first ADD pins them: the same exporter serves them.
+    loader::ensure_loaded(&layout).unwrap();
+    let metrics = exporter.metrics();
+    assert_eq!(sample(&metrics, "podmeter_pods"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "podmeter_exporter_scrape_errors_total"),
+        Some(0.0)
+    );
+}
+
+/// A pin that is there but is not ours is an error, counted and logged.
+#[test]
+fn a_pinned_map_of_another_layout_is_a_scrape_error() {
+    let pins = PinDir::new();
+    let layout = PinLayout::new(&pins.0);
+    fs::create_dir(layout.dir()).unwrap();
+    // A per-CPU hash like pm_counters, but with 8-byte values.
+    let obj = aya_obj::Map::new_from_params(aya::maps::MapType::PerCpuHash as u32, 8, 8, 16, 0);
+    MapData::create(obj, COUNTERS_MAP, None)
+        .unwrap()
+        .pin(layout.map(COUNTERS_MAP))
+        .unwrap();
+
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    let metrics = exporter.metrics();
+    assert!(sample(&metrics, "podmeter_exporter_scrape_errors_total").unwrap() >= 1.0);
+    assert_eq!(sample(&metrics, "podmeter_pods"), None, "{metrics}");
+    let log = exporter.log();
+    assert!(
+        log.contains("level=error") && log.contains("pm_counters") && log.contains("layout"),
+        "{log}"
+    );
 }
 
 #[test]
