@@ -6,7 +6,10 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
 };
 
 use aya::maps::MapData;
@@ -229,4 +232,75 @@ fn registered_pods_are_exported_until_unregistered() {
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     assert!(!metrics.contains(r#"pod="a""#), "{metrics}");
     assert!(metrics.contains(r#"pod="b""#));
+}
+
+/// Reads until the server closes `stream`; panics if it is still open after
+/// 30 s (the server's idle timeouts are 10 s and 1 s).
+fn closed_by_server(mut stream: TcpStream) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes an idle connection");
+}
+
+/// Idle connections cannot starve the server: beyond `--web.max-connections`
+/// a connection gets 503 and is closed, idle ones are closed after the
+/// header timeout, and once they are gone scrapes get through again.
+#[test]
+fn idle_connections_beyond_the_cap_get_503_and_scrapes_recover() {
+    let pins = PinDir::new();
+    let exporter =
+        Exporter::start_command(Command::new(BIN), &pins.0, &["--web.max-connections=4"]);
+    // They take every slot, in accept order, before the scrapes below.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(exporter.addr).unwrap())
+        .collect();
+    // Many more than the cap, also idle: each is closed within a second.
+    let over: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(exporter.addr).unwrap())
+        .collect();
+    let scrape = exporter.get("/metrics", None);
+    assert_eq!(scrape.status, 503, "{}", scrape.body);
+    assert_eq!(scrape.body, "Too many open connections, try again later.\n");
+    assert!(scrape.head.contains("connection: close"), "{}", scrape.head);
+    for stream in over {
+        closed_by_server(stream);
+    }
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = exporter.get("/metrics", None).status;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "still 503 10 s after the idle connections closed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// hyper's header read timeout also closes idle keep-alive connections, so
+/// they give their slot back (10 s here).
+#[test]
+fn idle_connections_are_closed_by_the_server() {
+    let pins = PinDir::new();
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    let silent = TcpStream::connect(exporter.addr).unwrap();
+    let mut kept_alive = TcpStream::connect(exporter.addr).unwrap();
+    kept_alive
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept_alive.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let silent = thread::spawn(move || closed_by_server(silent));
+    closed_by_server(kept_alive);
+    silent.join().unwrap();
 }
