@@ -107,8 +107,31 @@ impl Exporter {
         self.child.wait().unwrap()
     }
 
+    /// The exporter's pid (wrappers such as `nsenter` and `setpriv` exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log once a line contains `needle` (stderr is read by another
+    /// thread, so a line logged during a request may arrive after its
+    /// answer); panics with the log after 10 s without one.
+    pub fn log_with(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.lines().any(|l| l.contains(needle)) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no log line with {needle:?} in:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
