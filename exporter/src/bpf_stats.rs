@@ -12,6 +12,9 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, MetricType},
     registry::Unit,
 };
+use tracing::debug;
+
+use crate::absent::not_pinned;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
@@ -30,13 +33,21 @@ struct ProgramLabels {
 }
 
 /// The stats of every pinned program, or `None` while the kernel does not
-/// account them (the frozen values would look like an idle program).
+/// account them (the frozen values would look like an idle program) or
+/// the programs are not pinned yet.
 pub fn read(layout: &PinLayout) -> Result<Option<Vec<ProgramStats>>, StatsError> {
     let enabled = fs::read_to_string(STATS_SYSCTL).map_err(StatsError::Sysctl)?;
     if enabled.trim() != "1" {
         return Ok(None);
     }
-    Ok(Some(program_stats(layout)?))
+    match program_stats(layout) {
+        Ok(stats) => Ok(Some(stats)),
+        Err(e) if not_pinned(&e) => {
+            debug!(error = %e, "no pinned programs yet: no program stats");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn encode(stats: &[ProgramStats], encoder: &mut DescriptorEncoder) -> fmt::Result {

@@ -26,6 +26,15 @@ pub struct Args {
     #[arg(long = "web.shutdown-timeout", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Maximum number of parallel scrape requests; more get 503 at once. 0 disables the limit.
+    #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
+    pub max_requests: usize,
+
+    /// Maximum number of open connections; one more is answered 503 and
+    /// closed. 0 disables the limit. Well under the usual 1024 open files.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 128)]
+    pub max_connections: usize,
+
     /// The plugin's bpffs pin path, holding the pinned maps and programs.
     #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
@@ -87,6 +96,7 @@ mod tests {
         assert_eq!(args.telemetry_path, "/metrics");
         assert_eq!(args.pin_path, PathBuf::from(DEFAULT_PIN_PATH));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!((args.max_requests, args.max_connections), (40, 128));
 
         let args = Args::try_parse_from([
             "x",
@@ -94,6 +104,9 @@ mod tests {
             "--web.telemetry-path",
             "/m",
             "--web.shutdown-timeout=1m 30s",
+            "--web.max-requests=0",
+            "--web.max-connections",
+            "7",
             "--bpf.pin-path=/sys/fs/bpf/other",
             "--log.level=debug",
             "--log.format=json",
@@ -102,6 +115,7 @@ mod tests {
         assert_eq!(args.listen_address.port(), 0);
         assert_eq!(args.telemetry_path, "/m");
         assert_eq!(args.shutdown_timeout, Duration::from_secs(90));
+        assert_eq!((args.max_requests, args.max_connections), (0, 7));
         assert_eq!(args.log_level, LogLevel::Debug);
         assert_eq!(args.log_format, LogFormat::Json);
     }
@@ -115,6 +129,8 @@ mod tests {
             "--web.shutdown-timeout=soon",
             "--web.listen-address=localhost",
             "--log.level=trace",
+            "--web.max-requests=-1",
+            "--web.max-connections=many",
         ] {
             assert!(Args::try_parse_from(["x", bad]).is_err(), "{bad}");
         }

@@ -157,15 +157,30 @@ mod tests {
     }
 
     #[test]
-    fn missing_pins_leave_the_health_metrics_and_count_an_error() {
+    fn missing_pins_are_no_pods_and_no_error() {
         let registry = registry(PinLayout::new("/nonexistent/podmeter"));
-        let first = Format::Text.render(&registry).unwrap();
-        assert!(first.contains("podmeter_exporter_build_info{version=\""));
-        assert!(first.contains("\npodmeter_exporter_scrape_duration_seconds "));
-        assert!(!first.contains("podmeter_pod"), "{first}");
-        assert!(scrape_errors(&first) >= 1);
-        let second = Format::Text.render(&registry).unwrap();
-        assert!(scrape_errors(&second) > scrape_errors(&first));
+        for _ in 0..2 {
+            let metrics = Format::Text.render(&registry).unwrap();
+            assert!(metrics.contains("podmeter_exporter_build_info{version=\""));
+            assert!(metrics.contains("\npodmeter_exporter_scrape_duration_seconds "));
+            assert!(metrics.contains("\npodmeter_pods 0\n"), "{metrics}");
+            let pod_samples = metrics
+                .lines()
+                .filter(|l| l.starts_with("podmeter_pod_"))
+                .count();
+            assert_eq!(pod_samples, 0, "{metrics}");
+            assert_eq!(scrape_errors(&metrics), 0);
+        }
+    }
+
+    #[test]
+    fn a_pin_path_that_is_not_a_directory_counts_an_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let registry = registry(PinLayout::new(file.path()));
+        let metrics = Format::Text.render(&registry).unwrap();
+        // Two if another test turned on kernel.bpf_stats_enabled meanwhile.
+        assert!(scrape_errors(&metrics) >= 1, "{metrics}");
+        assert!(!metrics.contains("podmeter_pods"), "{metrics}");
     }
 
     #[test]

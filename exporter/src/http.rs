@@ -15,14 +15,18 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tracing::error;
 
-use crate::format::Format;
+use crate::{format::Format, limit};
 
-/// `telemetry_path` must be absolute and not `/` (the flag parser checks).
-pub fn router(registry: Arc<Registry>, telemetry_path: &str) -> Router {
+/// `telemetry_path` must be absolute and not `/` (the flag parser checks);
+/// at most `max_requests` scrapes run at a time (0: no limit).
+pub fn router(registry: Arc<Registry>, telemetry_path: &str, max_requests: usize) -> Router {
     let page = Html(landing_page(telemetry_path));
     Router::new()
         .route("/", get(move || std::future::ready(page.clone())))
-        .route(telemetry_path, get(metrics))
+        .route(
+            telemetry_path,
+            limit::concurrent_requests(get(metrics), max_requests),
+        )
         .with_state(registry)
 }
 

@@ -1,11 +1,13 @@
 //! podmeter-exporter: serves the per-pod counters pinned by the podmeter CNI
 //! plugin as Prometheus metrics, reading the pins on every scrape.
 
+mod absent;
 mod bpf_stats;
 mod cli;
 mod collector;
 mod format;
 mod http;
+mod limit;
 mod pods;
 mod server;
 
@@ -57,7 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     let registry = Arc::new(collector::registry(PinLayout::new(&args.pin_path)));
-    let app = http::router(registry, &args.telemetry_path);
+    let app = http::router(registry, &args.telemetry_path, args.max_requests);
     let listener = TcpListener::bind(args.listen_address)
         .await
         .with_context(|| format!("listening on {}", args.listen_address))?;
@@ -67,9 +69,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         %address,
         telemetry_path = %args.telemetry_path,
         pin_path = %args.pin_path.display(),
+        max_requests = args.max_requests,
+        max_connections = args.max_connections,
         "listening"
     );
-    server::serve(listener, app, shutdown, args.shutdown_timeout).await;
+    server::serve(
+        listener,
+        app,
+        shutdown,
+        args.max_connections,
+        args.shutdown_timeout,
+    )
+    .await;
     info!("stopped");
     Ok(())
 }

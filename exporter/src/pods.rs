@@ -13,6 +13,9 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Unit,
 };
+use tracing::debug;
+
+use crate::absent::not_pinned;
 
 /// One pod interface with its counters and drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +41,19 @@ pub struct Drops {
 /// reused meanwhile).
 ///
 /// `reasons` names the kernel's drop reasons; one it lacks is exported as
-/// its number.
+/// its number. No pins yet means no pods.
 pub fn read(
     layout: &PinLayout,
     reasons: &HashMap<u32, String>,
 ) -> Result<Vec<PodSample>, podmeter_ebpf::Error> {
-    let maps = PinnedMaps::open(layout)?;
+    let maps = match PinnedMaps::open(layout) {
+        Ok(maps) => maps,
+        Err(e) if not_pinned(&e) => {
+            debug!(error = %e, "no pinned maps yet: no pods");
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
     let before = maps.pods()?;
     let counters = maps.counters()?;
     let drops = maps.drops()?;

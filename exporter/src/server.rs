@@ -1,4 +1,5 @@
-//! The HTTP/1 server: request limits, and a graceful stop on SIGTERM/SIGINT.
+//! The HTTP/1 server: request and connection limits, and a graceful stop on
+//! SIGTERM/SIGINT.
 
 use std::{future::Future, io, time::Duration};
 
@@ -15,19 +16,31 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+use crate::limit::{self, Connections};
+
 /// Largest request head (request line and headers) read; hyper answers 431
 /// beyond it. Its default, ~400 KiB, is far more than any scraper sends.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// A client must send its request head within this time.
+/// A client must send its request head within this time. hyper restarts
+/// this timer whenever a connection waits for a request head, also between
+/// requests on a keep-alive connection: it is the idle timeout as well, so
+/// an idle connection holds its slot for at most this long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `app` until `shutdown` completes, then lets open requests finish
-/// for at most `shutdown_timeout` (idle keep-alive connections close at once).
+/// A connection beyond the cap has this long to send the request its 503
+/// answers: it must not hold a file descriptor for long.
+const OVER_CAPACITY_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves `app` on at most `max_connections` connections at a time (0: no
+/// limit; one more gets a 503 and is closed) until `shutdown` completes,
+/// then lets open requests finish for at most `shutdown_timeout` (idle
+/// keep-alive connections close at once).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
+    max_connections: usize,
     shutdown_timeout: Duration,
 ) {
     let mut builder = http1::Builder::new();
@@ -35,18 +48,33 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD);
+    let mut over_capacity = builder.clone();
+    over_capacity
+        .header_read_timeout(OVER_CAPACITY_HEADER_READ_TIMEOUT)
+        .keep_alive(false);
+    let over_capacity_app = limit::over_capacity();
+    let connections = Connections::new(max_connections);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let service = TowerToHyperService::new(app.clone());
+                    // Taken here, in accept order, and given back when the connection ends.
+                    let slot = connections.try_open();
+                    let (builder, app) = if slot.is_some() {
+                        (&builder, app.clone())
+                    } else {
+                        debug!(%peer, max_connections, "connection limit reached, answering 503");
+                        (&over_capacity, over_capacity_app.clone())
+                    };
+                    let service = TowerToHyperService::new(app);
                     let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             debug!(%peer, error = %e, "connection failed");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -6,10 +6,16 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{loader, maps::PinnedMaps, PinLayout, PodDevices, PodIdentity};
+use aya::maps::MapData;
+use podmeter_ebpf::{
+    loader, maps::PinnedMaps, pins::COUNTERS_MAP, PinLayout, PodDevices, PodIdentity,
+};
 use podmeter_tests::exporter::{promtool_check_metrics, sample, Exporter};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmeter-exporter");
@@ -57,15 +63,8 @@ fn without_maps_it_serves_health_and_survives_bad_requests() {
         Some(1.0)
     );
     assert!(sample(&text.body, "podmeter_exporter_scrape_duration_seconds").is_some());
-    assert!(sample(&text.body, "podmeter_exporter_scrape_errors_total").unwrap() >= 1.0);
-    assert!(!text.body.contains("podmeter_pod"), "{}", text.body);
     assert!(!text.body.contains("# EOF"));
     promtool_check_metrics(&text.body);
-    assert!(
-        exporter.log().contains("level=error") && exporter.log().contains("pm_counters"),
-        "{}",
-        exporter.log()
-    );
 
     let om = exporter.get(
         "/metrics",
@@ -100,6 +99,75 @@ fn without_maps_it_serves_health_and_survives_bad_requests() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     exporter.terminate();
+}
+
+/// Zero pods, no per-pod series, no scrape error and no error logged.
+fn assert_no_pods_and_no_error(exporter: &Exporter) {
+    let metrics = exporter.metrics();
+    assert_eq!(sample(&metrics, "podmeter_pods"), Some(0.0), "{metrics}");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("podmeter_pod_")),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "podmeter_exporter_scrape_errors_total"),
+        Some(0.0)
+    );
+    assert!(
+        !exporter.log().contains("level=error"),
+        "{}",
+        exporter.log()
+    );
+}
+
+/// Before the first ADD and after a reboot nothing is pinned: a node
+/// without pods, not a failing exporter (else `PodmeterScrapeErrors` fires).
+#[test]
+fn no_pins_yet_is_zero_pods_not_an_error() {
+    let pins = PinDir::new();
+    let layout = PinLayout::new(&pins.0);
+    // No pin path at all, then the path without its versioned dir, then the
+    // versioned dir without maps.
+    let missing = pins.0.join("not-yet");
+    let exporter = Exporter::start(BIN.as_ref(), &missing);
+    assert_no_pods_and_no_error(&exporter);
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    assert_no_pods_and_no_error(&exporter);
+    fs::create_dir(layout.dir()).unwrap();
+    assert_no_pods_and_no_error(&exporter);
+
+    // The first ADD pins them: the same exporter serves them.
+    loader::ensure_loaded(&layout).unwrap();
+    let metrics = exporter.metrics();
+    assert_eq!(sample(&metrics, "podmeter_pods"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "podmeter_exporter_scrape_errors_total"),
+        Some(0.0)
+    );
+}
+
+/// A pin that is there but is not ours is an error, counted and logged.
+#[test]
+fn a_pinned_map_of_another_layout_is_a_scrape_error() {
+    let pins = PinDir::new();
+    let layout = PinLayout::new(&pins.0);
+    fs::create_dir(layout.dir()).unwrap();
+    // A per-CPU hash like pm_counters, but with 8-byte values.
+    let obj = aya_obj::Map::new_from_params(aya::maps::MapType::PerCpuHash as u32, 8, 8, 16, 0);
+    MapData::create(obj, COUNTERS_MAP, None)
+        .unwrap()
+        .pin(layout.map(COUNTERS_MAP))
+        .unwrap();
+
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    let metrics = exporter.metrics();
+    assert!(sample(&metrics, "podmeter_exporter_scrape_errors_total").unwrap() >= 1.0);
+    assert_eq!(sample(&metrics, "podmeter_pods"), None, "{metrics}");
+    let log = exporter.log_with("level=error");
+    assert!(
+        log.contains("pm_counters") && log.contains("layout"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -164,4 +232,75 @@ fn registered_pods_are_exported_until_unregistered() {
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     assert!(!metrics.contains(r#"pod="a""#), "{metrics}");
     assert!(metrics.contains(r#"pod="b""#));
+}
+
+/// Reads until the server closes `stream`; panics if it is still open after
+/// 30 s (the server's idle timeouts are 10 s and 1 s).
+fn closed_by_server(mut stream: TcpStream) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes an idle connection");
+}
+
+/// Idle connections cannot starve the server: beyond `--web.max-connections`
+/// a connection gets 503 and is closed, idle ones are closed after the
+/// header timeout, and once they are gone scrapes get through again.
+#[test]
+fn idle_connections_beyond_the_cap_get_503_and_scrapes_recover() {
+    let pins = PinDir::new();
+    let exporter =
+        Exporter::start_command(Command::new(BIN), &pins.0, &["--web.max-connections=4"]);
+    // They take every slot, in accept order, before the scrapes below.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(exporter.addr).unwrap())
+        .collect();
+    // Many more than the cap, also idle: each is closed within a second.
+    let over: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(exporter.addr).unwrap())
+        .collect();
+    let scrape = exporter.get("/metrics", None);
+    assert_eq!(scrape.status, 503, "{}", scrape.body);
+    assert_eq!(scrape.body, "Too many open connections, try again later.\n");
+    assert!(scrape.head.contains("connection: close"), "{}", scrape.head);
+    for stream in over {
+        closed_by_server(stream);
+    }
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = exporter.get("/metrics", None).status;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "still 503 10 s after the idle connections closed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// hyper's header read timeout also closes idle keep-alive connections, so
+/// they give their slot back (10 s here).
+#[test]
+fn idle_connections_are_closed_by_the_server() {
+    let pins = PinDir::new();
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    let silent = TcpStream::connect(exporter.addr).unwrap();
+    let mut kept_alive = TcpStream::connect(exporter.addr).unwrap();
+    kept_alive
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept_alive.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let silent = thread::spawn(move || closed_by_server(silent));
+    closed_by_server(kept_alive);
+    silent.join().unwrap();
 }

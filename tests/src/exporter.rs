@@ -23,11 +23,19 @@ pub struct Exporter {
 impl Exporter {
     /// Starts `binary` on an ephemeral loopback port, serving `pin_path`.
     pub fn start(binary: &Path, pin_path: &Path) -> Self {
-        let mut child = Command::new(binary)
+        Self::start_command(Command::new(binary), pin_path, &[])
+    }
+
+    /// Starts the exporter with `command`: its binary, or a wrapper whose
+    /// last argument is the binary (`nsenter`, `setpriv`). The listen
+    /// address, pin path and shutdown timeout are appended, then `args`.
+    pub fn start_command(mut command: Command, pin_path: &Path, args: &[&str]) -> Self {
+        let mut child = command
             .args(["--web.listen-address", "127.0.0.1:0", "--bpf.pin-path"])
             .arg(pin_path)
             // Long, so that an exit within it shows idle connections do not wait for it.
             .args(["--web.shutdown-timeout", "30s"])
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -47,11 +55,14 @@ impl Exporter {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .ok()
-            .flatten()
-            .expect("a `listening address=...` line on stderr");
+        let Some(addr) = rx.recv_timeout(Duration::from_secs(10)).ok().flatten() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no `listening address=...` line on stderr:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        };
         Self { child, addr, log }
     }
 
@@ -96,8 +107,31 @@ impl Exporter {
         self.child.wait().unwrap()
     }
 
+    /// The exporter's pid (wrappers such as `nsenter` and `setpriv` exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log once a line contains `needle` (stderr is read by another
+    /// thread, so a line logged during a request may arrive after its
+    /// answer); panics with the log after 10 s without one.
+    pub fn log_with(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.lines().any(|l| l.contains(needle)) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no log line with {needle:?} in:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod node;
 pub mod podman;
 pub mod prometheus;
+pub mod sysctl;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};
 pub use netns::NetNs;

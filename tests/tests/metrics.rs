@@ -12,6 +12,7 @@ use podmeter_tests::{
     binary,
     exporter::{promtool_check_metrics, sample, Exporter},
     prometheus::Prometheus,
+    sysctl::BpfStats,
     LinkStats, NetNs, Node, Pod,
 };
 use serde_json::Value;
@@ -129,26 +130,6 @@ fn a_deleted_pods_series_are_gone_from_the_next_scrape() {
     assert!(sample(&metrics, &series("receive_bytes", "b")).is_some());
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     drop(b);
-}
-
-/// `kernel.bpf_stats_enabled` on for the test's duration (the eBPF panels
-/// need it), back to what it was afterwards.
-struct BpfStats(String);
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl BpfStats {
-    fn enable() -> Self {
-        let old = fs::read_to_string(BPF_STATS).unwrap();
-        fs::write(BPF_STATS, "1").unwrap();
-        Self(old)
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = fs::write(BPF_STATS, self.0.trim());
-    }
 }
 
 /// A ping running in the background while Prometheus scrapes.

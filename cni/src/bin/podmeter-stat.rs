@@ -2,7 +2,12 @@
 //! and drops, straight from the pinned maps (what the exporter serves,
 //! without HTTP).
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::HashMap,
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use clap::Parser;
 use podmeter_ebpf::{
@@ -25,8 +30,29 @@ struct Cli {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut out = BufWriter::new(io::stdout().lock());
+    let result = print(&cli, &mut out).and_then(|()| out.flush().map_err(Into::into));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `podmeter-stat | head`: the reader has what it wanted.
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the table (or JSON lines) to `out`; a failed write is an error
+/// like any other, not a panic as `println!` makes it.
+fn print(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
     let maps = PinnedMaps::open(&PinLayout::new(&cli.pin_path))?;
     let counters = maps.counters()?;
     let drops = maps.drops()?;
@@ -39,10 +65,11 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| d.reason.to_string())
     };
     if !cli.json {
-        println!(
+        writeln!(
+            out,
             "{:<12} {:<20} {:<6} {:<16} {:>10} {:>12} {:>10} {:>12}",
             "NAMESPACE", "POD", "IF", "HOST IF", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES"
-        );
+        )?;
     }
     for (ifindex, pod) in maps.pods()? {
         let c = counters.get(&ifindex).copied().unwrap_or_default();
@@ -55,7 +82,8 @@ fn main() -> anyhow::Result<()> {
                            "packets": d.dropped.packets, "bytes": d.dropped.bytes})
                 })
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "{}",
                 json!({
                     "namespace": pod.namespace, "pod": pod.pod, "uid": pod.uid,
@@ -66,9 +94,10 @@ fn main() -> anyhow::Result<()> {
                     "transmit_packets": c.transmit.packets, "transmit_bytes": c.transmit.bytes,
                     "drops": drops,
                 })
-            );
+            )?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "{:<12} {:<20} {:<6} {:<16} {:>10} {:>12} {:>10} {:>12}",
                 pod.namespace,
                 pod.pod,
@@ -78,7 +107,7 @@ fn main() -> anyhow::Result<()> {
                 c.receive.bytes,
                 c.transmit.packets,
                 c.transmit.bytes
-            );
+            )?;
             let mut by_reason: HashMap<(String, &str), u64> = HashMap::new();
             for d in pod_drops {
                 *by_reason
@@ -86,10 +115,11 @@ fn main() -> anyhow::Result<()> {
                     .or_default() += d.dropped.packets;
             }
             for ((reason, direction), packets) in by_reason {
-                println!(
+                writeln!(
+                    out,
                     "{:>14} dropped {packets} pkts, {direction}, reason {reason}",
                     ""
-                );
+                )?;
             }
         }
     }
