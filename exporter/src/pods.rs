@@ -35,10 +35,13 @@ pub struct Drops {
 }
 
 /// Reads the pods and their counters. The registry is read before and after
-/// the counters, and only identities seen unchanged in both are kept: DEL
-/// removes the identity before the counters, ADD writes it after them, so
-/// counters read in between belong to that identity (also if an ifindex was
-/// reused meanwhile).
+/// the counters, and only identities seen unchanged in both, with counters,
+/// are kept: ADD writes the identity after the counters, DEL removes it
+/// after them (so that a DEL killed halfway leaves it for the next one), so
+/// a pod being deleted may lose its counters a scrape before its identity,
+/// and is then left out. Counters of a new pod are only taken for an old
+/// identity if its ifindex was reused between two registry reads, which the
+/// kernel's cyclic ifindex allocation makes practically impossible.
 ///
 /// `reasons` names the kernel's drop reasons; one it lacks is exported as
 /// its number. No pins yet means no pods.
