@@ -182,7 +182,11 @@ mod tests {
         ];
         for (r, subnets, accepted) in cases {
             let result = check_routes(std::slice::from_ref(&r), subnets);
-            assert_eq!(result.is_ok(), accepted, "{r:?} over {subnets:?}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                accepted,
+                "{r:?} over {subnets:?}: {result:?}"
+            );
         }
     }
 
@@ -209,7 +213,10 @@ mod tests {
         let p = Plan::new(&config(false, true), &leased(vec![])).unwrap();
         assert_eq!(
             p.default_routes,
-            [via("0.0.0.0/0", Some("10.0.0.1")), via("::/0", Some("fd00::1"))]
+            [
+                via("0.0.0.0/0", Some("10.0.0.1")),
+                via("::/0", Some("fd00::1"))
+            ]
         );
         // ...unless IPAM already routes that family by default; a custom
         // route without `gw` goes via its family's gateway.
