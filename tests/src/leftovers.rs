@@ -163,10 +163,18 @@ fn links(netns: &str) -> Vec<String> {
         .collect()
 }
 
+/// Link-local addresses and routes (`fe80::/64`, `ff00::/8`) are left out:
+/// the kernel adds and removes them with any interface's carrier.
+fn link_local(text: &str) -> bool {
+    text.starts_with("fe80:") || text.starts_with("ff00:")
+}
+
 fn addrs(netns: &str) -> BTreeSet<String> {
     items(&ip_json(netns, &["addr", "show"]))
         .flat_map(|l| {
-            items(&l["addr_info"]).map(move |a| {
+            let global =
+                items(&l["addr_info"]).filter(|a| !link_local(a["local"].as_str().unwrap_or("")));
+            global.map(move |a| {
                 format!(
                     "{} {}/{}",
                     l["ifname"].as_str().unwrap_or("?"),
@@ -185,6 +193,7 @@ fn routes(netns: &str) -> BTreeSet<String> {
         .iter()
         .flat_map(|family| {
             items(&ip_json(netns, &[family, "route", "show", "table", "all"]))
+                .filter(|r| !link_local(r["dst"].as_str().unwrap_or("")))
                 .map(|r| {
                     let field = |k: &str| r[k].as_str().unwrap_or("").to_owned();
                     format!(
