@@ -73,6 +73,11 @@ QUICK_CALLS='^(sendto|write|linkat|rename|unlink|flock|wait4|clone3) |^bpf .*(UP
 # One node: namespace, pin path, IPAM dir, conflist (dual stack, gateway,
 # masquerading, so nft is exercised).
 new_node() {
+  # A node a fault left dirty goes now, not at exit: a long sweep replaces many.
+  if [ -n "${NODE:-}" ]; then
+    ip netns del "$NODE"
+    rm -rf "$PIN"
+  fi
   NODE="$TAG-n$((++NODES))"
   mknetns "$NODE"
   PIN=/sys/fs/bpf/$NODE
