@@ -163,11 +163,12 @@ fault() {
   rc=0
   t0=$SECONDS
   plugin "$verb" "$pod" strace -f -qq -o "$W/trace" -e "inject=$call:$action:when=$k" || rc=$?
+  cp "$W/err" "$W/fault.err" # the DEL below overwrites it
   fired=no
   if grep -qE 'INJECTED|killed by SIGKILL' "$W/trace"; then fired=yes; fi
   json=-
   if [ "$rc" != 0 ] && [ "$mode" = error ]; then
-    if jq -e '.code and .msg' "$W/out" >/dev/null 2>&1 && ! grep -q panicked "$W/err"; then
+    if jq -e '.code and .msg' "$W/out" >/dev/null 2>&1 && ! grep -q panicked "$W/fault.err"; then
       json=ok
     else
       json=NO
@@ -201,7 +202,7 @@ fault() {
   row "$verb" "$mode" "$call:$k" "$role" "$fired" "$exit" "$json" "$del/$gcrc" "$counts" "${what:0:70}"
   if [ "$finding" = 1 ]; then
     FINDINGS+=("$verb $mode $call:$k ($role) exit=$exit json=$json del/gc=$del/$gcrc left=$(jq -c 'with_entries(select(.value != 0 and .value != []))' <<<"$left"): $what")
-    if grep -q panicked "$W/err"; then FINDINGS+=("    $(grep -m1 -A1 panicked "$W/err" | tr '\n' ' ')"); fi
+    if grep -q panicked "$W/fault.err"; then FINDINGS+=("    $(grep -m1 -A1 panicked "$W/fault.err" | tr '\n' ' ')"); fi
     new_node
     baseline
   fi
