@@ -9,10 +9,12 @@ pub mod cni;
 pub mod conflist;
 pub mod exporter;
 pub mod http;
+pub mod leftovers;
 pub mod netns;
 pub mod node;
 pub mod podman;
 pub mod prometheus;
+pub mod strace;
 pub mod sysctl;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};

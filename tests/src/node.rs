@@ -3,13 +3,12 @@
 
 use std::{fs, path::PathBuf};
 
-use podmeter_ebpf::{
-    counters::PodCounters, maps::PinnedMaps, object::DROP_TRACEPOINT, PinLayout, PodCounter,
-};
+use podmeter_ebpf::{counters::PodCounters, maps::PinnedMaps, PinLayout, PodCounter};
 use serde_json::{json, Value};
 
 use crate::{
     cni::{invoke, CniOutput},
+    leftovers::Site,
     netns::NetNs,
 };
 
@@ -121,6 +120,19 @@ impl Node {
         ifname: &str,
         cni_args: &str,
     ) -> CniOutput {
+        let env = Self::cni_vars(command, container_id, netns, ifname, cni_args);
+        self.cni_env(&env, conf.to_string().as_bytes())
+    }
+
+    /// The environment a runtime passes for `CNI_COMMAND=command` (unset
+    /// variables left out).
+    pub fn cni_vars(
+        command: &str,
+        container_id: &str,
+        netns: Option<&NetNs>,
+        ifname: &str,
+        cni_args: &str,
+    ) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("CNI_COMMAND", command.to_owned()),
             ("CNI_PATH", "/usr/lib/cni".to_owned()),
@@ -140,7 +152,7 @@ impl Node {
                 env.push((key, value));
             }
         }
-        self.cni_env(&env, conf.to_string().as_bytes())
+        env
     }
 
     /// Runs the plugin inside the node with exactly `env` and `stdin`.
@@ -275,27 +287,23 @@ impl Node {
 
     /// Leased addresses in the built-in IPAM's store.
     pub fn leases(&self) -> Vec<String> {
-        let dir = self.data_dir.path().join(NETWORK);
-        let Ok(entries) = fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut leases: Vec<String> = entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect();
-        leases.sort();
-        leases
+        crate::leftovers::leases(&self.data_dir.path().join(NETWORK))
     }
 
     /// Names of the pinned per-pod TCX links (not the node-wide drop tracer's).
     pub fn link_pins(&self) -> Vec<String> {
-        fs::read_dir(self.layout().links_dir())
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != DROP_TRACEPOINT)
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::leftovers::link_pins(&self.layout())
+    }
+
+    /// Where this node keeps its state, for counting what is left there.
+    pub fn site(&self, pods: &[&NetNs]) -> Site {
+        Site {
+            netns: self.ns.name().to_owned(),
+            pod_netns: pods.iter().map(|p| p.name().to_owned()).collect(),
+            pin_path: self.pin_path.clone(),
+            data_dir: self.data_dir.path().to_owned(),
+            network: NETWORK.to_owned(),
+        }
     }
 }
 
