@@ -1,6 +1,7 @@
 //! `podmeter`: a CNI plugin that wires pods onto a bridge and meters them
 //! with eBPF. Its stdout is the CNI result; logs go to stderr only.
 
+mod child;
 mod cmd;
 mod cni_args;
 mod config;

@@ -2,17 +2,12 @@
 //! nftables (`nft`), one tagged rule set per attachment so DEL and GC remove
 //! exactly their own rules. Rules live in the netns the plugin runs in.
 
-use std::{
-    collections::HashSet,
-    io::Write,
-    os::unix::fs::PermissionsExt,
-    process::{Command, Stdio},
-};
+use std::{collections::HashSet, os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::error::PluginError;
+use crate::{child, error::PluginError};
 
 const TABLE: &str = "podmeter";
 const CHAIN: &str = "postrouting";
@@ -114,8 +109,12 @@ pub fn gc(network: &str, keep: &[(&str, &str)]) -> Result<(), PluginError> {
 }
 
 fn remove_rules(doomed: impl Fn(&Tag) -> bool) -> Result<(), PluginError> {
-    let Ok(listing) = nft(&["-j", "-a", "list", "chain", "inet", TABLE, CHAIN], None) else {
-        return Ok(()); // no table or chain: nothing of ours is there
+    let listing = match nft(&["-j", "-a", "list", "chain", "inet", TABLE, CHAIN], None) {
+        Ok(listing) => listing,
+        // No table or chain: nothing of ours is there. Any other failure
+        // (nft killed, say) says nothing about our rules.
+        Err(PluginError::Masq(e)) if e.contains("No such file or directory") => return Ok(()),
+        Err(e) => return Err(e),
     };
     let json: serde_json::Value = serde_json::from_str(&listing)
         .map_err(|e| PluginError::Masq(format!("parsing `nft -j` output: {e}")))?;
@@ -166,29 +165,19 @@ pub fn check_available() -> Result<(), PluginError> {
     }
 }
 
+/// `nft` answers in milliseconds; one that hangs must not hang the runtime.
+const NFT_LIMIT: Duration = Duration::from_secs(10);
+
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, PluginError> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| PluginError::Masq(format!("running nft: {e} (is nftables installed?)")))?;
-    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(script.as_bytes())
-            .map_err(|e| PluginError::Masq(format!("writing to nft: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| PluginError::Masq(format!("running nft: {e}")))?;
+    let mut command = Command::new("nft");
+    command.args(args);
+    let what = format!("nft {}", args.join(" "));
+    let out = child::run(command, stdin.unwrap_or_default().as_bytes(), NFT_LIMIT)
+        .map_err(|e| PluginError::Masq(format!("{what}: {e}")))?;
     if !out.status.success() {
         return Err(PluginError::Masq(format!(
-            "nft {}: {}",
-            args.join(" "),
+            "{what}: {} {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }

@@ -7,12 +7,8 @@
 //! node, by what the call does (the netlink message creating the veth, the
 //! first map update, ...), not by fixed numbers, so they follow the code.
 //!
-//! Expected to fail until the leaks of the issue "Crashes and injected
-//! errors leak" are fixed (found on the code of 2026-12-01, dea3624):
-//! `kill_add_after_the_first_map_update` (a `pm_devices` entry no DEL or GC
-//! removes), `eio_on_unlocking_the_ipam_store` (panics, exit 101, no error
-//! JSON) and `netlink_error_on_del_s_veth_deletion` (DEL reports success and
-//! leaves the veth). The others pass and guard against regressions.
+//! Each case is a leak or a panic found on the code of 2026-12-01 (dea3624),
+//! or a point the issue named; they guard against regressions.
 
 use std::path::Path;
 
@@ -194,9 +190,9 @@ fn netlink_error_after_the_veth_is_created() {
     b.fault(Verb::Add, next, "error=ENOBUFS");
 }
 
-// Killed after the first map entry of the pod (a device) was written.
-// Fails on the current code: the device entry is never removed, as DEL and
-// GC find a pod only through its registry entry, written last.
+// Killed after the first map entry of the pod (a device) was written: DEL
+// finds the entries by the ifindex of the veth, not only by the registry
+// entry that is written last.
 #[test]
 fn kill_add_after_the_first_map_update() {
     let b = Bench::new();
@@ -228,21 +224,35 @@ fn eio_on_the_ipam_write_after_the_lease_is_linked() {
     b.fault(Verb::Add, write, "error=EIO");
 }
 
-// Unlocking the IPAM store fails. Fails on the current code: the plugin
-// panics (exit 101) instead of printing an error JSON.
+// Taking the IPAM store's lock fails. (Unlocking cannot: the lock goes
+// with the file's close; nix's unlock used to panic on an error.)
 #[test]
-fn eio_on_unlocking_the_ipam_store() {
+fn eio_on_taking_the_ipam_lock() {
     let b = Bench::new();
-    let unlock = first(&b.add, "the IPAM unlock", |c| is(c, "flock", "LOCK_UN"));
-    b.fault(Verb::Add, unlock, "error=EIO");
+    let lock = first(&b.add, "the IPAM lock", |c| {
+        is(c, "flock", "LOCK_EX|LOCK_NB")
+    });
+    b.fault(Verb::Add, lock, "error=EIO");
 }
 
-// Waiting for `nft` (which has already added the rule) fails.
+// Waiting for `nft` (which has already added the rule) fails: std's
+// `wait_with_output` used to panic on such errors.
 #[test]
 fn eio_while_waiting_for_nft() {
     let b = Bench::new();
-    let wait = first(&b.add, "the wait for nft", |c| c.name == "wait4");
+    let wait = first(&b.add, "the wait for nft", |c| c.name == "waitid");
     b.fault(Verb::Add, wait, "error=EIO");
+}
+
+// DEL killed after its first map delete: the registry entry, removed
+// last, lets the next DEL find the rest.
+#[test]
+fn kill_del_while_unregistering() {
+    let b = Bench::new();
+    let delete = first(&b.del, "a map delete", |c| {
+        is(c, "bpf", "BPF_MAP_DELETE_ELEM")
+    });
+    b.fault(Verb::Del, b.del.after(delete), "signal=KILL");
 }
 
 // DEL killed right after it deleted the host veth: the next DEL no longer
@@ -258,8 +268,8 @@ fn kill_del_after_the_veth_is_deleted() {
 }
 
 // The request deleting the host veth fails: DEL must fail (and the next
-// DEL delete it), not report success with the veth still there. Fails on
-// the current code: DEL takes the error for a missing link.
+// DEL delete it), not report success with the veth still there (rtnetlink
+// reports a request that got no answer as done).
 #[test]
 fn netlink_error_on_del_s_veth_deletion() {
     let b = Bench::new();

@@ -31,6 +31,11 @@ pub enum NetError {
         source: io::Error,
     },
 
+    /// The kernel's answer to a request never came: the request was lost
+    /// (a failed send), so nothing is known of its effect.
+    #[error("{op} {link}: no answer from the kernel")]
+    NoAnswer { op: &'static str, link: String },
+
     /// A link we need (e.g. the pod's temporary veth end) does not exist.
     #[error("link {name} not found")]
     LinkNotFound { name: String },

@@ -98,11 +98,16 @@ pub fn format_mac(bytes: &[u8]) -> String {
 }
 
 /// Looks a link up by name in the handle's namespace; `Ok(None)` if there is none.
+/// The kernel answers a get with the link or an error: a stream that ends
+/// with neither means the request was lost (a failed send), not "no link".
 pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkDetails>, NetError> {
     // A get by name answers a missing link with ENODEV, not with an empty stream.
     match h.link().get().match_name(name).execute().try_next().await {
         Ok(Some(msg)) => Ok(Some(LinkDetails::from_message(&msg))),
-        Ok(None) => Ok(None),
+        Ok(None) => Err(NetError::NoAnswer {
+            op: "get link",
+            link: name.to_owned(),
+        }),
         Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
         Err(e) => Err(NetError::netlink("get link", name)(e)),
     }
@@ -112,7 +117,10 @@ pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkDetails>,
 pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<LinkDetails>, NetError> {
     match h.link().get().match_index(index).execute().try_next().await {
         Ok(Some(msg)) => Ok(Some(LinkDetails::from_message(&msg))),
-        Ok(None) => Ok(None),
+        Ok(None) => Err(NetError::NoAnswer {
+            op: "get link",
+            link: format!("#{index}"),
+        }),
         Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
         Err(e) => Err(NetError::netlink("get link", format!("#{index}"))(e)),
     }
@@ -150,8 +158,17 @@ pub async fn delete_link_by_name(h: &Handle, name: &str) -> Result<bool, NetErro
     // RTM_DELLINK by name: one request, no window in which the index could be reused.
     let msg = LinkUnspec::new_with_name(name).build();
     match h.link().del_with_message(msg).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(false),
-        Err(e) => Err(NetError::netlink("delete link", name)(e)),
+        Ok(()) => {}
+        Err(e) if netlink_errno(&e) == Some(ENODEV) => return Ok(false),
+        Err(e) => return Err(NetError::netlink("delete link", name)(e)),
+    }
+    // rtnetlink reports success when no answer came at all (the request
+    // was never sent): only a link that is really gone is deleted.
+    match link_by_name(h, name).await? {
+        None => Ok(true),
+        Some(_) => Err(NetError::NoAnswer {
+            op: "delete link",
+            link: name.to_owned(),
+        }),
     }
 }
