@@ -58,18 +58,16 @@ pub fn run(mut command: Command, stdin: &[u8], limit: Duration) -> Result<Finish
     let mut child = spawn(&mut command)?;
     // Threads of their own, not scoped ones: a descendant that left the group
     // could hold a pipe open forever, and we must be able to stop waiting.
-    let mut input = piped(child.stdin.take())?;
-    let stdin = stdin.to_vec();
-    thread::spawn(move || {
-        // A child may exit without reading stdin; its exit status tells the story.
-        if let Err(e) = input.write_all(&stdin) {
-            tracing::debug!(%e, "writing a child's stdin failed");
-        }
-    });
-    let stdout = read_in_background(piped(child.stdout.take())?);
-    let stderr = read_in_background(piped(child.stderr.take())?);
-
+    let pipes = start_io(&mut child, stdin);
+    // Without its I/O threads the child could wait for input until the
+    // limit: stop it at once.
+    let deadline = if pipes.is_ok() {
+        deadline
+    } else {
+        Instant::now()
+    };
     let (exited, status) = wait_and_kill_group(&mut child, deadline)?;
+    let (stdout, stderr) = pipes?;
     if !exited {
         return Err(ChildError::Timeout(limit));
     }
@@ -123,19 +121,43 @@ fn wait_and_kill_group(child: &mut Child, deadline: Instant) -> io::Result<(bool
     Ok((exited, child.wait()?))
 }
 
+type Output = mpsc::Receiver<io::Result<Vec<u8>>>;
+
+/// Starts the threads that feed stdin and read stdout and stderr. If one
+/// cannot start (no threads left), the caller still kills and reaps the
+/// child before reporting it.
+fn start_io(child: &mut Child, stdin: &[u8]) -> io::Result<(Output, Output)> {
+    let mut input = piped(child.stdin.take())?;
+    let stdin = stdin.to_vec();
+    background(move || {
+        // A child may exit without reading stdin; its exit status tells the story.
+        if let Err(e) = input.write_all(&stdin) {
+            tracing::debug!(%e, "writing a child's stdin failed");
+        }
+    })?;
+    let stdout = read_in_background(piped(child.stdout.take())?)?;
+    let stderr = read_in_background(piped(child.stderr.take())?)?;
+    Ok((stdout, stderr))
+}
+
 fn piped<T>(pipe: Option<T>) -> io::Result<T> {
     pipe.ok_or_else(|| io::Error::other("a pipe was not set up"))
 }
 
-fn read_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> io::Result<Output> {
     let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
+    background(move || {
         let mut bytes = Vec::new();
         let read = pipe.read_to_end(&mut bytes).map(|_| bytes);
         // The receiver is gone only if we stopped waiting.
         let _ = tx.send(read);
-    });
-    rx
+    })?;
+    Ok(rx)
+}
+
+/// `thread::spawn` panics when no thread can be made; this reports it.
+fn background(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    thread::Builder::new().spawn(f).map(drop)
 }
 
 /// Spawns, retrying "text file busy" as libcni does: a binary being
