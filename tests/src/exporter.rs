@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::http::{self, Response};
+use crate::{
+    http::{self, Response},
+    Node, Pod,
+};
 
 /// The exporter process; killed on drop if a test failed before stopping it.
 pub struct Exporter {
@@ -175,4 +178,39 @@ pub fn promtool_check_metrics(metrics: &str) {
         "promtool check metrics: {}\n{findings}\non:\n{metrics}",
         out.status
     );
+}
+
+/// The series of a test pod (namespace `test`, interface `eth0`) in a
+/// per-pod counter family (`receive_bytes`, ...).
+pub fn pod_series(family: &str, pod: &str) -> String {
+    format!(r#"podmeter_pod_{family}_total{{namespace="test",pod="{pod}",interface="eth0"}}"#)
+}
+
+/// Scrapes (with `scrape`) while the kernel's counters of `pod`'s host veth
+/// stand still, asserts that the scraped counters of the pod named `name`
+/// equal them, and returns the scrape.
+pub fn assert_scrape_matches_kernel(
+    node: &Node,
+    pod: &Pod,
+    name: &str,
+    scrape: impl Fn() -> String,
+) -> String {
+    let (metrics, kernel) = node.quiet_snapshot(&pod.host_ifname(), scrape);
+    let value = |family: &str| sample(&metrics, &pod_series(family, name)).map(|v| v as u64);
+    assert_eq!(
+        [
+            value("receive_packets"),
+            value("receive_bytes"),
+            value("transmit_packets"),
+            value("transmit_bytes"),
+        ],
+        [
+            Some(kernel.tx_packets),
+            Some(kernel.tx_bytes),
+            Some(kernel.rx_packets),
+            Some(kernel.rx_bytes),
+        ],
+        "{name}: scraped vs kernel {kernel:?}"
+    );
+    metrics
 }

@@ -7,7 +7,7 @@ use std::{fs, process::Command};
 
 use podmeter_tests::{
     binary,
-    exporter::{sample, Exporter},
+    exporter::{assert_scrape_matches_kernel, pod_series, sample, Exporter},
     http,
     node::GATEWAY_V4,
     sysctl::BpfStats,
@@ -97,27 +97,8 @@ fn uid_0_without_any_capability_serves_every_metric() {
     let none = "0000000000000000".to_owned();
     assert_eq!(credentials(&exporter), ("0".into(), vec![none; 5]));
 
-    let (metrics, kernel) = node.quiet_snapshot(&pod.host_ifname(), || scrape(&node, &exporter));
-    let value = |family: &str| {
-        let series =
-            format!(r#"podmeter_pod_{family}_total{{namespace="test",pod="a",interface="eth0"}}"#);
-        sample(&metrics, &series).map(|v| v as u64)
-    };
-    assert_eq!(
-        [
-            value("receive_packets"),
-            value("receive_bytes"),
-            value("transmit_packets"),
-            value("transmit_bytes"),
-        ],
-        [
-            Some(kernel.tx_packets),
-            Some(kernel.tx_bytes),
-            Some(kernel.rx_packets),
-            Some(kernel.rx_bytes),
-        ],
-        "scraped vs kernel {kernel:?}"
-    );
+    let metrics = assert_scrape_matches_kernel(&node, &pod, "a", || scrape(&node, &exporter));
+    let value = |family: &str| sample(&metrics, &pod_series(family, "a")).map(|v| v as u64);
     assert!(value("transmit_packets").unwrap() >= 20);
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     assert_eq!(

@@ -10,10 +10,10 @@ use std::{
 
 use podmeter_tests::{
     binary,
-    exporter::{promtool_check_metrics, sample, Exporter},
+    exporter::{self, pod_series, promtool_check_metrics, sample, Exporter},
     prometheus::Prometheus,
     sysctl::BpfStats,
-    LinkStats, NetNs, Node, Pod,
+    NetNs, Node, Pod,
 };
 use serde_json::Value;
 
@@ -21,36 +21,9 @@ fn start_exporter(node: &Node) -> Exporter {
     Exporter::start(&binary("podmeter-exporter"), &node.pin_path)
 }
 
-fn series(family: &str, pod: &str) -> String {
-    format!(r#"podmeter_pod_{family}_total{{namespace="test",pod="{pod}",interface="eth0"}}"#)
-}
-
-/// A scrape taken while the kernel's counters of `pod`'s host veth stood
-/// still, with those counters.
-fn quiet_scrape(node: &Node, exporter: &Exporter, pod: &Pod) -> (String, LinkStats) {
-    node.quiet_snapshot(&pod.host_ifname(), || exporter.metrics())
-}
-
-/// The scraped counters of `pod` equal the kernel's; returns them.
+/// The scraped counters of `pod` equal the kernel's; returns the scrape.
 fn assert_scrape_matches_kernel(node: &Node, exporter: &Exporter, pod: &Pod, name: &str) -> String {
-    let (metrics, kernel) = quiet_scrape(node, exporter, pod);
-    let value = |family: &str| sample(&metrics, &series(family, name)).map(|v| v as u64);
-    assert_eq!(
-        [
-            value("receive_packets"),
-            value("receive_bytes"),
-            value("transmit_packets"),
-            value("transmit_bytes"),
-        ],
-        [
-            Some(kernel.tx_packets),
-            Some(kernel.tx_bytes),
-            Some(kernel.rx_packets),
-            Some(kernel.rx_bytes),
-        ],
-        "{name}: scraped vs kernel {kernel:?}"
-    );
-    metrics
+    exporter::assert_scrape_matches_kernel(node, pod, name, || exporter.metrics())
 }
 
 #[test]
@@ -65,7 +38,7 @@ fn scraped_values_equal_the_kernel_counters_with_pod_labels() {
 
     for (pod, name) in [(&a, "a"), (&b, "b")] {
         let metrics = assert_scrape_matches_kernel(&node, &exporter, pod, name);
-        assert!(sample(&metrics, &series("receive_bytes", name)).unwrap() > 200.0 * 1200.0);
+        assert!(sample(&metrics, &pod_series("receive_bytes", name)).unwrap() > 200.0 * 1200.0);
         let info = format!(
             r#"podmeter_pod_info{{namespace="test",pod="{name}",interface="eth0",uid="uid-{name}",container_id="{}",host_interface="{}",ips="{}/24,{}/64"}}"#,
             pod.container_id,
@@ -96,7 +69,7 @@ fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
     a.ns.ping(&b.ips()[0], 20, 500);
     let mut exporter = start_exporter(&node);
     let before = assert_scrape_matches_kernel(&node, &exporter, &a, "a");
-    let sent_before = sample(&before, &series("transmit_packets", "a")).unwrap();
+    let sent_before = sample(&before, &pod_series("transmit_packets", "a")).unwrap();
 
     exporter.signal(libc::SIGKILL);
     exporter.wait();
@@ -104,7 +77,7 @@ fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
     a.ns.ping(&b.ips()[0], 30, 500);
     let exporter = start_exporter(&node);
     let after = assert_scrape_matches_kernel(&node, &exporter, &a, "a");
-    let sent_after = sample(&after, &series("transmit_packets", "a")).unwrap();
+    let sent_after = sample(&after, &pod_series("transmit_packets", "a")).unwrap();
     assert!(
         sent_after >= sent_before + 30.0,
         "{sent_before} -> {sent_after}"
@@ -119,7 +92,7 @@ fn a_deleted_pods_series_are_gone_from_the_next_scrape() {
     let b = node.add_pod("b", &conf);
     let exporter = start_exporter(&node);
     let metrics = exporter.metrics();
-    assert!(sample(&metrics, &series("receive_bytes", "a")).is_some());
+    assert!(sample(&metrics, &pod_series("receive_bytes", "a")).is_some());
 
     node.del(&a, &conf).ok();
     let metrics = exporter.metrics();
@@ -127,7 +100,7 @@ fn a_deleted_pods_series_are_gone_from_the_next_scrape() {
         !metrics.contains(r#"pod="a""#),
         "series of the deleted pod:\n{metrics}"
     );
-    assert!(sample(&metrics, &series("receive_bytes", "b")).is_some());
+    assert!(sample(&metrics, &pod_series("receive_bytes", "b")).is_some());
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     drop(b);
 }
