@@ -82,21 +82,6 @@ impl PinnedMaps {
             .map_err(|source| self.error(REGISTRY_MAP, source))
     }
 
-    /// Removes the pod interface's devices, counters and drops, and its
-    /// identity last: a DEL killed halfway leaves the identity, by which the
-    /// next DEL or GC finds what is left. Removing the devices first means no
-    /// drop is attributed to the pod once its counters are going. Missing
-    /// entries are not an error.
-    pub fn unregister(&mut self, ifindex: u32) -> Result<(), Error> {
-        remove_devices(&mut self.devices, ifindex)
-            .map_err(|source| self.error(DEVICES_MAP, source))?;
-        remove_counters(&mut self.counters, ifindex)
-            .map_err(|source| self.error(COUNTERS_MAP, source))?;
-        remove_drops(&mut self.drops, ifindex).map_err(|source| self.error(DROPS_MAP, source))?;
-        remove_identity(&mut self.registry, ifindex)
-            .map_err(|source| self.error(REGISTRY_MAP, source))
-    }
-
     /// Every registered pod interface, keyed by host veth ifindex.
     pub fn pods(&self) -> Result<Vec<(u32, PodIdentity)>, Error> {
         self.registry
@@ -131,10 +116,14 @@ impl PinnedMaps {
     }
 }
 
-/// Removes a pod interface's entries from every map that is there, each map
-/// opened on its own: DEL must clean what it can when a map is missing (a
-/// first ADD killed while loading) or of another layout. Returns what it
-/// could not do; the identity stays while a retry could remove more.
+/// Removes a pod interface's devices, counters and drops, and its identity
+/// last: a DEL killed halfway leaves the identity, by which the next DEL or
+/// GC finds what is left. Removing the devices first means no drop is
+/// attributed to the pod once its counters are going. Each map is opened on
+/// its own: DEL must clean what it can when a map is missing (a first ADD
+/// killed while loading) or of another layout. Missing entries are not an
+/// error. Returns what it could not do; the identity stays while a retry
+/// could remove more.
 pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     if let Err(e) = pin_dir::check(layout) {
         return vec![e];
