@@ -3,9 +3,12 @@
 //! `GetConfigForClient` does), so renewed certificates and CAs apply
 //! without a restart.
 
-use std::{fs, io, path::Path, sync::Arc};
+use std::{fs, io, path::Path, sync::Arc, time::Duration};
 
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 use tokio_rustls::{
     rustls::{
         self,
@@ -231,6 +234,9 @@ impl ClientCertVerifier for AnyClientCert {
 const PLAIN_HTTP_ANSWER: &[u8] =
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
+/// How long a plain HTTP client's further bytes are read and dropped.
+const PLAIN_HTTP_DRAIN: Duration = Duration::from_secs(1);
+
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -252,15 +258,14 @@ impl Acceptor {
     /// The caller bounds it in time.
     pub async fn handshake(
         &self,
-        mut stream: TcpStream,
+        stream: TcpStream,
     ) -> Result<TlsStream<TcpStream>, HandshakeError> {
         let mut first = [0u8; 1];
         if stream.peek(&mut first).await? == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
-            // Best effort: the client is told, and the connection closes anyway.
-            let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
+            refuse_plain_http(stream).await;
             return Err(HandshakeError::NotTls);
         }
         let path = self.web_config.clone();
@@ -269,6 +274,19 @@ impl Acceptor {
             .map_err(io::Error::other)?
             .map_err(HandshakeError::Reload)?;
         Ok(TlsAcceptor::from(config).accept(stream).await?)
+    }
+}
+
+/// Best effort: the client is told, and the connection closes anyway.
+/// Closing with unread data makes the kernel reset the connection, which
+/// can discard the answer before the client reads it: so the request is
+/// read first, and whatever follows is drained for a moment after.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf).await;
+    if stream.write_all(PLAIN_HTTP_ANSWER).await.is_ok() && stream.shutdown().await.is_ok() {
+        let drain = async { while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(PLAIN_HTTP_DRAIN, drain).await;
     }
 }
 

@@ -14,14 +14,16 @@ use std::{
 use axum::http::{HeaderName, HeaderValue};
 use serde::{de::IgnoredAny, Deserialize};
 
+/// The cause is part of the message (not a `source`), so that it shows
+/// once wherever the error is printed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
-    #[error("reading the web config file {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("parsing the web config file {path}: {source}")]
+    #[error("reading the web config file {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("parsing the web config file {path}: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_norway::Error,
+        error: serde_norway::Error,
     },
     #[error("web config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -177,9 +179,9 @@ impl WebConfig {
     /// Reads and checks `path`. TLS files are named, not read: see
     /// `tls::server_config`.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+        let text = fs::read_to_string(path).map_err(|error| WebConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let invalid = |message: String| WebConfigError::Invalid {
             path: path.to_owned(),
@@ -189,9 +191,9 @@ impl WebConfig {
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
-            serde_norway::from_str(&text).map_err(|source| WebConfigError::Parse {
+            serde_norway::from_str(&text).map_err(|error| WebConfigError::Parse {
                 path: path.to_owned(),
-                source,
+                error,
             })?
         };
         if file.rate_limit.is_some() {
