@@ -1,6 +1,6 @@
 //! `--web.config.file`: TLS, client certificates, basic auth and headers on
 //! the real binary over loopback; changes to the file without a restart;
-//! files refused at start. No pins are needed: the exporter then serves
+//! files refused at start; a real Prometheus scraping over TLS. No pins are needed: the exporter then serves
 //! its health metrics.
 
 mod tls;
@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use podmeter_tests::{exporter::sample, http};
+use podmeter_tests::{exporter::sample, http, prometheus::Prometheus};
 use tls::{client, get, users, Ca, Setup, BIN};
 
 const PROMETHEUS: (&str, &str) = ("prometheus", "s3cret:with colon");
@@ -390,4 +390,63 @@ fn malformed_web_config_files_are_refused_at_start() {
     let stderr = refused_at_start(&dir.path().join("absent.yml"));
     assert!(stderr.contains("reading the web config file"), "{stderr}");
     drop(setup);
+}
+
+/// A real Prometheus (Debian's, on loopback) scrapes the exporter over TLS
+/// with basic auth: the shipped `prometheus.yml` with the `scheme`,
+/// `tls_config` and `basic_auth` of the Kubernetes job added.
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "scrape-secret";
+    let setup = Setup::new(dir.path(), "", &users(&[("prometheus", password)]));
+    let exporter = setup.start(dir.path(), &[]);
+    let password_file = dir.path().join("password");
+    fs::write(&password_file, password).unwrap();
+
+    let auth = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prometheus\n      password_file: {}\n",
+        setup.ca.cert_file.display(),
+        password_file.display()
+    );
+    let prometheus = Prometheus::start_with(exporter.addr, |config| {
+        let edited = config.replace(
+            "    metrics_path: /metrics\n",
+            &format!("    metrics_path: /metrics\n{auth}"),
+        );
+        assert_ne!(edited, config, "metrics_path not found in prometheus.yml");
+        edited
+    });
+
+    let up = prometheus.wait_for(r#"up{job="podmeter"} == 1"#, Duration::from_secs(30));
+    assert_eq!(up.len(), 1, "{up:?}");
+    let build = prometheus.wait_for("podmeter_exporter_build_info", Duration::from_secs(30));
+    assert_eq!(
+        build[0]["metric"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{build:?}"
+    );
+    let pods = prometheus.wait_for("podmeter_pods", Duration::from_secs(30));
+    assert_eq!(pods[0]["value"][1], "0", "{pods:?}");
+}
+
+/// The same Prometheus without the password is refused: `up` is 0.
+#[test]
+fn prometheus_without_credentials_sees_the_target_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(dir.path(), "", &users(&[("prometheus", "pw")]));
+    let exporter = setup.start(dir.path(), &[]);
+    let ca = setup.ca.cert_file.display().to_string();
+    let prometheus = Prometheus::start_with(exporter.addr, |config| {
+        config.replace(
+            "    metrics_path: /metrics\n",
+            &format!("    metrics_path: /metrics\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n"),
+        )
+    });
+    let down = prometheus.wait_for(r#"up{job="podmeter"} == 0"#, Duration::from_secs(30));
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert!(prometheus.query("podmeter_exporter_build_info")["result"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
