@@ -199,3 +199,14 @@ fn a_missing_file_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-config.example.yml");
+    let config = WebConfig::load(&path).unwrap();
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.cert_file, Some(path.parent().unwrap().join("tls.crt")));
+    assert_eq!(tls.client_auth(), ClientAuth::NoClientCert);
+    let hash = &config.users["prometheus"];
+    assert!(bcrypt::verify("change-me", hash).unwrap());
+}
