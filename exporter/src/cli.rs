@@ -35,6 +35,12 @@ pub struct Args {
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 128)]
     pub max_connections: usize,
 
+    /// The Prometheus exporter-toolkit's web configuration file (YAML): TLS,
+    /// basic auth users, response headers. Read again for every connection
+    /// and request, so new certificates and users apply without a restart.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
     /// The plugin's bpffs pin path, holding the pinned maps and programs.
     #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
@@ -97,6 +103,7 @@ mod tests {
         assert_eq!(args.pin_path, PathBuf::from(DEFAULT_PIN_PATH));
         assert_eq!(args.shutdown_timeout, Duration::from_secs(5));
         assert_eq!((args.max_requests, args.max_connections), (40, 128));
+        assert_eq!(args.web_config_file, None);
 
         let args = Args::try_parse_from([
             "x",
@@ -108,6 +115,7 @@ mod tests {
             "--web.max-connections",
             "7",
             "--bpf.pin-path=/sys/fs/bpf/other",
+            "--web.config.file=/etc/podmeter/web.yml",
             "--log.level=debug",
             "--log.format=json",
         ])
@@ -116,6 +124,10 @@ mod tests {
         assert_eq!(args.telemetry_path, "/m");
         assert_eq!(args.shutdown_timeout, Duration::from_secs(90));
         assert_eq!((args.max_requests, args.max_connections), (0, 7));
+        assert_eq!(
+            args.web_config_file,
+            Some(PathBuf::from("/etc/podmeter/web.yml"))
+        );
         assert_eq!(args.log_level, LogLevel::Debug);
         assert_eq!(args.log_format, LogFormat::Json);
     }

@@ -123,6 +123,7 @@ mod tests {
         runtime.spawn(crate::server::serve(
             listener,
             app,
+            None,
             never,
             0,
             Duration::from_secs(1),

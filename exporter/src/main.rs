@@ -2,6 +2,7 @@
 //! plugin as Prometheus metrics, reading the pins on every scrape.
 
 mod absent;
+mod auth;
 mod bpf_stats;
 mod cli;
 mod collector;
@@ -10,15 +11,20 @@ mod http;
 mod limit;
 mod pods;
 mod server;
+mod tls;
+mod web_config;
 
 use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use podmeter_ebpf::PinLayout;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::cli::{Args, LogFormat};
+use crate::{
+    cli::{Args, LogFormat},
+    web_config::{TlsVersion, WebConfig},
+};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -60,6 +66,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let registry = Arc::new(collector::registry(PinLayout::new(&args.pin_path)));
     let app = http::router(registry, &args.telemetry_path, args.max_requests);
+    let (app, tls) = match &args.web_config_file {
+        None => (app, None),
+        Some(path) => {
+            let tls = check_web_config(path)?;
+            (auth::layer(app, path), tls)
+        }
+    };
     let listener = TcpListener::bind(args.listen_address)
         .await
         .with_context(|| format!("listening on {}", args.listen_address))?;
@@ -71,11 +84,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pin_path = %args.pin_path.display(),
         max_requests = args.max_requests,
         max_connections = args.max_connections,
+        tls = tls.is_some(),
         "listening"
     );
     server::serve(
         listener,
         app,
+        tls,
         shutdown,
         args.max_connections,
         args.shutdown_timeout,
@@ -83,4 +98,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await;
     info!("stopped");
     Ok(())
+}
+
+/// Refuses to start on a web config file that is not valid now, TLS files
+/// included (they are read again for each connection); `Some` for TLS.
+fn check_web_config(path: &std::path::Path) -> anyhow::Result<Option<tls::Acceptor>> {
+    let config = WebConfig::load(path)?;
+    let tls = match &config.tls {
+        Some(settings) => {
+            tls::server_config(settings)
+                .map_err(|e| anyhow::anyhow!("web config file {}: {e}", path.display()))?;
+            if settings.versions().0 < TlsVersion::TLS12 {
+                warn!("min_version below TLS12: rustls speaks TLS 1.2 and 1.3 only");
+            }
+            Some(tls::Acceptor::new(path))
+        }
+        None => None,
+    };
+    info!(
+        web_config_file = %path.display(),
+        tls = tls.is_some(),
+        basic_auth_users = config.users.len(),
+        "web config loaded"
+    );
+    Ok(tls)
 }

@@ -28,6 +28,12 @@ pub fn assets() -> PathBuf {
 
 impl Prometheus {
     pub fn start(exporter: SocketAddr) -> Self {
+        Self::start_with(exporter, |config| config)
+    }
+
+    /// As `start`, with the config passed through `edit` before use (e.g.
+    /// to scrape over TLS with basic auth).
+    pub fn start_with(exporter: SocketAddr, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pmtest-prom")
             .tempdir()
@@ -44,6 +50,7 @@ impl Prometheus {
             config.contains(&exporter.to_string()),
             "target not found in prometheus.yml"
         );
+        let config = edit(config);
         let config_path = dir.path().join("prometheus.yml");
         fs::write(&config_path, config).unwrap();
 
