@@ -17,6 +17,7 @@ use crate::{
     abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
     drop_reasons::{drop_reasons, VMLINUX_BTF},
     lock::PinLock,
+    pin_dir,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     pins::PinLayout,
@@ -32,18 +33,28 @@ pub struct Programs {
 /// the maps) first if this pin path has none yet. Refuses pinned maps of
 /// another layout.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
-    let _lock = PinLock::exclusive(layout)?;
-    maps::check_existing(layout)?;
-
-    let pinned = PROGRAMS
-        .iter()
-        .map(|p| p.name)
-        .chain([DROP_TRACER])
-        .all(|name| layout.program(name).exists());
-    if !pinned {
-        load_and_pin(layout)?;
+    let programs_pinned = || {
+        PROGRAMS
+            .iter()
+            .map(|p| p.name)
+            .chain([DROP_TRACER])
+            .all(|name| layout.program(name).exists())
+    };
+    // The tracer's link is pinned last: with it and the programs there, no
+    // lock is needed (taking it exclusively would wait for every ADD in
+    // flight, which holds it shared).
+    if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
+        check_bpffs(layout.pin_path())?;
+        pin_dir::check(layout)?;
+        maps::check_existing(layout)?;
+    } else {
+        let _lock = PinLock::exclusive(layout)?;
+        maps::check_existing(layout)?;
+        if !programs_pinned() {
+            load_and_pin(layout)?;
+        }
+        ensure_drop_tracer_attached(layout)?;
     }
-    ensure_drop_tracer_attached(layout)?;
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
