@@ -171,7 +171,10 @@ fault() {
   if grep -qE 'INJECTED|killed by SIGKILL' "$W/trace"; then fired=yes; fi
   json=-
   if [ "$rc" != 0 ] && [ "$mode" = error ]; then
-    if jq -e '.code == 199' "$W/out" >/dev/null 2>&1; then
+    if [[ $call == write && $what == "write(1, "* ]]; then
+      # The fault is in writing the answer itself: nothing can answer.
+      json=stdout
+    elif jq -e '.code == 199' "$W/out" >/dev/null 2>&1; then
       # A library panicked (tokio's I/O driver, std's closedir assert) and
       # main answered with the internal-error JSON: reported, not failed.
       json=199
