@@ -13,12 +13,12 @@ use nix::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpffsError {
-    #[error("checking the file system at {path}: {source}")]
-    Stat { path: String, source: nix::Error },
-    #[error("mounting bpffs at {path}: {source}")]
-    Mount { path: String, source: nix::Error },
-    #[error("making the bpffs mount at {path} shared: {source}")]
-    Share { path: String, source: nix::Error },
+    #[error("checking the file system at {path}: {error}")]
+    Stat { path: String, error: nix::Error },
+    #[error("mounting bpffs at {path}: {error}")]
+    Mount { path: String, error: nix::Error },
+    #[error("making the bpffs mount at {path} shared: {error}")]
+    Share { path: String, error: nix::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +45,9 @@ pub fn ensure_mounted(path: &Path) -> Result<Outcome, BpffsError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=0700"),
     )
-    .map_err(|source| BpffsError::Mount {
+    .map_err(|error| BpffsError::Mount {
         path: shown(),
-        source,
+        error,
     })?;
     mount(
         None::<&str>,
@@ -56,9 +56,9 @@ pub fn ensure_mounted(path: &Path) -> Result<Outcome, BpffsError> {
         MsFlags::MS_SHARED,
         None::<&str>,
     )
-    .map_err(|source| BpffsError::Share {
+    .map_err(|error| BpffsError::Share {
         path: shown(),
-        source,
+        error,
     })?;
     Ok(Outcome::Mounted)
 }
@@ -67,9 +67,9 @@ pub fn ensure_mounted(path: &Path) -> Result<Outcome, BpffsError> {
 pub fn is_bpffs(path: &Path) -> Result<bool, BpffsError> {
     match statfs(path) {
         Ok(fs) => Ok(fs.filesystem_type() == BPF_FS_MAGIC),
-        Err(source) => Err(BpffsError::Stat {
+        Err(error) => Err(BpffsError::Stat {
             path: path.display().to_string(),
-            source,
+            error,
         }),
     }
 }

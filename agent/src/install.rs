@@ -12,12 +12,12 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("removing {path}: {source}")]
-    Remove { path: PathBuf, source: io::Error },
+    #[error("reading {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("writing {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
+    #[error("removing {path}: {error}")]
+    Remove { path: PathBuf, error: io::Error },
     #[error("{path} has no parent directory")]
     NoParent { path: PathBuf },
 }
@@ -39,10 +39,10 @@ pub fn replace(path: &Path, content: &[u8], mode: u32) -> Result<Outcome, Instal
         }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
+        Err(error) => {
             return Err(InstallError::Read {
                 path: path.into(),
-                source,
+                error,
             })
         }
     }
@@ -50,9 +50,9 @@ pub fn replace(path: &Path, content: &[u8], mode: u32) -> Result<Outcome, Instal
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(|| InstallError::NoParent { path: path.into() })?;
-    let write_err = |source| InstallError::Write {
+    let write_err = |error| InstallError::Write {
         path: path.into(),
-        source,
+        error,
     };
     // Dropped (and removed) on any error before the rename.
     let mut tmp = tempfile::Builder::new()
@@ -75,7 +75,7 @@ pub fn replace(path: &Path, content: &[u8], mode: u32) -> Result<Outcome, Instal
 pub fn install_binary(source: &Path, dest: &Path) -> Result<Outcome, InstallError> {
     let content = fs::read(source).map_err(|e| InstallError::Read {
         path: source.into(),
-        source: e,
+        error: e,
     })?;
     replace(dest, &content, 0o755)
 }
@@ -85,26 +85,26 @@ pub fn remove(path: &Path) -> Result<(), InstallError> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
+        Err(error) => {
             return Err(InstallError::Remove {
                 path: path.into(),
-                source,
+                error,
             })
         }
     }
     if let Some(dir) = path.parent() {
-        sync_dir(dir).map_err(|source| InstallError::Remove {
+        sync_dir(dir).map_err(|error| InstallError::Remove {
             path: path.into(),
-            source,
+            error,
         })?;
     }
     Ok(())
 }
 
 fn mode_of(path: &Path) -> Result<u32, InstallError> {
-    let meta = fs::metadata(path).map_err(|source| InstallError::Read {
+    let meta = fs::metadata(path).map_err(|error| InstallError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     Ok(meta.permissions().mode() & 0o7777)
 }
