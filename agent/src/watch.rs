@@ -17,7 +17,7 @@ use kube::{
         reflector::{self, ObjectRef, Store},
         watcher, WatchStreamExt,
     },
-    Api, Client,
+    Api, Client, ResourceExt,
 };
 use tracing::{error, info, warn};
 
@@ -61,11 +61,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (store, writer) = reflector::store();
-    let events = reflector::reflector(
-        writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()),
-    )
-    .default_backoff();
+    let nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+        // Node objects are large mostly for what the agent never reads (the
+        // image list, managed fields): dropped before the store keeps one
+        // per node of the cluster.
+        .modify(|node| {
+            node.managed_fields_mut().clear();
+            if let Some(status) = node.status.as_mut() {
+                status.images = None;
+            }
+        })
+        .default_backoff();
+    let events = reflector::reflector(writer, nodes);
     tokio::pin!(events, shutdown);
     let mut synced = false;
     let mut last: Option<State> = None;
