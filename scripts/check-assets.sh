@@ -3,7 +3,7 @@
 #   - promtool check config  prometheus/prometheus.yml, prometheus/prometheus-kubernetes.yml
 #   - promtool check rules   prometheus/rules/*.yml
 #   - promtool test rules    prometheus/tests/*.yml
-#   - kind-config/manifests/*.yaml: kubernetes-validate --strict
+#   - kind-config/manifests/*.yaml: kubernetes-validate --strict (newest and 1.33)
 #   - dashboards/*.json: parses, datasource variable used everywhere, namespace/pod
 #     variables, every target has a PromQL expr using only known variables, and
 #     every expr parses (checked by promtool as recording rules, after substituting
@@ -155,6 +155,10 @@ done
 # --- Kubernetes manifests (offline: no API server can run here) --------------
 step "kubernetes-validate --strict kind-config/manifests/*.yaml" \
   kubernetes-validate --strict --quiet kind-config/manifests/*.yaml
+# Also the oldest version the agent is built for (k8s-openapi feature v1_33):
+# what the kind node images we target run.
+step "kubernetes-validate --strict -k 1.33.0 kind-config/manifests/*.yaml" \
+  kubernetes-validate --strict --quiet --kubernetes-version 1.33.0 kind-config/manifests/*.yaml
 
 echo "check-assets summary:"
 printf '  %s\n' "${results[@]}"

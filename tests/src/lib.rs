@@ -5,9 +5,11 @@
 //! Everything a test makes is owned by a guard whose `Drop` removes it, also
 //! when the test panics. Nothing touches the machine's root namespace.
 
+pub mod agent;
 pub mod cni;
 pub mod conflist;
 pub mod exporter;
+pub mod fake_apiserver;
 pub mod http;
 pub mod leftovers;
 pub mod netns;

@@ -1,0 +1,157 @@
+//! The node's conflist, rendered from its pod ranges. Pure: the same inputs
+//! give the same bytes, so the agent rewrites the file only when they change.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+/// The network's name: IPAM leases live under `<dataDir>/<name>/`, so it
+/// must not change between versions of the agent.
+pub const NETWORK_NAME: &str = "podmeter";
+
+/// containerd 1.6 and 1.7 (libcni 1.1.x, kind ≤ v0.26) refuse results newer
+/// than 1.0.0, so a 1.1.0 conflist fails every pod there. The plugin speaks
+/// 0.3.0–1.1.0; 1.0.0 is the newest every supported runtime accepts.
+pub const CNI_VERSION: &str = "1.0.0";
+
+/// The bridge podmeter's pods hang off; the same as the plugin's default.
+pub const BRIDGE: &str = "pm0";
+
+/// What the conflist says besides the ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub pin_path: PathBuf,
+    pub ipam_data_dir: PathBuf,
+    /// Chain `portmap` (hostPort) after podmeter. Only when the runtime's
+    /// bin dir has it: libcni fails every ADD whose chain names a missing
+    /// plugin, which would take the whole node down for want of hostPorts.
+    pub portmap: bool,
+}
+
+/// The conflist for a node with `ranges` (one per family, in the node's
+/// order), pretty-printed with a trailing newline. `ranges` must not be
+/// empty: a node without pod ranges gets no conflist.
+pub fn render(ranges: &[IpNet], options: &Options) -> String {
+    debug_assert!(!ranges.is_empty());
+    // One range set per family: the IPAM leases one address from each.
+    let range_sets: Vec<Value> = ranges
+        .iter()
+        .map(|r| json!([{ "subnet": r.to_string() }]))
+        .collect();
+    let mut plugins = vec![json!({
+        "type": "podmeter",
+        "bridge": BRIDGE,
+        "isGateway": true,
+        // The plugin adds the pod's default route per family through the
+        // bridge's gateway address: no ipam routes needed.
+        "isDefaultGateway": true,
+        // Traffic leaving the node's pod ranges takes the node's address:
+        // no other node or router knows the pod ranges yet.
+        "ipMasq": true,
+        "pinPath": options.pin_path,
+        "ipam": {
+            "type": "builtin",
+            "dataDir": options.ipam_data_dir,
+            "ranges": range_sets,
+        },
+    })];
+    if options.portmap {
+        plugins.push(json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+        }));
+    }
+    let conflist = json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "plugins": plugins,
+    });
+    let mut text = serde_json::to_string_pretty(&conflist).expect("a JSON value always renders");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(portmap: bool) -> Options {
+        Options {
+            pin_path: "/sys/fs/bpf/podmeter".into(),
+            ipam_data_dir: "/var/lib/podmeter/networks".into(),
+            portmap,
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn dual_stack_with_portmap() {
+        let text = render(
+            &nets(&["10.244.1.0/24", "fd00:10:244:1::/64"]),
+            &options(true),
+        );
+        let got: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "cniVersion": "1.0.0",
+                "name": "podmeter",
+                "plugins": [
+                    {
+                        "type": "podmeter",
+                        "bridge": "pm0",
+                        "isGateway": true,
+                        "isDefaultGateway": true,
+                        "ipMasq": true,
+                        "pinPath": "/sys/fs/bpf/podmeter",
+                        "ipam": {
+                            "type": "builtin",
+                            "dataDir": "/var/lib/podmeter/networks",
+                            "ranges": [
+                                [{"subnet": "10.244.1.0/24"}],
+                                [{"subnet": "fd00:10:244:1::/64"}]
+                            ]
+                        }
+                    },
+                    {"type": "portmap", "capabilities": {"portMappings": true}}
+                ]
+            })
+        );
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn single_stack_keeps_one_range_set_and_portmap_only_if_present() {
+        let got: Value =
+            serde_json::from_str(&render(&nets(&["fd00:1::/64"]), &options(false))).unwrap();
+        assert_eq!(
+            got["plugins"][0]["ipam"]["ranges"],
+            json!([[{"subnet": "fd00:1::/64"}]])
+        );
+        assert_eq!(got["plugins"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_nodes_order_is_kept() {
+        let got: Value = serde_json::from_str(&render(
+            &nets(&["fd00:1::/64", "10.1.0.0/24"]),
+            &options(true),
+        ))
+        .unwrap();
+        assert_eq!(
+            got["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "fd00:1::/64"
+        );
+    }
+
+    #[test]
+    fn same_inputs_same_bytes() {
+        let r = nets(&["10.1.0.0/24"]);
+        assert_eq!(render(&r, &options(true)), render(&r, &options(true)));
+        assert_ne!(render(&r, &options(true)), render(&r, &options(false)));
+    }
+}

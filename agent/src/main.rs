@@ -1,0 +1,147 @@
+//! podmeter-agent: runs on every node (DaemonSet) and prepares it for the
+//! podmeter plugin: bpffs mounted, the plugin installed, and a conflist for
+//! the node's pod ranges, kept in line with its Node object.
+//!
+//! The order matters: the conflist is what makes the runtime report the
+//! node's network ready, so it is written only once bpffs and the plugin
+//! are in place.
+
+mod bpffs;
+mod cli;
+mod conflist;
+mod install;
+mod ranges;
+mod ready;
+mod watch;
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::{ensure, Context as _};
+use clap::Parser;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
+use tracing::{error, info, warn};
+
+use crate::cli::{Args, LogFormat};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "starting the async runtime failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let level = tracing::Level::from(args.log_level);
+    match args.log_format {
+        LogFormat::Logfmt => tracing_logfmt::builder()
+            .subscriber_builder()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .init(),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // Mistakes in the DaemonSet's volumes show here, at start, rather than
+    // as a conflist that is never written.
+    let conf_dir = args.conflist.parent().unwrap_or(Path::new(""));
+    ensure!(
+        conf_dir.is_dir(),
+        "the conflist's directory {} does not exist (--cni.conflist)",
+        conf_dir.display()
+    );
+    ensure!(
+        args.cni_bin_dir.is_dir(),
+        "the CNI bin dir {} does not exist (--cni.bin-dir)",
+        args.cni_bin_dir.display()
+    );
+    // Signals first: a SIGTERM during start-up ends the agent cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => info!(signal = "SIGTERM", "stopping"),
+            _ = sigint.recv() => info!(signal = "SIGINT", "stopping"),
+        }
+    };
+
+    match bpffs::ensure_mounted(&args.bpffs)? {
+        bpffs::Outcome::Mounted => {
+            info!(path = %args.bpffs.display(), "mounted bpffs (mode 0700, shared)")
+        }
+        bpffs::Outcome::AlreadyMounted => info!(path = %args.bpffs.display(), "bpffs is mounted"),
+    }
+    if bpffs::world_writable(&args.bpffs).unwrap_or(false) {
+        warn!(path = %args.bpffs.display(), "bpffs is writable by every user (mode 1777?): mount it with -o mode=0700");
+    }
+
+    let plugin = args.cni_bin_dir.join("podmeter");
+    match install::install_binary(&args.plugin_source, &plugin)? {
+        install::Outcome::Written => info!(path = %plugin.display(), "installed the plugin"),
+        install::Outcome::Unchanged => info!(path = %plugin.display(), "the plugin is up to date"),
+    }
+
+    let readiness = ready::Readiness::default();
+    let listener = TcpListener::bind(args.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", args.listen_address))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    info!(%address, "listening");
+    let server = tokio::spawn(ready::serve(listener, readiness.clone()));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client config (in-cluster service account or KUBECONFIG)")?;
+    info!(node = %args.node_name, "watching nodes");
+    let reconciler = watch::Reconciler {
+        node_name: args.node_name.clone(),
+        conflist: args.conflist.clone(),
+        cni_bin_dir: args.cni_bin_dir.clone(),
+        pin_path: args.pin_path.clone(),
+        ipam_data_dir: args.ipam_data_dir.clone(),
+        readiness,
+    };
+    let result = tokio::select! {
+        r = watch::run(client, reconciler, shutdown) => r,
+        r = server => Err(match r {
+            Ok(Ok(())) => anyhow::anyhow!("the readiness server stopped"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("serving /readyz"),
+            Err(e) => anyhow::Error::new(e).context("the readiness server panicked"),
+        }),
+    };
+    if args.uninstall {
+        // Uninstalling: the runtime should report the network not ready
+        // rather than wire pods with a plugin nobody maintains.
+        match install::remove(&args.conflist) {
+            Ok(()) => {
+                info!(path = %args.conflist.display(), "removed the conflist (--cni.uninstall)")
+            }
+            // An earlier error is the one to report; this one is logged.
+            Err(e) => {
+                error!(error = %e, "removing the conflist (--cni.uninstall)");
+                return result.and(Err(e.into()));
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,172 @@
+//! The node watch: every Node in a reflector store (so that routes to the
+//! other nodes' pod ranges can be reconciled from the same store later), and
+//! a reconcile of this node's conflist after every change the store takes.
+//!
+//! kube's watcher relists after a `410 Gone` and rewatches from the last
+//! resource version after a dropped connection, so changes made while the
+//! API server was unreachable still arrive; errors are logged and retried
+//! with its default backoff, never fatal.
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    runtime::{
+        reflector::{self, ObjectRef, Store},
+        watcher, WatchStreamExt,
+    },
+    Api, Client, ResourceExt,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    conflist::{self, Options},
+    install::{self, Outcome},
+    ranges::pod_ranges,
+    ready::Readiness,
+};
+
+/// After a failed reconcile (a write error), try again this soon even if no
+/// Node changes: Node objects may not change for minutes.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// What keeps this node's conflist in line with its Node object.
+#[derive(Debug)]
+pub struct Reconciler {
+    pub node_name: String,
+    pub conflist: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    pub pin_path: PathBuf,
+    pub ipam_data_dir: PathBuf,
+    pub readiness: Readiness,
+}
+
+/// Where the last reconcile left the node, to log changes once rather than
+/// on every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    NodeMissing,
+    NoPodCidrs,
+    BadPodCidrs(String),
+    Written(Vec<IpNet>, bool),
+    Failed(String),
+}
+
+/// Watches Nodes until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    reconciler: Reconciler,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (store, writer) = reflector::store();
+    let nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+        // Node objects are large mostly for what the agent never reads (the
+        // image list, managed fields): dropped before the store keeps one
+        // per node of the cluster.
+        .modify(|node| {
+            node.managed_fields_mut().clear();
+            if let Some(status) = node.status.as_mut() {
+                status.images = None;
+            }
+        })
+        .default_backoff();
+    let events = reflector::reflector(writer, nodes);
+    tokio::pin!(events, shutdown);
+    let mut synced = false;
+    let mut last: Option<State> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = retry => {}
+            event = events.next() => match event {
+                // The store holds a full list only from the first InitDone
+                // on; before, a missing node may just not be listed yet.
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if !synced {
+                        info!("node list synced");
+                    }
+                    synced = true;
+                }
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if synced => {}
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watching nodes (retrying)");
+                    continue;
+                }
+                None => anyhow::bail!("the node watch ended"),
+            },
+        }
+        let state = reconciler.reconcile(&store);
+        retry_at = matches!(state, State::Failed(_)).then(|| tokio::time::Instant::now() + RETRY);
+        if last.as_ref() != Some(&state) {
+            reconciler.report(&state);
+            last = Some(state);
+        }
+    }
+}
+
+impl Reconciler {
+    fn reconcile(&self, nodes: &Store<Node>) -> State {
+        let state = match nodes.get(&ObjectRef::new(&self.node_name)) {
+            // Deleted, or not registered yet: keep whatever conflist there
+            // is; a re-registered node gets its ranges rewritten.
+            None => State::NodeMissing,
+            Some(node) => match pod_ranges(&node) {
+                Err(e) => State::BadPodCidrs(e.to_string()),
+                Ok(ranges) if ranges.is_empty() => State::NoPodCidrs,
+                Ok(ranges) => self.write(ranges),
+            },
+        };
+        self.readiness.set(matches!(state, State::Written(..)));
+        state
+    }
+
+    fn write(&self, ranges: Vec<IpNet>) -> State {
+        let portmap = self.cni_bin_dir.join("portmap").is_file();
+        let options = Options {
+            pin_path: self.pin_path.clone(),
+            ipam_data_dir: self.ipam_data_dir.clone(),
+            portmap,
+        };
+        let text = conflist::render(&ranges, &options);
+        match install::replace(&self.conflist, text.as_bytes(), 0o644) {
+            Ok(Outcome::Written) => {
+                info!(path = %self.conflist.display(), ranges = ?ranges, portmap, "wrote the conflist");
+                State::Written(ranges, portmap)
+            }
+            Ok(Outcome::Unchanged) => State::Written(ranges, portmap),
+            Err(e) => State::Failed(e.to_string()),
+        }
+    }
+
+    fn report(&self, state: &State) {
+        let node = &self.node_name;
+        match state {
+            State::NodeMissing => {
+                warn!(node, "this node's Node object is not there (yet); waiting")
+            }
+            State::NoPodCidrs => info!(node, "the node has no spec.podCIDRs yet; waiting"),
+            State::BadPodCidrs(e) => {
+                error!(node, error = %e, "the node's pod ranges cannot be used; waiting for a change")
+            }
+            State::Written(ranges, portmap) => {
+                if !portmap {
+                    warn!(bin_dir = %self.cni_bin_dir.display(), "no portmap plugin: hostPort is not available to pods");
+                }
+                info!(node, ranges = ?ranges, "the conflist is current");
+            }
+            State::Failed(e) => {
+                error!(node, error = %e, retry_in = ?RETRY, "writing the conflist failed")
+            }
+        }
+    }
+}

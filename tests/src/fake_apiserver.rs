@@ -1,0 +1,366 @@
+//! An in-process fake of the Kubernetes API server's Node endpoints, enough
+//! for kube-rs' watcher and reflector, driven by the test:
+//!
+//! - `GET /api/v1/nodes` lists every Node with the list's resourceVersion;
+//! - `GET /api/v1/nodes?watch=true&resourceVersion=N` streams the watch
+//!   events after N (ADDED, MODIFIED, DELETED, one JSON object a line),
+//!   then follows new ones until the server stops; a version older than the
+//!   kept history gets the real server's answer, one `ERROR` event with a
+//!   `410 Expired` Status, which makes the watcher relist;
+//! - `GET /api/v1/nodes/NAME` answers the Node or a 404 Status.
+//!
+//! It serves plain HTTP on 127.0.0.1, can stop (every connection closed, as
+//! when the API server restarts) and start again on the same port, keeping
+//! its objects and history; changes made while stopped are replayed to
+//! watches resumed after the restart.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path as UrlPath, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use futures::{stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// A Node as the kubelet registers it and the node IPAM controller fills
+/// it in: `pod_cidrs` (may be empty: not allocated yet) and an InternalIP.
+pub fn node(name: &str, pod_cidrs: &[&str], internal_ip: &str) -> Value {
+    let mut spec = json!({});
+    if let Some(first) = pod_cidrs.first() {
+        spec = json!({ "podCIDR": first, "podCIDRs": pod_cidrs });
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name } },
+        "spec": spec,
+        "status": {
+            "addresses": [
+                { "type": "InternalIP", "address": internal_ip },
+                { "type": "Hostname", "address": name },
+            ],
+        },
+    })
+}
+
+/// One watch event, kept in the history and sent to watchers.
+#[derive(Debug, Clone)]
+struct Event {
+    resource_version: u64,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Debug)]
+struct Store {
+    /// The newest resourceVersion handed out.
+    version: u64,
+    nodes: BTreeMap<String, Value>,
+    /// Events after `compacted`, oldest first.
+    history: Vec<Event>,
+    /// Watches from before this version get 410 Gone.
+    compacted: u64,
+    events: broadcast::Sender<Event>,
+    /// Every request's path and query, in order (`/api/v1/nodes?limit=500`).
+    requests: Vec<String>,
+}
+
+impl Store {
+    fn record(&mut self, kind: &'static str, mut object: Value) -> u64 {
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        let event = Event {
+            resource_version: self.version,
+            kind,
+            object,
+        };
+        self.history.push(event.clone());
+        // No watcher (or the server stopped) is fine: the history keeps it.
+        let _ = self.events.send(event);
+        self.version
+    }
+}
+
+/// The fake server; stopped (all connections closed) on drop.
+pub struct FakeApiServer {
+    store: Arc<Mutex<Store>>,
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FakeApiServer {
+    /// Serves on an ephemeral loopback port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let store = Arc::new(Mutex::new(Store {
+            version: 1,
+            nodes: BTreeMap::new(),
+            history: Vec::new(),
+            compacted: 1,
+            // Far more than a test makes: a lagging watcher would be cut off.
+            events: broadcast::channel(1024).0,
+            requests: Vec::new(),
+        }));
+        let mut server = Self {
+            store,
+            addr,
+            runtime: None,
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let app = Router::new()
+            .route("/api/v1/nodes", get(list_or_watch))
+            .route("/api/v1/nodes/{name}", get(get_node))
+            .with_state(self.store.clone());
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        self.runtime = Some(runtime);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Writes a kubeconfig for this server (plain HTTP, no credentials)
+    /// into `dir` and returns its path.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             users:\n- name: fake\n  user: {{}}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\n",
+            self.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Adds `node` (ADDED) or replaces the Node of its name (MODIFIED);
+    /// returns the new resourceVersion. Works while stopped too.
+    pub fn apply(&self, mut node: Value) -> u64 {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .expect("a Node needs metadata.name")
+            .to_owned();
+        let mut store = self.store.lock().unwrap();
+        let kind = match store.nodes.get(&name) {
+            Some(old) => {
+                node["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                node["metadata"]["creationTimestamp"] =
+                    old["metadata"]["creationTimestamp"].clone();
+                "MODIFIED"
+            }
+            None => {
+                node["metadata"]["uid"] = json!(format!("uid-{name}-{}", store.version + 1));
+                node["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                "ADDED"
+            }
+        };
+        let version = store.record(kind, node.clone());
+        node["metadata"]["resourceVersion"] = json!(version.to_string());
+        store.nodes.insert(name, node);
+        version
+    }
+
+    /// Deletes the Node `name` (DELETED, carrying its last state).
+    pub fn delete(&self, name: &str) {
+        let mut store = self.store.lock().unwrap();
+        let node = store
+            .nodes
+            .remove(name)
+            .unwrap_or_else(|| panic!("no Node {name} to delete"));
+        store.record("DELETED", node);
+    }
+
+    /// Forgets the watch history, as etcd compaction does: every watch
+    /// resumed from an earlier version gets 410 Gone and must relist.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().unwrap();
+        store.history.clear();
+        store.compacted = store.version;
+    }
+
+    /// Stops serving: the port refuses connections and every open request,
+    /// watches included, is cut.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Serves again on the same port, with the same objects and history.
+    pub fn restart(&mut self) {
+        assert!(self.runtime.is_none(), "restart of a running server");
+        let listener = TcpListener::bind(self.addr)
+            .unwrap_or_else(|e| panic!("binding {} again: {e}", self.addr));
+        self.serve(listener);
+    }
+
+    /// How many requests so far were lists (not watches, not gets).
+    pub fn lists(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.starts_with("/api/v1/nodes")
+                    && !r.contains("watch=")
+                    && !r.starts_with("/api/v1/nodes/")
+            })
+            .count()
+    }
+
+    /// Every request's path and query so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.store.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn status(code: u16, reason: &str, message: String) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    })
+}
+
+fn event_line(kind: &str, object: &Value) -> Result<Bytes, std::io::Error> {
+    let mut line = json!({ "type": kind, "object": object }).to_string();
+    line.push('\n');
+    Ok(Bytes::from(line))
+}
+
+async fn list_or_watch(
+    State(store): State<Arc<Mutex<Store>>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut guard = store.lock().unwrap();
+    let mut request = "/api/v1/nodes".to_owned();
+    let mut keys: Vec<_> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    keys.sort();
+    if !keys.is_empty() {
+        request = format!("{request}?{}", keys.join("&"));
+    }
+    guard.requests.push(request);
+
+    if !matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+        // Real lists leave out each item's kind and apiVersion.
+        let items: Vec<Value> = guard
+            .nodes
+            .values()
+            .map(|n| {
+                let mut n = n.clone();
+                let map = n.as_object_mut().unwrap();
+                map.remove("kind");
+                map.remove("apiVersion");
+                n
+            })
+            .collect();
+        let body = json!({
+            "kind": "NodeList",
+            "apiVersion": "v1",
+            "metadata": { "resourceVersion": guard.version.to_string() },
+            "items": items,
+        });
+        return json_response(StatusCode::OK, &body);
+    }
+
+    let Some(from) = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        // kube's watcher always lists first and watches from the list's
+        // version; anything else is a test (or fake) bug.
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(
+                400,
+                "BadRequest",
+                "this fake watches only from a resourceVersion".into(),
+            ),
+        );
+    };
+    if from < guard.compacted {
+        let message = format!("too old resource version: {from} ({})", guard.compacted);
+        let body =
+            stream::once(async move { event_line("ERROR", &status(410, "Expired", message)) });
+        return Response::new(Body::from_stream(body));
+    }
+    // Under the lock: no event falls between the backlog and the
+    // subscription (events are sent with the lock held).
+    let backlog: Vec<Event> = guard
+        .history
+        .iter()
+        .filter(|e| e.resource_version > from)
+        .cloned()
+        .collect();
+    let live = guard.events.subscribe();
+    drop(guard);
+    let follow = stream::unfold(live, |mut live| async move {
+        // A lagging receiver ends the watch; the client resumes from the
+        // last version it saw.
+        live.recv().await.ok().map(|e| (e, live))
+    });
+    let events = stream::iter(backlog)
+        .chain(follow)
+        .filter(move |e| std::future::ready(e.resource_version > from))
+        .map(|e| event_line(e.kind, &e.object));
+    Response::new(Body::from_stream(events))
+}
+
+async fn get_node(
+    State(store): State<Arc<Mutex<Store>>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let mut store = store.lock().unwrap();
+    store.requests.push(format!("/api/v1/nodes/{name}"));
+    match store.nodes.get(&name) {
+        Some(node) => json_response(StatusCode::OK, node),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", format!("nodes \"{name}\" not found")),
+        ),
+    }
+}
