@@ -113,7 +113,9 @@ fn remove_rules(doomed: impl Fn(&Tag) -> bool) -> Result<(), PluginError> {
         Ok(listing) => listing,
         // No table or chain: nothing of ours is there. Any other failure
         // (nft killed, say) says nothing about our rules.
-        Err(PluginError::Masq(e)) if e.contains("No such file or directory") => return Ok(()),
+        Err(PluginError::Masq(e)) if e.contains("Error: No such file or directory") => {
+            return Ok(())
+        }
         Err(e) => return Err(e),
     };
     let json: serde_json::Value = serde_json::from_str(&listing)

@@ -17,9 +17,9 @@ use crate::{
     abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
     drop_reasons::{drop_reasons, VMLINUX_BTF},
     lock::PinLock,
-    pin_dir,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
+    pin_dir,
     pins::PinLayout,
     Error,
 };

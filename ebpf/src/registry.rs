@@ -222,7 +222,9 @@ fn with_map<T: TryFrom<Map, Error = MapError>>(
     name: &str,
     f: impl FnOnce(&mut T) -> Result<(), MapError>,
 ) -> Result<(), Error> {
-    if !layout.map(name).exists() {
+    // `try_exists`: an error looking (EIO, say) is not "not pinned".
+    let path = layout.map(name);
+    if !path.try_exists().map_err(|e| Error::io("stat", &path, e))? {
         return Ok(());
     }
     let mut map: T = open_typed(layout, name)?;
@@ -243,12 +245,15 @@ fn remove_devices(
     devices: &mut HashMap<MapData, DevKey, Dev>,
     ifindex: u32,
 ) -> Result<(), MapError> {
-    let keys: Vec<DevKey> = devices
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, dev)| dev.host_ifindex == ifindex)
-        .map(|(key, _)| key)
-        .collect();
+    // A failed read is an error, not fewer entries: DEL must not report a
+    // pod gone whose entries it did not see.
+    let mut keys = Vec::new();
+    for entry in devices.iter() {
+        let (key, dev) = entry?;
+        if dev.host_ifindex == ifindex {
+            keys.push(key);
+        }
+    }
     for key in keys {
         ignore_missing(devices.remove(&key))?;
     }
@@ -269,11 +274,13 @@ fn remove_drops(
     drops: &mut PerCpuHashMap<MapData, DropKey, PodCounter>,
     ifindex: u32,
 ) -> Result<(), MapError> {
-    let keys: Vec<DropKey> = drops
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|key| key.ifindex == ifindex)
-        .collect();
+    let mut keys = Vec::new();
+    for key in drops.keys() {
+        let key = key?;
+        if key.ifindex == ifindex {
+            keys.push(key);
+        }
+    }
     for key in keys {
         ignore_missing(drops.remove(&key))?;
     }

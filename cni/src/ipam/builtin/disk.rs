@@ -141,7 +141,10 @@ impl DiskStore {
     }
 
     /// The lease in the entry named `ip`, `None` if it vanished since it was listed.
-    fn read_lease(&self, ip: IpAddr, entry: &Entry) -> Option<Lease> {
+    /// An entry that is not a regular file blocks its address; a regular file that
+    /// cannot be read now is an error, not a blocked address: the verb fails and is
+    /// retried, rather than DEL succeeding with the lease left in place.
+    fn read_lease(&self, ip: IpAddr, entry: &Entry) -> Result<Option<Lease>, IpamError> {
         let path = self.dir.join(&entry.name);
         let unknown = |problem: &dyn Display| {
             tracing::warn!(
@@ -149,10 +152,10 @@ impl DiskStore {
                 %problem,
                 "not a readable lease file: the address stays in use while it exists"
             );
-            Some(Lease {
+            Ok(Some(Lease {
                 ip,
                 holder: Holder::Unknown,
-            })
+            }))
         };
         if !entry.file_type.is_file() {
             return unknown(&scan::describe(entry.file_type));
@@ -163,9 +166,9 @@ impl DiskStore {
                 ip,
                 holder: Holder::Garbage,
             },
-            Ok(Content::Missing) => return None,
+            Ok(Content::Missing) => return Ok(None),
             Ok(Content::NotAFile(kind)) => return unknown(&kind),
-            Err(e) => return unknown(&e),
+            Err(e) => return Err(IpamError::io("read lease", &path)(e)),
         };
         if lease.holder == Holder::Garbage {
             tracing::warn!(
@@ -174,7 +177,7 @@ impl DiskStore {
                  held by no attachment until GC removes the file"
             );
         }
-        Some(lease)
+        Ok(Some(lease))
     }
 }
 
@@ -183,7 +186,7 @@ impl LeaseStore for DiskStore {
         let mut leases = Vec::new();
         for entry in self.entries()? {
             match scan::classify(&entry.name) {
-                Name::Lease(ip) => leases.extend(self.read_lease(ip, &entry)),
+                Name::Lease(ip) => leases.extend(self.read_lease(ip, &entry)?),
                 Name::Foreign => tracing::warn!(
                     file = %self.dir.join(&entry.name).display(),
                     kind = scan::describe(entry.file_type),
