@@ -18,6 +18,8 @@ PACKAGES=(
   containernetworking-plugins podman runc
   prometheus prometheus-node-exporter
   python3-pip curl strace util-linux libcap2-bin
+  # The image scripts (readelf: static check) and script linting in check-assets.
+  binutils shellcheck
 )
 
 missing=()
