@@ -41,8 +41,10 @@ for tool in kind kubectl docker; do command -v "$tool" >/dev/null 2>&1 || missin
 docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (is it running, may this user use it?)"
 
 # On failure, show what the cluster looks like, since that is where the cause is.
-on_error() {
+# (An EXIT trap: an ERR trap would not fire for a failure inside k() under set -e.)
+on_exit() {
   local rc=$?
+  [ "$rc" = 0 ] && return
   say "failed (exit $rc); the cluster now:"
   k get nodes -o wide >&2 2>/dev/null || true
   k get pods -A -o wide >&2 2>/dev/null || true
@@ -82,7 +84,7 @@ else
   kind create cluster --config kind-config/kind-cluster.yaml
   fresh=1
 fi
-trap on_error ERR
+trap on_exit EXIT
 
 # --- 4. Image into every node --------------------------------------------------
 say "loading $IMAGE into the nodes"
@@ -139,7 +141,7 @@ say "waiting for Prometheus and Grafana"
 k -n "$MONITORING" rollout status deploy/monitoring --timeout="$TIMEOUT"
 
 # --- Where things are ----------------------------------------------------------
-trap - ERR
+trap - EXIT
 echo
 echo "podmeter is up on kind cluster '$CLUSTER' (kubectl --context $CONTEXT)."
 echo
@@ -172,7 +174,7 @@ if [ -f "$demo" ]; then
     awk '$1 == "Pod" {print $2}' | sort -u)
   if [ "$(wc -l <<<"$nodes")" -gt 1 ]; then
     echo
-    echo "Note: the demo pods run on different nodes ($(tr '\n' ' ' <<<"$nodes")): their traffic to"
+    echo "Note: the demo pods run on different nodes ($(paste -sd ' ' <<<"$nodes")): their traffic to"
     echo "each other fails until routing between nodes lands; their counters and drops still show it."
   fi
 fi
