@@ -6,7 +6,7 @@
 #   - kind-config/manifests/*.yaml, kind-config/monitoring/*.yaml: kubernetes-validate --strict
 #   - kind-config/kind-cluster.yaml: only fields kind's v1alpha4 Cluster has
 #   - kind-config/up.sh, scripts/image*.sh: bash -n, and shellcheck when installed
-#   - kind-config/image/: both Containerfiles list the same binaries
+#   - kind-config/image/: both Containerfiles list the same binaries; hadolint
 #   - dashboards/*.json: parses, datasource variable used everywhere, namespace/pod
 #     variables, every target has a PromQL expr using only known variables, and
 #     every expr parses (checked by promtool as recording rules, after substituting
@@ -221,6 +221,11 @@ check_containerfiles() {
        <(sh kind-config/image/binaries.sh kind-config/image/Containerfile.build)
 }
 step "kind-config/image: Containerfile and Containerfile.build copy the same binaries" check_containerfiles
+if command -v hadolint >/dev/null 2>&1; then
+  step "hadolint kind-config/image/Containerfile*" hadolint kind-config/image/Containerfile kind-config/image/Containerfile.build
+else
+  notes+=("hadolint not installed (scripts/setup.sh): the Containerfiles were not linted")
+fi
 
 echo "check-assets summary:"
 printf '  %s\n' "${results[@]}"

