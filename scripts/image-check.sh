@@ -81,7 +81,7 @@ while read -r f; do
   [ -x "$WORK/rootfs/$f" ] || die "${f#.} is not executable"
   ! readelf -lW "$WORK/rootfs/$f" | grep -q INTERP || die "${f#.} is not static (has an ELF interpreter)"
 done < <(grep /bin/ <<<"$actual")
-ok "files: exactly $(wc -l <<<"$actual") ($(tr '\n' ' ' <<<"${actual//.\//\/}")), binaries static"
+ok "files: exactly $(wc -l <<<"$actual") ($(paste -sd ' ' <<<"${actual//.\//\/}")), binaries static"
 echo "image-check: contents" >&2
 (cd "$WORK/rootfs" && find . -type f -printf '  %M %6kK  /%P\n' | sort -k3) >&2
 

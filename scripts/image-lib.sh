@@ -11,7 +11,8 @@
 #   - a private mount namespace (held by a sleeping process) whose /var/lib
 #     is an overlay with its upper dir in ours: anything podman still writes
 #     there (caches under /var/lib/containers) lands in our directory, and
-#     the container mounts it makes vanish with the namespace.
+#     the container mounts it makes vanish with the namespace; /var/tmp is
+#     ours too (podman load unpacks OCI archives there, whatever TMPDIR says).
 # Same isolation as tests/src/podman.rs. The machine's /etc/containers,
 # /var/lib/containers and podman state are never touched.
 # Needs root: mount namespaces, and runc as root.
@@ -22,7 +23,7 @@ podman_init() {
   PM_DIR=$1
   PM_CGROUP=pmimage-$$
   local d=$PM_DIR sub
-  for sub in root run libpod tmp xdg bin runc home/.config/containers varlib/upper varlib/work; do
+  for sub in root run libpod tmp vartmp xdg bin runc home/.config/containers varlib/upper varlib/work; do
     mkdir -p "$d/$sub"
   done
   local runc
@@ -54,11 +55,12 @@ CONF
   : >"$d/registries.conf"
   echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$d/home/.config/containers/policy.json"
 
-  # The holder: prints "ready" once /var/lib is overlaid, then sleeps until
+  # The holder: prints "ready" once /var/lib and /var/tmp are ours, then sleeps until
   # podman_cleanup kills it (the namespace and its mounts go with it).
   # shellcheck disable=SC2016 # $1 and $$ are the inner shell's
   exec {PM_HOLDER_OUT}< <(unshare --mount --propagation slave -- sh -c '
       mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$1/varlib/upper,workdir=$1/varlib/work" /var/lib \
+        && mount --bind "$1/vartmp" /var/tmp \
         && echo "ready $$" && exec sleep infinity' sh "$d" 2>&1)
   local line
   read -r line <&"$PM_HOLDER_OUT" || true
