@@ -94,6 +94,52 @@ else
   kind load docker-image "$IMAGE" --name "$CLUSTER"
 fi
 
+# --- 4b. The exporter's TLS and basic auth ---------------------------------------
+# The exporter listens on each node's address, which every pod reaches: it
+# serves TLS with basic auth only. A CA, a certificate for the name
+# Prometheus checks (podmeter-exporter) and a password are made once, kept
+# in target/kind-secrets/ (never committed) and reused on the next run.
+SECRETS=target/kind-secrets
+make_secrets() {
+  command -v openssl >/dev/null 2>&1 || die "openssl not found: it makes the exporter's TLS certificate"
+  mkdir -p "$SECRETS" && chmod 0700 "$SECRETS"
+  (
+    cd "$SECRETS"
+    if [ ! -f tls.crt ]; then
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj /CN=podmeter-kind-ca -keyout ca.key -out ca.crt 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj /CN=podmeter-exporter -keyout tls.key -out tls.csr 2>/dev/null
+      printf 'subjectAltName=DNS:podmeter-exporter\n' >san.ext
+      openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile san.ext -out tls.crt 2>/dev/null
+      rm -f tls.csr san.ext ca.srl
+    fi
+    [ -f password ] || openssl rand -hex 24 | tr -d '\n' >password
+    if [ ! -f web-config.yml ]; then
+      local hash
+      if command -v htpasswd >/dev/null 2>&1; then
+        hash=$(htpasswd -nbBC 10 "" "$(cat password)" | tr -d ':\n')
+      elif python3 -c 'import bcrypt' 2>/dev/null; then
+        hash=$(python3 -c 'import bcrypt,sys; print(bcrypt.hashpw(sys.stdin.read().encode(), bcrypt.gensalt(10)).decode())' <password)
+      else
+        die "no bcrypt tool: install apache2-utils (htpasswd) or python3-bcrypt"
+      fi
+      printf 'tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: %s\n' \
+        "$hash" >web-config.yml
+    fi
+  )
+}
+make_secrets
+apply_secret() { # NAMESPACE NAME --from-file=...
+  local ns=$1 name=$2; shift 2
+  k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns"
+  k -n "$ns" create secret generic "$name" "$@" --dry-run=client -o yaml | k apply -f -
+}
+apply_secret "$NAMESPACE" podmeter-exporter-web \
+  --from-file="$SECRETS/web-config.yml" --from-file="$SECRETS/tls.crt" --from-file="$SECRETS/tls.key"
+apply_secret "$MONITORING" podmeter-scrape --from-file="$SECRETS/ca.crt" --from-file="$SECRETS/password"
+
 # --- 5. Manifests --------------------------------------------------------------
 # Pods started before this load keep the old image (same tag): restart them.
 had_ds=$(k -n "$NAMESPACE" get ds -o name 2>/dev/null || true)
@@ -150,17 +196,17 @@ echo
 port=$(k -n "$NAMESPACE" get ds -o jsonpath='{.items[0].spec.template.metadata.annotations.prometheus\.io/port}' 2>/dev/null || true)
 port=${port:-9977}
 cat <<TXT
-Metrics (one exporter per node, hostNetwork, port $port):
+Metrics (one exporter per node, hostNetwork, port $port, TLS + basic auth;
+the CA and the password are in $SECRETS/):
   kubectl --context $CONTEXT -n $NAMESPACE get pods -o wide      # pick a node's pod
   kubectl --context $CONTEXT -n $NAMESPACE port-forward pod/<pod> $port &
-  curl -s localhost:$port/metrics | grep podmeter_pod_
-  # or, with Docker on Linux, straight at a node's address:
-  curl -s http://\$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' $CLUSTER-worker):$port/metrics
+  curl -s --cacert $SECRETS/ca.crt --resolve podmeter-exporter:$port:127.0.0.1 \\
+    -u prometheus:\$(cat $SECRETS/password) https://podmeter-exporter:$port/metrics | grep podmeter_pod_
 
 Prometheus and the Grafana dashboard (dashboards/podmeter.json, provisioned):
   kubectl --context $CONTEXT -n $MONITORING port-forward deploy/monitoring 9090 3000
   open http://localhost:3000 (dashboard "podmeter", anonymous view; admin/admin to edit)
-  and  http://localhost:9090 (targets: Status > Targets, job podmeter)
+  and  http://localhost:9090 (targets: Status > Targets, job podmeter, scraped as podmeter-https)
 
 Not yet: pods on different nodes cannot reach each other. podmeter wires
 each node's pods onto its own bridge, masquerades what leaves the node, and
