@@ -20,7 +20,7 @@ use podmeter_ebpf::{
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "podmeter-stat", version, about)]
 struct Cli {
     /// The pin path the plugin was configured with (`pinPath`).
     #[arg(long = "bpf.pin-path", default_value = DEFAULT_PIN_PATH)]
