@@ -11,6 +11,8 @@ pub mod conflist;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod http;
+pub mod image;
+pub mod isolation;
 pub mod leftovers;
 pub mod netns;
 pub mod node;
