@@ -6,8 +6,11 @@
 //! when the test panics. Nothing touches the machine's root namespace.
 
 pub mod agent;
+pub mod agent_conflist;
 pub mod cni;
 pub mod conflist;
+pub mod containerd;
+pub mod cri;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod http;
