@@ -27,8 +27,6 @@
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt,
-    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -37,15 +35,16 @@ use serde_json::Value;
 
 use crate::{
     cri::{pod_sandbox_config, Cri, PodMeta},
-    image::{busybox, busybox_oci_archive, is_static},
+    image::busybox_oci_archive,
     isolation::{kill_leftovers, CgroupParent, MountNs},
     netns::{ping, run},
     Node,
 };
 
+mod files;
+use files::{config, require_tools, write_wrapper, PLUGINS};
+
 pub const PAUSE_IMAGE: &str = "localhost/podmeter-pause:1";
-const PLUGINS: [&str; 3] = ["podmeter", "loopback", "portmap"];
-const SETUP_HINT: &str = "run scripts/setup.sh (as root) to install it";
 /// How long containerd may take to start, stop or load a conflist.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -93,8 +92,7 @@ impl<'a> Containerd<'a> {
             .prefix("pmtest-containerd")
             .tempdir()
             .unwrap();
-        let d = dir.path().to_owned();
-        let d = d.as_path();
+        let d = &dir.path().to_owned();
         for sub in ["cni-bin", "cni-conf", "image"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -157,18 +155,30 @@ impl<'a> Containerd<'a> {
     /// Stops the daemon as systemd would (SIGTERM); pods keep running
     /// under their shims.
     pub fn stop_daemon(&mut self) {
-        let mut child = self.daemon.take().expect("containerd is running");
+        assert!(
+            self.terminate(),
+            "containerd still running {PATIENCE:?} after SIGTERM (killed)"
+        );
+    }
+
+    /// SIGTERM, then SIGKILL if it is still running after [`PATIENCE`];
+    /// true if it stopped on SIGTERM. Does not panic (Drop uses it).
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.daemon.take() else {
+            return true;
+        };
         // SAFETY: kill(2) on our own child (nsenter execs containerd).
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
+        while let Ok(None) = child.try_wait() {
             if start.elapsed() > PATIENCE {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("containerd still running {PATIENCE:?} after SIGTERM");
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// RunPodSandbox as the kubelet sends it for `meta`.
@@ -296,118 +306,9 @@ impl Drop for Containerd<'_> {
                 let _ = self.cri.stop_pod_sandbox(&pod.id);
                 let _ = self.cri.remove_pod_sandbox(&pod.id);
             }
-            self.stop_daemon();
         }
+        self.terminate();
         kill_leftovers(|| self.processes(), Duration::from_secs(5));
         self.mounts.stop();
     }
-}
-
-/// containerd's config: every path under `d`, the CRI settings a test node
-/// needs here (see FACTS: no AppArmor, cgroupfs, netns mounts under the
-/// state dir), plugins that would touch the machine or that we do not use
-/// disabled.
-fn config(d: &Path) -> String {
-    let p = |sub: &str| format!("{:?}", d.join(sub).display().to_string());
-    format!(
-        r#"version = 2
-root = {root}
-state = {state}
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = {socket}
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = {opt}
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  sandbox_image = "{PAUSE_IMAGE}"
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = {runc}
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = {bin_dir}
-    conf_dir = {conf_dir}
-"#,
-        root = p("root"),
-        state = p("state"),
-        socket = p("containerd.sock"),
-        opt = p("opt"),
-        runc = p("runc"),
-        bin_dir = p("cni-bin"),
-        conf_dir = p("cni-conf"),
-    )
-}
-
-/// `d/cni-bin/<plugin>`: runs the real plugin with the runtime's stdin,
-/// env and args, logs the call to `d/cni-calls.log` and passes on stdout
-/// and the exit code.
-fn write_wrapper(d: &Path, plugin: &str) {
-    let real = match plugin {
-        "podmeter" => crate::binary("podmeter"),
-        _ => Path::new("/usr/lib/cni").join(plugin),
-    };
-    let script = format!(
-        r#"#!/bin/sh
-conf=$(cat)
-printf '%s' "$conf" | {real} "$@"
-rc=$?
-case "$conf" in *'"prevResult"'*) prev=yes ;; *) prev=no ;; esac
-netns=no; [ -n "$CNI_NETNS" ] && netns=yes
-echo "$CNI_COMMAND {plugin} $CNI_CONTAINERID netns=$netns prevResult=$prev rc=$rc args=$CNI_ARGS" >>{log}
-exit $rc
-"#,
-        real = real.display(),
-        log = d.join("cni-calls.log").display(),
-    );
-    let path = d.join("cni-bin").join(plugin);
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn require_tools() {
-    for tool in [
-        "containerd",
-        "containerd-shim-runc-v2",
-        "ctr",
-        "runc",
-        "nsenter",
-        "unshare",
-        "tar",
-    ] {
-        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .any(|dir| Path::new(dir).join(tool).is_file());
-        assert!(found, "`{tool}` is missing: {SETUP_HINT}");
-    }
-    for plugin in ["loopback", "portmap"] {
-        assert!(
-            Path::new("/usr/lib/cni").join(plugin).is_file(),
-            "the reference CNI plugins are missing: {SETUP_HINT}"
-        );
-    }
-    assert!(
-        is_static(&busybox()),
-        "{} is not statically linked (busybox-static): {SETUP_HINT}",
-        busybox().display()
-    );
 }

@@ -29,10 +29,14 @@ fn conflist(node: &Node) -> String {
     render(&pod_cidrs(&node_fixture()), &options)
 }
 
+/// A pod in namespace `shop` with a UID shaped as the API server's (one
+/// per name).
 fn meta(name: &str) -> PodMeta {
-    // UIDs as the API server makes them.
-    let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:0>12}", name.len() * 1111);
-    PodMeta::new("shop", name, &format!("{uid}-{name}"))
+    let node = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:012x}", node & 0xffff_ffff_ffff);
+    PodMeta::new("shop", name, &uid)
 }
 
 /// The host ifindex and identity podmeter registered for the sandbox.
