@@ -32,10 +32,10 @@ fn conflist(node: &Node) -> String {
 /// A pod in namespace `shop` with a UID shaped as the API server's (one
 /// per name).
 fn meta(name: &str) -> PodMeta {
-    let node = name
+    let hash = name
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-    let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:012x}", node & 0xffff_ffff_ffff);
+    let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:012x}", hash & 0xffff_ffff_ffff);
     PodMeta::new("shop", name, &uid)
 }
 
