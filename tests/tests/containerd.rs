@@ -14,7 +14,7 @@ use podmeter_tests::{
     binary,
     containerd::{Containerd, Sandbox},
     cri::PodMeta,
-    exporter::{assert_scrape_matches_kernel, pod_series, sample, Exporter},
+    exporter::{assert_scrape_matches_kernel_of, pod_series_in, sample, Exporter},
     leftovers::{Leftovers, Site},
     Node,
 };
@@ -151,10 +151,12 @@ fn pods_get_addresses_from_the_node_range_talk_and_are_metered_until_removed() {
     for (pod, ips) in pods.iter().zip(&ips) {
         let (ifindex, id) = registered(&node, pod).expect("registered");
         let name = &pod.meta.name;
-        let metrics = assert_scrape_matches_kernel(&node, &exporter, &id.host_ifname, "shop", name);
+        let metrics = assert_scrape_matches_kernel_of(&node, &id.host_ifname, "shop", name, || {
+            exporter.metrics()
+        });
         node.assert_counters_match_kernel(&id.host_ifname);
         // 4 pings of 5 to it, each with an 800-byte payload.
-        let received = sample(&metrics, &pod_series("receive_bytes", "shop", name)).unwrap();
+        let received = sample(&metrics, &pod_series_in("receive_bytes", "shop", name)).unwrap();
         assert!(received > 20.0 * 800.0, "{name}: {received}");
         let info = format!(
             r#"podmeter_pod_info{{namespace="shop",pod="{name}",interface="eth0",uid="{}",container_id="{}",host_interface="{}",ips="{}/24,{}/64"}}"#,
@@ -173,7 +175,9 @@ fn pods_get_addresses_from_the_node_range_talk_and_are_metered_until_removed() {
     assert_pod_gone(&node, &exporter, *ifindex, id);
     pods[1].ping(&ips[2][0], 3, 100);
     for (pod, (_, id)) in pods.iter().zip(&registrations).skip(1) {
-        assert_scrape_matches_kernel(&node, &exporter, &id.host_ifname, "shop", &pod.meta.name);
+        assert_scrape_matches_kernel_of(&node, &id.host_ifname, "shop", &pod.meta.name, || {
+            exporter.metrics()
+        });
     }
 
     for (pod, (ifindex, id)) in pods.iter().zip(&registrations).skip(1) {
@@ -257,7 +261,7 @@ fn a_containerd_restart_keeps_pods_metered_and_removable() {
         "counters did not continue: {before:?} -> {during:?} -> {after:?}"
     );
     let exporter = Exporter::start(&binary("podmeter-exporter"), &node.pin_path);
-    assert_scrape_matches_kernel(&node, &exporter, &id.host_ifname, "shop", "web");
+    assert_scrape_matches_kernel_of(&node, &id.host_ifname, "shop", "web", || exporter.metrics());
 
     // The restarted containerd tears the pods down as it made them: DEL
     // with the netns and the cached result, then DEL without either.
