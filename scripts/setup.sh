@@ -15,7 +15,7 @@ fi
 PACKAGES=(
   clang-19 llvm-19 libbpf-dev linux-libc-dev
   iproute2 nftables iptables busybox-static jq iperf3
-  containernetworking-plugins podman runc
+  containernetworking-plugins podman runc containerd protobuf-compiler
   prometheus prometheus-node-exporter
   python3-pip curl strace util-linux libcap2-bin
   # The image scripts (readelf: static check) and script linting in check-assets.

@@ -183,7 +183,15 @@ pub fn promtool_check_metrics(metrics: &str) {
 /// The series of a test pod (namespace `test`, interface `eth0`) in a
 /// per-pod counter family (`receive_bytes`, ...).
 pub fn pod_series(family: &str, pod: &str) -> String {
-    format!(r#"podmeter_pod_{family}_total{{namespace="test",pod="{pod}",interface="eth0"}}"#)
+    pod_series_in(family, "test", pod)
+}
+
+/// The series of pod `namespace/pod` (interface `eth0`) in a per-pod
+/// counter family.
+pub fn pod_series_in(family: &str, namespace: &str, pod: &str) -> String {
+    format!(
+        r#"podmeter_pod_{family}_total{{namespace="{namespace}",pod="{pod}",interface="eth0"}}"#
+    )
 }
 
 /// Scrapes (with `scrape`) while the kernel's counters of `pod`'s host veth
@@ -195,8 +203,21 @@ pub fn assert_scrape_matches_kernel(
     name: &str,
     scrape: impl Fn() -> String,
 ) -> String {
-    let (metrics, kernel) = node.quiet_snapshot(&pod.host_ifname(), scrape);
-    let value = |family: &str| sample(&metrics, &pod_series(family, name)).map(|v| v as u64);
+    assert_scrape_matches_kernel_of(node, &pod.host_ifname(), "test", name, scrape)
+}
+
+/// [`assert_scrape_matches_kernel`] for any pod: `namespace/name`, whose
+/// host veth is `host_ifname` (pods a runtime made).
+pub fn assert_scrape_matches_kernel_of(
+    node: &Node,
+    host_ifname: &str,
+    namespace: &str,
+    name: &str,
+    scrape: impl Fn() -> String,
+) -> String {
+    let (metrics, kernel) = node.quiet_snapshot(host_ifname, scrape);
+    let value =
+        |family: &str| sample(&metrics, &pod_series_in(family, namespace, name)).map(|v| v as u64);
     assert_eq!(
         [
             value("receive_packets"),
@@ -210,7 +231,7 @@ pub fn assert_scrape_matches_kernel(
             Some(kernel.rx_packets),
             Some(kernel.rx_bytes),
         ],
-        "{name}: scraped vs kernel {kernel:?}"
+        "{namespace}/{name}: scraped vs kernel {kernel:?}"
     );
     metrics
 }

@@ -6,11 +6,16 @@
 //! when the test panics. Nothing touches the machine's root namespace.
 
 pub mod agent;
+pub mod agent_conflist;
 pub mod cni;
 pub mod conflist;
+pub mod containerd;
+pub mod cri;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod http;
+pub mod image;
+pub mod isolation;
 pub mod leftovers;
 pub mod netns;
 pub mod node;

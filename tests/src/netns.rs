@@ -69,19 +69,7 @@ impl NetNs {
 
     /// `busybox ping` (there is no `ping` binary); panics on loss.
     pub fn ping(&self, addr: &str, count: u32, size: u32) {
-        self.exec(&[
-            "busybox",
-            "ping",
-            "-c",
-            &count.to_string(),
-            "-s",
-            &size.to_string(),
-            "-i",
-            "0.01",
-            "-W",
-            "2",
-            addr,
-        ]);
+        ping(self.command("busybox"), addr, count, size);
     }
 
     /// Interface names in this namespace.
@@ -102,6 +90,14 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs `busybox` (as `cmd`, e.g. inside a namespace) to ping `addr`
+/// `count` times with `size` bytes of payload; panics on loss.
+pub fn ping(mut cmd: Command, addr: &str, count: u32, size: u32) {
+    run(cmd
+        .args(["ping", "-c", &count.to_string(), "-s", &size.to_string()])
+        .args(["-i", "0.01", "-W", "2", addr]));
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Output {

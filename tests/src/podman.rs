@@ -21,16 +21,20 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
-    os::unix::fs::symlink,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output},
+    time::Duration,
 };
 
 use serde_json::{json, Value};
 
-use crate::{netns::run, node::NETWORK, Node};
+use crate::{
+    image::{self, busybox, is_static},
+    isolation::{kill_leftovers, CgroupParent, MountNs},
+    netns::run,
+    node::NETWORK,
+    Node,
+};
 
 pub const IMAGE: &str = "localhost/podmeter-busybox:latest";
 const SETUP_HINT: &str = "run scripts/setup.sh (as root) to install it";
@@ -45,10 +49,11 @@ pub struct Container {
 
 pub struct Podman<'a> {
     node: &'a Node,
+    /// The private mount namespace podman runs in.
+    mounts: MountNs,
+    cgroup: CgroupParent,
+    /// Dropped last: the overlay's upper dir is in it.
     dir: tempfile::TempDir,
-    /// A process holding the private mount namespace podman runs in.
-    holder: Child,
-    cgroup_parent: String,
 }
 
 impl<'a> Podman<'a> {
@@ -70,8 +75,6 @@ impl<'a> Podman<'a> {
             "cni",
             "bin",
             "home/.config/containers",
-            "varlib/upper",
-            "varlib/work",
         ] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -82,12 +85,12 @@ impl<'a> Podman<'a> {
             serde_json::to_string_pretty(&conflist).unwrap(),
         )
         .unwrap();
-        let holder = private_mount_namespace(d);
+        let mounts = MountNs::new(&[("/var/lib", &d.join("varlib"))]);
         let podman = Self {
             node,
+            mounts,
+            cgroup: CgroupParent::new("pmtest-podman"),
             dir,
-            holder,
-            cgroup_parent: format!("/{}", crate::unique("pmtest-podman")),
         };
         podman.import_busybox();
         podman
@@ -106,7 +109,7 @@ impl<'a> Podman<'a> {
             .env("CONTAINERS_CONF", d.join("containers.conf"))
             .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
             .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
-            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .arg(self.mounts.nsenter_arg())
             .arg(format!("--net={}", self.node.ns.path().display()))
             .arg("podman")
             .arg("--root")
@@ -144,7 +147,7 @@ impl<'a> Podman<'a> {
             "--network",
             NETWORK,
             "--cgroup-parent",
-            &self.cgroup_parent,
+            &self.cgroup.path,
             IMAGE,
             "sleep",
             "3600",
@@ -220,45 +223,15 @@ impl<'a> Podman<'a> {
     }
 
     fn import_busybox(&self) {
-        let rootfs = self.dir.path().join("rootfs");
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        fs::copy(busybox(), rootfs.join("bin/busybox")).unwrap();
-        let list = run(Command::new(busybox()).arg("--list"));
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-            }
-        }
-        let tar = self.dir.path().join("busybox.tar");
-        run(Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."));
+        let tar = image::busybox_rootfs_tar(self.dir.path());
         self.podman(&["import", "--quiet", tar.to_str().unwrap(), IMAGE]);
     }
 
     /// Processes in our cgroup parent (containers, conmon) or in our mount
-    /// namespace (podman, conmon, cleanup), except the holder.
+    /// namespace (podman, conmon, cleanup).
     fn processes(&self) -> Vec<u32> {
-        let mnt = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-        let mut pids: Vec<u32> = match mnt(self.holder.id()) {
-            Some(ours) => fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&pid| pid != self.holder.id() && mnt(pid).as_ref() == Some(&ours))
-                .collect(),
-            None => Vec::new(),
-        };
-        for dir in cgroup_dirs(&self.cgroup_parent) {
-            for procs in walk_dirs(&dir).iter().map(|d| d.join("cgroup.procs")) {
-                let text = fs::read_to_string(procs).unwrap_or_default();
-                pids.extend(text.lines().filter_map(|l| l.parse::<u32>().ok()));
-            }
-        }
-        pids.sort();
-        pids.dedup();
+        let mut pids = self.mounts.processes();
+        pids.extend(self.cgroup.processes());
         pids
     }
 }
@@ -269,31 +242,15 @@ impl Drop for Podman<'_> {
         let _ = self.try_podman(&["rm", "-a", "-f", "-t", "0"]);
         // conmon and its exit command linger briefly; then whatever is left
         // of ours (after a failure) is killed by pid.
-        let start = Instant::now();
-        while !self.processes().is_empty() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in self.processes() {
-            // SAFETY: kill(2) on a pid in our cgroup or mount namespace.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let netns_files = podman_netns_mounts(self.holder.id());
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+        kill_leftovers(|| self.processes(), Duration::from_secs(5));
+        let netns_files = podman_netns_mounts(&self.mounts.mountinfo());
+        self.mounts.stop();
         // podman removes a container's netns file at teardown; after a
         // failure the (then unmounted) file may be left.
         for file in netns_files {
             let _ = fs::remove_file(file);
         }
-        let start = Instant::now();
-        for dir in cgroup_dirs(&self.cgroup_parent) {
-            // A cgroup is removable once its last process has been reaped.
-            for sub in walk_dirs(&dir).iter().rev() {
-                while fs::remove_dir(sub).is_err() && start.elapsed() < Duration::from_secs(5) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        // The cgroups go when `cgroup` drops, once their processes are reaped.
     }
 }
 
@@ -318,27 +275,6 @@ fn require_tools() -> PathBuf {
         busybox().display()
     );
     find("runc")
-}
-
-fn busybox() -> PathBuf {
-    PathBuf::from("/bin/busybox")
-}
-
-/// True if the ELF file at `path` has no program interpreter (`PT_INTERP`).
-fn is_static(path: &Path) -> bool {
-    let Ok(elf) = fs::read(path) else {
-        return false;
-    };
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
-        return false; // not a 64-bit ELF
-    }
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).all(|i| {
-        let o = phoff + i * size;
-        elf.get(o..o + 4) != Some(&3u32.to_le_bytes()[..]) // PT_INTERP
-    })
 }
 
 fn write_config(d: &Path, runc: &Path) {
@@ -412,93 +348,12 @@ default_network = "{NETWORK}"
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// Starts a process in a new mount namespace whose `/var/lib` is an overlay
-/// writing to `d/varlib/upper`. Mounts made in it do not propagate back.
-fn private_mount_namespace(d: &Path) -> Child {
-    let script = format!(
-        "mount -t overlay overlay -o lowerdir=/var/lib,upperdir={},workdir={} /var/lib \
-         && echo ready && exec sleep infinity",
-        d.join("varlib/upper").display(),
-        d.join("varlib/work").display()
-    );
-    let mut child = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "slave",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn unshare");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "private mount namespace: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    child
-}
-
-/// Container netns files podman has mounted in the namespace of `holder`.
-fn podman_netns_mounts(holder: u32) -> Vec<PathBuf> {
-    fs::read_to_string(format!("/proc/{holder}/mountinfo"))
-        .unwrap_or_default()
+/// Container netns files podman has mounted, from its namespace's `mountinfo`.
+fn podman_netns_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| m.starts_with("/run/netns/netns-"))
         .map(PathBuf::from)
         .collect()
-}
-
-/// `parent` in every cgroup hierarchy (v2, or each v1 controller).
-fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let rel = parent.trim_start_matches('/');
-    let mut bases = vec![root.to_path_buf()];
-    if let Ok(entries) = fs::read_dir(root) {
-        bases.extend(entries.filter_map(|e| Some(e.ok()?.path())));
-    }
-    bases
-        .into_iter()
-        .map(|b| b.join(rel))
-        .filter(|d| d.is_dir())
-        .collect()
-}
-
-/// `dir` and every directory below it, parents first.
-fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(entries) = fs::read_dir(&out[i]) {
-            let subdirs = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path());
-            out.extend(subdirs.collect::<Vec<_>>());
-        }
-        i += 1;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn static_busybox_has_no_interpreter_and_ls_has_one() {
-        assert!(is_static(&busybox()), "busybox-static: {SETUP_HINT}");
-        assert!(!is_static(Path::new("/bin/ls")));
-        assert!(!is_static(Path::new("/etc/hostname")));
-    }
 }
