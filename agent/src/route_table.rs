@@ -25,6 +25,7 @@ use crate::routes::{Found, Via};
 /// protocol are never changed or removed.
 pub const PROTOCOL: u8 = 152;
 
+/// rtnetlink's errors are boxed: they carry a whole netlink message.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error("opening a netlink socket: {0}")]
@@ -32,7 +33,7 @@ pub enum RouteError {
     #[error("listing the {family} routes: {source}")]
     List {
         family: &'static str,
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("{op} route {dst} via {gateway} (node {node}): {source}")]
     Change {
@@ -40,12 +41,12 @@ pub enum RouteError {
         dst: IpNet,
         gateway: IpAddr,
         node: String,
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("deleting route {dst}: {source}")]
     Delete {
         dst: IpNet,
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
 }
 
@@ -88,7 +89,10 @@ impl RouteTable {
                 .execute()
                 .try_collect()
                 .await
-                .map_err(|source| RouteError::List { family, source })?;
+                .map_err(|source| RouteError::List {
+                    family,
+                    source: Box::new(source),
+                })?;
             listed.extend(messages.into_iter().filter_map(listed_route));
         }
         Ok(listed)
@@ -102,7 +106,7 @@ impl RouteTable {
             dst,
             gateway: via.gateway,
             node: via.node.clone(),
-            source,
+            source: Box::new(source),
         };
         let message = match (dst, via.gateway) {
             (IpNet::V4(d), IpAddr::V4(g)) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
@@ -135,7 +139,7 @@ impl RouteTable {
             .await
             .map_err(|source| RouteError::Delete {
                 dst: route.found.dst,
-                source,
+                source: Box::new(source),
             })
     }
 }
