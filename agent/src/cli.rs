@@ -4,7 +4,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
+use ipnet::IpNet;
 
 /// Next to the exporter's 9977. Loopback: only the kubelet's probe (from the
 /// host network, `host: 127.0.0.1`) needs it.
@@ -75,7 +76,20 @@ pub struct Args {
     )]
     pub ipam_data_dir: PathBuf,
 
-    /// Address of `/readyz` and `/healthz` (`127.0.0.1:0` picks a free
+    /// The cluster's pod ranges (kube-controller-manager's
+    /// `--cluster-cidr`), repeatable or comma-separated: written into the
+    /// conflist as `clusterCIDRs`, so that pod traffic to other nodes' pods
+    /// keeps its source address while traffic leaving them is masqueraded.
+    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = cluster_cidr)]
+    pub cluster_cidrs: Vec<IpNet>,
+
+    /// Keep a route to every other node's pod ranges via its InternalIP
+    /// (nodes on one L2 segment). Off where something else routes pod
+    /// ranges (the cloud's routes, BGP).
+    #[arg(long = "routes.enabled", value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub routes: bool,
+
+    /// Address of `/readyz`, `/healthz` and `/metrics` (`127.0.0.1:0` picks a free
     /// port; the bound address is logged as `listening address=...`).
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
@@ -123,6 +137,19 @@ fn node_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A range with host bits set is most likely a typo: refused rather than
+/// quietly widened.
+fn cluster_cidr(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if net != net.trunc() {
+        return Err(format!(
+            "has host bits set (the network is {})",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +171,33 @@ mod tests {
         );
         assert!(!args.uninstall);
         assert_eq!(args.listen_address, DEFAULT_LISTEN_ADDRESS.parse().unwrap());
+        assert!(args.cluster_cidrs.is_empty());
+        assert!(args.routes);
+    }
+
+    #[test]
+    fn cluster_cidrs_repeat_or_come_comma_separated() {
+        let args = Args::try_parse_from([
+            "x",
+            "--node-name=n",
+            "--cluster-cidr=10.244.0.0/16,fd00:10:244::/56",
+            "--cluster-cidr",
+            "10.96.0.0/12",
+            "--routes.enabled=false",
+        ])
+        .unwrap();
+        let want: Vec<IpNet> = ["10.244.0.0/16", "fd00:10:244::/56", "10.96.0.0/12"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(args.cluster_cidrs, want);
+        assert!(!args.routes);
+        for bad in ["10.244.0.0/33", "10.244.1.0/16", "nonsense"] {
+            let err = Args::try_parse_from(["x", "--node-name=n", "--cluster-cidr", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--cluster-cidr"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const BRIDGE: &str = "pm0";
 pub struct Options {
     pub pin_path: PathBuf,
     pub ipam_data_dir: PathBuf,
+    /// The cluster's pod ranges (`clusterCIDRs`: not masqueraded to).
+    pub cluster_cidrs: Vec<IpNet>,
     /// Chain `portmap` (hostPort) after podmeter. Only when the runtime's
     /// bin dir has it: libcni fails every ADD whose chain names a missing
     /// plugin, which would take the whole node down for want of hostPorts.
@@ -39,15 +41,16 @@ pub fn render(ranges: &[IpNet], options: &Options) -> String {
         .iter()
         .map(|r| json!([{ "subnet": r.to_string() }]))
         .collect();
-    let mut plugins = vec![json!({
+    let mut podmeter = json!({
         "type": "podmeter",
         "bridge": BRIDGE,
         "isGateway": true,
         // The plugin adds the pod's default route per family through the
         // bridge's gateway address: no ipam routes needed.
         "isDefaultGateway": true,
-        // Traffic leaving the node's pod ranges takes the node's address:
-        // no other node or router knows the pod ranges yet.
+        // Traffic leaving the pod ranges takes the node's address: nothing
+        // outside the cluster routes them back. Other nodes' pods do (the
+        // agents' routes), hence `clusterCIDRs`.
         "ipMasq": true,
         "pinPath": options.pin_path,
         "ipam": {
@@ -55,7 +58,18 @@ pub fn render(ranges: &[IpNet], options: &Options) -> String {
             "dataDir": options.ipam_data_dir,
             "ranges": range_sets,
         },
-    })];
+    });
+    // Left out when not given: the plugin's default, and the same bytes
+    // as agents before the flag wrote.
+    if !options.cluster_cidrs.is_empty() {
+        let cidrs: Vec<String> = options
+            .cluster_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        podmeter["clusterCIDRs"] = json!(cidrs);
+    }
+    let mut plugins = vec![podmeter];
     if options.portmap {
         plugins.push(json!({
             "type": "portmap",
@@ -80,6 +94,7 @@ mod tests {
         Options {
             pin_path: "/sys/fs/bpf/podmeter".into(),
             ipam_data_dir: "/var/lib/podmeter/networks".into(),
+            cluster_cidrs: Vec::new(),
             portmap,
         }
     }
@@ -146,6 +161,20 @@ mod tests {
             got["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "fd00:1::/64"
         );
+    }
+
+    #[test]
+    fn cluster_cidrs_go_to_the_podmeter_entry_in_order() {
+        let mut o = options(false);
+        o.cluster_cidrs = nets(&["10.244.0.0/16", "fd00:10:244::/56"]);
+        let got: Value = serde_json::from_str(&render(&nets(&["10.244.1.0/24"]), &o)).unwrap();
+        assert_eq!(
+            got["plugins"][0]["clusterCIDRs"],
+            json!(["10.244.0.0/16", "fd00:10:244::/56"])
+        );
+        let without: Value =
+            serde_json::from_str(&render(&nets(&["10.244.1.0/24"]), &options(false))).unwrap();
+        assert!(without["plugins"][0].get("clusterCIDRs").is_none());
     }
 
     #[test]

@@ -10,11 +10,15 @@ mod bpffs;
 mod cli;
 mod conflist;
 mod install;
+mod metrics;
 mod ranges;
 mod ready;
+mod route_table;
+mod routes;
+mod routing;
 mod watch;
 
-use std::{path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode, sync::Arc};
 
 use anyhow::{ensure, Context as _};
 use clap::Parser;
@@ -102,12 +106,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let readiness = ready::Readiness::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    // Before anything else touches the node's routes: a node without
+    // rtnetlink has nothing to route with.
+    let routing = if args.routes {
+        let table = route_table::RouteTable::connect()?;
+        Some(routing::Routing::new(args.node_name.clone(), table))
+    } else {
+        info!("not routing to other nodes (--routes.enabled=false)");
+        readiness.set_routes(true);
+        None
+    };
     let listener = TcpListener::bind(args.listen_address)
         .await
         .with_context(|| format!("listening on {}", args.listen_address))?;
     let address = listener.local_addr().context("reading the bound address")?;
     info!(%address, "listening");
-    let server = tokio::spawn(ready::serve(listener, readiness.clone()));
+    let server = tokio::spawn(ready::serve(listener, readiness.clone(), metrics.clone()));
 
     let client = kube::Client::try_default()
         .await
@@ -119,7 +134,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cni_bin_dir: args.cni_bin_dir.clone(),
         pin_path: args.pin_path.clone(),
         ipam_data_dir: args.ipam_data_dir.clone(),
+        cluster_cidrs: args.cluster_cidrs.clone(),
         readiness,
+        routing,
+        metrics,
     };
     let result = tokio::select! {
         r = watch::run(client, reconciler, shutdown) => r,

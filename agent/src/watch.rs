@@ -1,13 +1,15 @@
-//! The node watch: every Node in a reflector store (so that routes to the
-//! other nodes' pod ranges can be reconciled from the same store later), and
-//! a reconcile of this node's conflist after every change the store takes.
+//! The node watch: every Node in a reflector store, and after every change
+//! the store takes, a reconcile of this node's conflist (from its own Node)
+//! and of its routes to the other nodes' pod ranges (from all of them).
 //!
 //! kube's watcher relists after a `410 Gone` and rewatches from the last
 //! resource version after a dropped connection, so changes made while the
 //! API server was unreachable still arrive; errors are logged and retried
-//! with its default backoff, never fatal.
+//! with its default backoff, never fatal. Meanwhile nothing is reconciled:
+//! the conflist and routes stay as the last full node list left them (fail
+//! static), rather than being judged against a list that may be stale.
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -24,23 +26,32 @@ use tracing::{error, info, warn};
 use crate::{
     conflist::{self, Options},
     install::{self, Outcome},
+    metrics::{Metrics, Stage},
     ranges::pod_ranges,
     ready::Readiness,
+    routing::Routing,
 };
 
 /// After a failed reconcile (a write error), try again this soon even if no
 /// Node changes: Node objects may not change for minutes.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// What keeps this node's conflist in line with its Node object.
-#[derive(Debug)]
+/// Routes are checked this often even without a Node event: a route someone
+/// deleted, or the kernel dropped with its link, comes back.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// What keeps this node's conflist and routes in line with the Node objects.
 pub struct Reconciler {
     pub node_name: String,
     pub conflist: PathBuf,
     pub cni_bin_dir: PathBuf,
     pub pin_path: PathBuf,
     pub ipam_data_dir: PathBuf,
+    pub cluster_cidrs: Vec<IpNet>,
     pub readiness: Readiness,
+    /// `None` with `--routes.enabled=false`.
+    pub routing: Option<Routing>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where the last reconcile left the node, to log changes once rather than
@@ -57,7 +68,7 @@ enum State {
 /// Watches Nodes until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    reconciler: Reconciler,
+    mut reconciler: Reconciler,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (store, writer) = reflector::store();
@@ -75,6 +86,7 @@ pub async fn run(
     let events = reflector::reflector(writer, nodes);
     tokio::pin!(events, shutdown);
     let mut synced = false;
+    let mut failing = false;
     let mut last: Option<State> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
@@ -87,26 +99,42 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             () = retry => {}
-            event = events.next() => match event {
-                // The store holds a full list only from the first InitDone
-                // on; before, a missing node may just not be listed yet.
-                Some(Ok(watcher::Event::InitDone)) => {
-                    if !synced {
-                        info!("node list synced");
+            event = events.next() => {
+                if matches!(event, Some(Ok(_))) && std::mem::take(&mut failing) {
+                    info!("the node watch is back");
+                }
+                match event {
+                    // The store holds a full list only from the first
+                    // InitDone on; before, a missing node may just not be
+                    // listed yet, and routes to it would be removed.
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if !synced {
+                            info!("node list synced");
+                        }
+                        synced = true;
                     }
-                    synced = true;
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if synced => {}
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        failing = true;
+                        reconciler.metrics.error(Stage::Watch);
+                        warn!(
+                            error = %e,
+                            state = if synced { "keeping the conflist and routes of the last node list" } else { "not synced yet" },
+                            "watching nodes (retrying)"
+                        );
+                        continue;
+                    }
+                    None => anyhow::bail!("the node watch ended"),
                 }
-                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if synced => {}
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    warn!(error = %e, "watching nodes (retrying)");
-                    continue;
-                }
-                None => anyhow::bail!("the node watch ended"),
-            },
+            }
         }
-        let state = reconciler.reconcile(&store);
-        retry_at = matches!(state, State::Failed(_)).then(|| tokio::time::Instant::now() + RETRY);
+        let (state, routes_ok) = reconciler.reconcile(&store).await;
+        let failed = matches!(state, State::Failed(_)) || !routes_ok;
+        let wait = if failed { RETRY } else { RESYNC };
+        // Without routing, only a failed write needs another pass.
+        retry_at =
+            (failed || reconciler.routing.is_some()).then(|| tokio::time::Instant::now() + wait);
         if last.as_ref() != Some(&state) {
             reconciler.report(&state);
             last = Some(state);
@@ -115,7 +143,43 @@ pub async fn run(
 }
 
 impl Reconciler {
-    fn reconcile(&self, nodes: &Store<Node>) -> State {
+    /// The conflist's state, and whether the routes were all applied.
+    async fn reconcile(&mut self, nodes: &Store<Node>) -> (State, bool) {
+        let state = self.reconcile_conflist(nodes);
+        let routes_ok = self.reconcile_routes(nodes).await;
+        if matches!(state, State::Failed(_)) {
+            self.metrics.error(Stage::Conflist);
+        } else if routes_ok {
+            self.metrics.synced_now();
+        }
+        (state, routes_ok)
+    }
+
+    /// One routing pass over the store; whether it applied everything.
+    async fn reconcile_routes(&mut self, nodes: &Store<Node>) -> bool {
+        let nodes = nodes.state();
+        self.metrics.set_nodes(nodes.len());
+        let Some(routing) = self.routing.as_mut() else {
+            return true;
+        };
+        let ok = match routing.sync(&nodes).await {
+            Ok(pass) => {
+                self.metrics.set_routes(pass.owned);
+                pass.failed == 0
+            }
+            Err(e) => {
+                error!(error = %e, retry_in = ?RETRY, "syncing routes failed");
+                false
+            }
+        };
+        if !ok {
+            self.metrics.error(Stage::Routes);
+        }
+        self.readiness.set_routes(ok);
+        ok
+    }
+
+    fn reconcile_conflist(&self, nodes: &Store<Node>) -> State {
         let state = match nodes.get(&ObjectRef::new(&self.node_name)) {
             // Deleted, or not registered yet: keep whatever conflist there
             // is; a re-registered node gets its ranges rewritten.
@@ -126,7 +190,8 @@ impl Reconciler {
                 Ok(ranges) => self.write(ranges),
             },
         };
-        self.readiness.set(matches!(state, State::Written(..)));
+        self.readiness
+            .set_conflist(matches!(state, State::Written(..)));
         state
     }
 
@@ -135,6 +200,7 @@ impl Reconciler {
         let options = Options {
             pin_path: self.pin_path.clone(),
             ipam_data_dir: self.ipam_data_dir.clone(),
+            cluster_cidrs: self.cluster_cidrs.clone(),
             portmap,
         };
         let text = conflist::render(&ranges, &options);

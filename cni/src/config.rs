@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use podmeter_ebpf::{pins::DEFAULT_PIN_PATH, AttachMode};
 use rscni_plugin::types::NetConf;
 use serde::Deserialize;
@@ -33,6 +34,11 @@ pub struct PluginConfig {
     /// `auto` (TCX on kernels ≥ 6.6, else clsact), `tcx` or `clsact`.
     #[serde(default)]
     pub tc_attach_mode: TcAttachMode,
+    /// The whole cluster's pod ranges: with `ipMasq`, traffic to them keeps
+    /// the pod's address (other nodes route it back), as traffic to the
+    /// pod's own subnet does.
+    #[serde(default, rename = "clusterCIDRs")]
+    pub cluster_cidrs: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -85,6 +91,19 @@ impl PluginConfig {
                 cfg.pin_path
             )));
         }
+        // A range written with host bits set is most likely a typo, and nft
+        // would quietly widen it to its network.
+        if let Some((i, net)) = cfg
+            .cluster_cidrs
+            .iter()
+            .enumerate()
+            .find(|(_, n)| **n != n.trunc())
+        {
+            return Err(PluginError::Config(format!(
+                "clusterCIDRs[{i}]: {net} has host bits set (the network is {})",
+                net.trunc()
+            )));
+        }
         Ok(cfg)
     }
 
@@ -130,6 +149,7 @@ mod tests {
             r#"{"name":"n","type":"podmeter","isGateway":"yes"}"#,
             r#"{"name":"n","type":"podmeter","pinPath":"relative"}"#,
             r#"{"name":"n","type":"podmeter","tcAttachMode":"xdp"}"#,
+            r#"{"name":"n","type":"podmeter","clusterCIDRs":"10.244.0.0/16"}"#,
         ] {
             assert!(
                 matches!(
@@ -148,5 +168,34 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("isGateway: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn cluster_cidrs_are_networks_and_errors_name_the_entry() {
+        let c = PluginConfig::from_netconf(&netconf(
+            r#"{"name":"n","type":"podmeter","clusterCIDRs":["10.244.0.0/16","fd00:10:244::/56"]}"#,
+        ))
+        .unwrap();
+        let want: Vec<IpNet> = vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "fd00:10:244::/56".parse().unwrap(),
+        ];
+        assert_eq!(c.cluster_cidrs, want);
+        let no_key = PluginConfig::from_netconf(&netconf(r#"{"name":"n","type":"podmeter"}"#));
+        assert!(no_key.unwrap().cluster_cidrs.is_empty());
+
+        for (bad, names) in [
+            (r#"["10.244.0.0/16","10.244.0.0/33"]"#, "clusterCIDRs[1]"),
+            (
+                r#"["10.244.1.5/16"]"#,
+                "clusterCIDRs[0]: 10.244.1.5/16 has host bits set",
+            ),
+        ] {
+            let err = PluginConfig::from_netconf(&netconf(&format!(
+                r#"{{"name":"n","type":"podmeter","clusterCIDRs":{bad}}}"#
+            )))
+            .unwrap_err();
+            assert!(err.to_string().contains(names), "{bad}: {err}");
+        }
     }
 }

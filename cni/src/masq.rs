@@ -67,13 +67,15 @@ fn short_hash(s: &str) -> String {
         .collect()
 }
 
-/// Masquerades what each of `addrs` sends outside its subnet (multicast
+/// Masquerades what each of `addrs` sends outside its subnet and outside
+/// `cluster` (the cluster's pod ranges, routed between nodes; multicast
 /// excepted, as the reference plugins do).
 pub fn add(
     network: &str,
     container_id: &str,
     ifname: &str,
     addrs: &[IpNet],
+    cluster: &[IpNet],
 ) -> Result<(), PluginError> {
     let comment = Tag::new(network, container_id, ifname).comment(network, container_id, ifname);
     let mut script = format!(
@@ -85,8 +87,14 @@ pub fn add(
         } else {
             ("ip6", "ff00::/8")
         };
+        // One `daddr !=` per range: statements of a rule must all match.
+        let cluster: String = cluster
+            .iter()
+            .filter(|c| c.addr().is_ipv4() == a.addr().is_ipv4())
+            .map(|c| format!("{fam} daddr != {c} "))
+            .collect();
         script.push_str(&format!(
-            "add rule inet {TABLE} {CHAIN} {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{comment}\"\n",
+            "add rule inet {TABLE} {CHAIN} {fam} saddr {} {fam} daddr != {} {cluster}{fam} daddr != {mcast} masquerade comment \"{comment}\"\n",
             a.addr(),
             a.trunc()
         ));

@@ -92,6 +92,10 @@ pub struct Flags {
     pub bin_dir: PathBuf,
     pub plugin_source: PathBuf,
     pub data_dir: PathBuf,
+    /// Routes to other nodes (`--routes.enabled`). Off unless a test turns
+    /// it on for an agent in a node namespace: an agent in the machine's
+    /// own namespace must not route there.
+    pub routes: bool,
     /// Appended as they are (`--cni.uninstall`).
     pub extra: Vec<String>,
 }
@@ -109,6 +113,7 @@ impl Flags {
             bin_dir: dirs.bin_dir.clone(),
             plugin_source: crate::binary("podmeter"),
             data_dir: dirs.data_dir.clone(),
+            routes: false,
             extra: Vec::new(),
         }
     }
@@ -131,6 +136,7 @@ impl Flags {
             .arg(&self.plugin_source)
             .arg("--ipam.data-dir")
             .arg(&self.data_dir)
+            .arg(format!("--routes.enabled={}", self.routes))
             .args([
                 "--web.listen-address",
                 "127.0.0.1:0",

@@ -9,7 +9,8 @@
 //!   `410 Expired` Status, which makes the watcher relist;
 //! - `GET /api/v1/nodes/NAME` answers the Node or a 404 Status.
 //!
-//! It serves plain HTTP on 127.0.0.1, can stop (every connection closed, as
+//! It serves plain HTTP on 127.0.0.1 (or wherever a test's binder puts its
+//! listener: another network namespace, say), can stop (every connection closed, as
 //! when the API server restarts) and start again on the same port, keeping
 //! its objects and history; changes made while stopped are replayed to
 //! watches resumed after the restart.
@@ -92,17 +93,27 @@ impl Store {
     }
 }
 
+/// Makes the server's listening socket for an address (port 0: any).
+pub type Binder = Box<dyn Fn(SocketAddr) -> std::io::Result<TcpListener> + Send>;
+
 /// The fake server; stopped (all connections closed) on drop.
 pub struct FakeApiServer {
     store: Arc<Mutex<Store>>,
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    bind: Binder,
 }
 
 impl FakeApiServer {
     /// Serves on an ephemeral loopback port.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        Self::start_with(([127, 0, 0, 1], 0).into(), Box::new(TcpListener::bind))
+    }
+
+    /// Serves on the listener `bind` makes for `addr`, and on the one it
+    /// makes for the same address and port at every [`Self::restart`].
+    pub fn start_with(addr: SocketAddr, bind: Binder) -> Self {
+        let listener = bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let store = Arc::new(Mutex::new(Store {
             version: 1,
@@ -117,6 +128,7 @@ impl FakeApiServer {
             store,
             addr,
             runtime: None,
+            bind,
         };
         server.serve(listener);
         server
@@ -216,8 +228,8 @@ impl FakeApiServer {
     /// Serves again on the same port, with the same objects and history.
     pub fn restart(&mut self) {
         assert!(self.runtime.is_none(), "restart of a running server");
-        let listener = TcpListener::bind(self.addr)
-            .unwrap_or_else(|e| panic!("binding {} again: {e}", self.addr));
+        let listener =
+            (self.bind)(self.addr).unwrap_or_else(|e| panic!("binding {} again: {e}", self.addr));
         self.serve(listener);
     }
 

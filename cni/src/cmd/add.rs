@@ -117,7 +117,13 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         rollback.push("remove masquerade rules", || {
             masq::del(inv.network(), inv.container_id, inv.ifname).map_err(|e| e.to_string())
         });
-        masq::add(inv.network(), inv.container_id, inv.ifname, &plan.addrs)?;
+        masq::add(
+            inv.network(),
+            inv.container_id,
+            inv.ifname,
+            &plan.addrs,
+            &inv.plugin.cluster_cidrs,
+        )?;
     }
 
     rollback.commit();

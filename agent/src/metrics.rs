@@ -1,0 +1,151 @@
+//! The agent's own state on `/metrics` (OpenMetrics text): how many routes
+//! it owns, how many nodes it sees, when routes last matched the node list
+//! and how often syncing failed. Pod metrics are the exporter's.
+
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::SystemTime,
+};
+
+use axum::{
+    extract::State,
+    http::{header::CONTENT_TYPE, StatusCode},
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What failed to sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Listing or watching Nodes (the API server unreachable, say).
+    Watch,
+    /// Writing this node's conflist.
+    Conflist,
+    /// Listing or changing routes, or a route left out (see the log).
+    Routes,
+}
+
+impl Stage {
+    const ALL: [Self; 3] = [Self::Watch, Self::Conflist, Self::Routes];
+
+    fn label(self) -> StageLabel {
+        let stage = match self {
+            Self::Watch => "watch",
+            Self::Conflist => "conflist",
+            Self::Routes => "routes",
+        };
+        StageLabel { stage }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    routes: Gauge,
+    nodes: Gauge,
+    last_sync: Gauge<f64, AtomicU64>,
+    errors: Family<StageLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("podmeter_agent");
+        let routes = Gauge::default();
+        registry.register(
+            "routes",
+            "Routes to other nodes' pod ranges in this node's table, made by this agent",
+            routes.clone(),
+        );
+        let nodes = Gauge::default();
+        registry.register("nodes", "Node objects in the agent's view", nodes.clone());
+        let last_sync = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_sync_timestamp_seconds",
+            "When routes and conflist last fully matched the node list (Unix time; 0: never)",
+            last_sync.clone(),
+        );
+        let errors = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "sync_errors",
+            "Failed attempts to sync, by stage (watch, conflist, routes)",
+            errors.clone(),
+        );
+        // Every stage shows from the start, at 0: a rate over a series
+        // that appears with its first error misses that error.
+        for stage in Stage::ALL {
+            drop(errors.get_or_create(&stage.label()));
+        }
+        Self {
+            registry,
+            routes,
+            nodes,
+            last_sync,
+            errors,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn set_routes(&self, n: usize) {
+        self.routes.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_nodes(&self, n: usize) {
+        self.nodes.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn synced_now(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_sync.set(now);
+    }
+
+    pub fn error(&self, stage: Stage) {
+        self.errors.get_or_create(&stage.label()).inc();
+    }
+}
+
+pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut body = String::new();
+    match encode(&mut body, &metrics.registry) {
+        Ok(()) => ([(CONTENT_TYPE, CONTENT)], body).into_response(),
+        // Only a failing fmt::Write fails; a String never does.
+        Err(std::fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_there_from_the_start() {
+        let m = Metrics::default();
+        m.set_routes(4);
+        m.set_nodes(3);
+        m.error(Stage::Routes);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        for line in [
+            "podmeter_agent_routes 4",
+            "podmeter_agent_nodes 3",
+            "podmeter_agent_last_sync_timestamp_seconds 0.0",
+            "podmeter_agent_sync_errors_total{stage=\"watch\"} 0",
+            "podmeter_agent_sync_errors_total{stage=\"routes\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}
