@@ -4,8 +4,9 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser};
 use ipnet::IpNet;
+use podmeter_daemon::LogArgs;
 
 /// Next to the exporter's 9977. Loopback: only the kubelet's probe (from the
 /// host network, `host: 127.0.0.1`) needs it.
@@ -94,38 +95,8 @@ pub struct Args {
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS)]
     pub listen_address: SocketAddr,
 
-    /// Only log messages with the given severity or above.
-    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
-    pub log_level: LogLevel,
-
-    /// Output format of log messages (to stderr).
-    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl From<LogLevel> for tracing::Level {
-    fn from(level: LogLevel) -> Self {
-        match level {
-            LogLevel::Error => Self::ERROR,
-            LogLevel::Warn => Self::WARN,
-            LogLevel::Info => Self::INFO,
-            LogLevel::Debug => Self::DEBUG,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Logfmt,
-    Json,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// An empty NODE_NAME (a DaemonSet without the downward API entry) would

@@ -8,10 +8,8 @@
 
 mod bpffs;
 mod cli;
-mod conflist;
 mod install;
 mod metrics;
-mod ranges;
 mod ready;
 mod route_table;
 mod routes;
@@ -28,41 +26,14 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::cli::{Args, LogFormat};
+use podmeter_agent::{conflist, ranges};
+
+use crate::cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!(error = %e, "starting the async runtime failed");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "exiting");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(args: &Args) {
-    let level = tracing::Level::from(args.log_level);
-    match args.log_format {
-        LogFormat::Logfmt => tracing_logfmt::builder()
-            .subscriber_builder()
-            .with_writer(std::io::stderr)
-            .with_max_level(level)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_max_level(level)
-            .init(),
-    }
+    args.log.init();
+    podmeter_daemon::run(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use podmeter_daemon::LogArgs;
 use podmeter_ebpf::pins::DEFAULT_PIN_PATH;
 
 /// Loopback only by default: the metrics carry pod names and IPs. A
@@ -45,38 +46,8 @@ pub struct Args {
     #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
 
-    /// Only log messages with the given severity or above.
-    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
-    pub log_level: LogLevel,
-
-    /// Output format of log messages (to stderr).
-    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl From<LogLevel> for tracing::Level {
-    fn from(level: LogLevel) -> Self {
-        match level {
-            LogLevel::Error => Self::ERROR,
-            LogLevel::Warn => Self::WARN,
-            LogLevel::Info => Self::INFO,
-            LogLevel::Debug => Self::DEBUG,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Logfmt,
-    Json,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// An absolute path other than `/`, which is the landing page, without the
@@ -128,8 +99,8 @@ mod tests {
             args.web_config_file,
             Some(PathBuf::from("/etc/podmeter/web.yml"))
         );
-        assert_eq!(args.log_level, LogLevel::Debug);
-        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log.level, podmeter_daemon::LogLevel::Debug);
+        assert_eq!(args.log.format, podmeter_daemon::LogFormat::Json);
     }
 
     #[test]

@@ -19,46 +19,17 @@ use std::{process::ExitCode, sync::Arc};
 use clap::Parser;
 use podmeter_ebpf::PinLayout;
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    cli::{Args, LogFormat},
+    cli::Args,
     web_config::{TlsVersion, WebConfig},
 };
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!(error = %e, "starting the async runtime failed");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "exiting");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(args: &Args) {
-    let level = tracing::Level::from(args.log_level);
-    match args.log_format {
-        LogFormat::Logfmt => tracing_logfmt::builder()
-            .subscriber_builder()
-            .with_writer(std::io::stderr)
-            .with_max_level(level)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_max_level(level)
-            .init(),
-    }
+    args.log.init();
+    podmeter_daemon::run(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

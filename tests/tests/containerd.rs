@@ -24,6 +24,7 @@ fn conflist(node: &Node) -> String {
     let options = Options {
         pin_path: node.pin_path.clone(),
         ipam_data_dir: node.data_dir.path().to_owned(),
+        cluster_cidrs: Vec::new(),
         portmap: true,
     };
     render(&pod_cidrs(&node_fixture()), &options)

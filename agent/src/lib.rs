@@ -1,0 +1,6 @@
+//! What of the node agent other code uses: how a Node's pod ranges are read
+//! and the conflist rendered from them, so that tests run containerd with
+//! exactly the conflist the agent writes.
+
+pub mod conflist;
+pub mod ranges;
