@@ -4,12 +4,11 @@
 //! so that whatever it mounts stays there and goes with it.
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
@@ -19,7 +18,10 @@ use nix::{
     sched::{unshare, CloneFlags},
 };
 
-use crate::http::{self, Response};
+use crate::{
+    daemon::{self, Log},
+    http::{self, Response},
+};
 
 /// Long enough for kube's watcher backoff after an API server outage
 /// (0.8 s, doubling) on a loaded machine; a pass takes far less.
@@ -184,7 +186,7 @@ pub struct Agent {
     /// Behind a lock so that `eventually` (`&self`) can notice an exit.
     child: Mutex<Child>,
     pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Agent {
@@ -197,30 +199,8 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning podmeter-agent");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("message=listening") {
-                    let addr = line
-                        .split(' ')
-                        .find_map(|kv| kv.strip_prefix("address="))
-                        .and_then(|a| a.parse::<SocketAddr>().ok());
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let Some(addr) = rx.recv_timeout(Duration::from_secs(30)).ok().flatten() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "podmeter-agent never logged `listening address=...`:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        };
+        let (addr, log) =
+            daemon::wait_listening(&mut child, "podmeter-agent", Duration::from_secs(30));
         Self {
             child: Mutex::new(child),
             addr,

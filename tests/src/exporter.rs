@@ -2,16 +2,16 @@
 //! loopback port, raw HTTP requests, and checks of what it serves.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use crate::{
+    daemon::{self, Log},
     http::{self, Response},
     Node, Pod,
 };
@@ -20,7 +20,7 @@ use crate::{
 pub struct Exporter {
     child: Child,
     pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Exporter {
@@ -42,30 +42,8 @@ impl Exporter {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("message=listening") {
-                    let addr = line
-                        .split(' ')
-                        .find_map(|kv| kv.strip_prefix("address="))
-                        .map(|a| a.parse::<SocketAddr>().unwrap());
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let Some(addr) = rx.recv_timeout(Duration::from_secs(10)).ok().flatten() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no `listening address=...` line on stderr:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        };
+        let (addr, log) =
+            daemon::wait_listening(&mut child, "podmeter-exporter", Duration::from_secs(10));
         Self { child, addr, log }
     }
 

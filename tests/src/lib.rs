@@ -11,6 +11,7 @@ pub mod cni;
 pub mod conflist;
 pub mod containerd;
 pub mod cri;
+pub mod daemon;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod http;
