@@ -62,19 +62,21 @@ pub fn read(
     let drops = maps.drops()?;
     let after = maps.pods()?.into_iter().collect();
     let mut pods = join(before, &counters, &after);
+    // Grouped once by interface: a scan of every drop for every pod would
+    // make a full node's scrape quadratic.
+    let mut by_ifindex: HashMap<u32, Vec<Drops>> = HashMap::new();
+    for d in drops {
+        by_ifindex.entry(d.ifindex).or_default().push(Drops {
+            direction: d.direction,
+            reason: reasons
+                .get(&d.reason)
+                .cloned()
+                .unwrap_or_else(|| d.reason.to_string()),
+            dropped: d.dropped,
+        });
+    }
     for pod in &mut pods {
-        pod.drops = drops
-            .iter()
-            .filter(|d| d.ifindex == pod.ifindex)
-            .map(|d| Drops {
-                direction: d.direction,
-                reason: reasons
-                    .get(&d.reason)
-                    .cloned()
-                    .unwrap_or_else(|| d.reason.to_string()),
-                dropped: d.dropped,
-            })
-            .collect();
+        pod.drops = by_ifindex.remove(&pod.ifindex).unwrap_or_default();
     }
     Ok(pods)
 }
