@@ -87,7 +87,9 @@ done
 # --- Image ---------------------------------------------------------------------
 ARCHIVE=${PODMETER_IMAGE_ARCHIVE:-$TARGET_DIR/image/podmeter.oci.tar}
 mkdir -p "$TARGET_DIR/image" "$(dirname "$ARCHIVE")"
-WORK=$(mktemp -d "$TARGET_DIR/image/work.XXXXXX")
+# Under /tmp, not the target dir: podman refuses a --runroot longer than 50
+# characters, and the target dir's path is as long as the checkout's.
+WORK=$(mktemp -d /tmp/pmimage.XXXXXX)
 cleanup() {
   podman_cleanup
   rm -rf "$WORK" "$ARCHIVE.tmp"
