@@ -96,19 +96,6 @@ impl DaemonSet {
             .unwrap_or_else(|| panic!("no container {name} in {MANIFEST}"))
     }
 
-    /// The image every container runs (one image for all of them).
-    pub fn image(&self) -> String {
-        let mut images: Vec<&str> = self.spec["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["image"].as_str().unwrap())
-            .collect();
-        images.dedup();
-        assert_eq!(images.len(), 1, "{MANIFEST} runs {images:?}");
-        images[0].to_owned()
-    }
-
     /// The sandbox config the kubelet sends for this pod: a pod's, with
     /// the node's network (and UTS) namespace for `hostNetwork`, privileged if a
     /// container is, and container logs under `log_directory`.
