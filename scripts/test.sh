@@ -11,6 +11,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests drive the real binaries, which `cargo test` does not
 # build for another package.
 cargo build --workspace --bins --locked
+# The image the manifests name (localhost/podmeter:dev), made by the script
+# kind-config/up.sh uses, from the same Containerfile into the same archive,
+# with a static debug build: a cold release build takes twice as long
+# (~5.5 min here). tests/tests/image.rs runs it as the DaemonSet does.
+bash scripts/image.sh --debug
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

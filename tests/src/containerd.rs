@@ -21,22 +21,30 @@
 //! from there, not inferred. The sandbox (pause) image is busybox running
 //! `sleep`, an OCI archive imported with `ctr`.
 //!
+//! [`Containerd::start_for_agent`] starts it as a node is before the
+//! node agent ran: no podmeter in `bin_dir`, no conflist, the network not
+//! ready; the agent (in a host-network pod) installs both.
+//!
 //! Drop stops and removes every pod through CRI (shims outlive containerd),
 //! stops containerd, kills whatever of ours is left, and removes every
 //! file; mounts go with the mount namespace.
 
 use std::{
     fs,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use k8s_cri::v1::PodSandboxConfig;
 use serde_json::Value;
 
 use crate::{
+    agent_conflist::NETWORK_NAME,
     cri::{pod_sandbox_config, Cri, PodMeta},
     image::busybox_oci_archive,
     isolation::{kill_leftovers, CgroupParent, MountNs},
+    leftovers::{Leftovers, Site},
     netns::{ping, run},
     Node,
 };
@@ -87,6 +95,18 @@ impl<'a> Containerd<'a> {
     /// containerd in `node` with `conflist` as its only CNI config, the
     /// pause image imported, ready for pods.
     pub fn start(node: &'a Node, conflist: &str) -> Self {
+        Self::launch(node, Some(conflist), &PLUGINS)
+    }
+
+    /// containerd in `node` as on a node before its agent ran: `bin_dir`
+    /// without podmeter, no conflist; the runtime is ready, the network
+    /// is not ([`Containerd::wait_network_ready`]).
+    pub fn start_for_agent(node: &'a Node) -> Self {
+        let reference: Vec<&str> = PLUGINS.into_iter().filter(|&p| p != "podmeter").collect();
+        Self::launch(node, None, &reference)
+    }
+
+    fn launch(node: &'a Node, conflist: Option<&str>, plugins: &[&str]) -> Self {
         require_tools();
         let dir = tempfile::Builder::new()
             .prefix("pmtest-containerd")
@@ -97,7 +117,7 @@ impl<'a> Containerd<'a> {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
         fs::write(d.join("config.toml"), config(d)).unwrap();
-        for plugin in PLUGINS {
+        for plugin in plugins {
             write_wrapper(d, plugin);
         }
         let mounts = MountNs::new(&[("/var/lib", &d.join("varlib")), ("/run", &d.join("run"))]);
@@ -109,14 +129,56 @@ impl<'a> Containerd<'a> {
             cgroup: CgroupParent::new("pmtest-containerd"),
             dir,
         };
-        containerd.write_conflist(conflist);
+        if let Some(conflist) = conflist {
+            containerd.write_conflist(conflist);
+        }
         containerd.start_daemon();
         let archive = busybox_oci_archive(&d.join("image"), PAUSE_IMAGE, &["sleep", "2147483647"]);
-        run(containerd
+        containerd.import_image(&archive);
+        containerd
+    }
+
+    /// Imports an OCI image archive into the CRI plugin's namespace, as
+    /// the harness imports its pause image (and `kind load` an image).
+    pub fn import_image(&self, archive: &Path) {
+        run(self
             .ctr()
             .args(["-n", "k8s.io", "images", "import"])
             .arg(archive));
-        containerd
+    }
+
+    /// The CNI `bin_dir` (the node's `/opt/cni/bin`).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.path().join("cni-bin")
+    }
+
+    /// The CNI `conf_dir` (the node's `/etc/cni/net.d`).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.path().join("cni-conf")
+    }
+
+    /// A directory for a pod's container logs (the kubelet's
+    /// `/var/log/pods/<namespace>_<name>_<uid>`), made here.
+    pub fn pod_log_dir(&self, meta: &PodMeta) -> PathBuf {
+        let dir = self.dir.path().join("pods").join(&meta.uid);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The cgroup parent of `meta`'s pod (inside ours).
+    pub fn pod_cgroup(&self, meta: &PodMeta) -> String {
+        format!("{}/pod{}", self.cgroup.path, meta.uid)
+    }
+
+    /// Makes `path` a shared mount in containerd's mount namespace (only
+    /// there: it stays a slave of the machine's mount): containerd refuses
+    /// a Bidirectional mount whose source is not on a shared mount.
+    pub fn make_shared(&self, path: &Path) {
+        run(Command::new("nsenter")
+            .arg(self.mounts.nsenter_arg())
+            .arg("mount")
+            .arg("--make-shared")
+            .arg(path));
     }
 
     pub fn cri(&self) -> &Cri {
@@ -124,7 +186,8 @@ impl<'a> Containerd<'a> {
     }
 
     /// Starts the daemon (again, after [`Containerd::stop_daemon`]) and
-    /// waits until CRI reports the runtime and the network ready.
+    /// waits until CRI reports the runtime ready, and the network too if
+    /// there is a conflist.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "containerd is running");
         let d = self.dir.path();
@@ -146,10 +209,26 @@ impl<'a> Containerd<'a> {
         self.daemon = Some(child);
         // A fresh client: the old connection went with the old daemon.
         self.cri = Cri::new(&d.join("containerd.sock"));
-        self.wait_for("the runtime and network to be ready", |c| {
-            let conditions = c.cri.status().ok()?.status?.conditions;
-            conditions.iter().all(|c| c.status).then_some(())
-        });
+        let has_conflist = fs::read_dir(self.cni_conf_dir()).unwrap().next().is_some();
+        self.wait_for("the runtime to be ready", |c| c.ready("RuntimeReady"));
+        if has_conflist {
+            self.wait_network_ready();
+        }
+    }
+
+    /// Waits until CRI reports the network ready: containerd loaded a
+    /// conflist from `conf_dir`.
+    pub fn wait_network_ready(&self) {
+        self.wait_for("the network to be ready", |c| c.ready("NetworkReady"));
+    }
+
+    /// `Some` if CRI's status has condition `kind` true.
+    fn ready(&self, kind: &str) -> Option<()> {
+        let conditions = self.cri.status().ok()?.status?.conditions;
+        conditions
+            .iter()
+            .any(|c| c.r#type == kind && c.status)
+            .then_some(())
     }
 
     /// Stops the daemon as systemd would (SIGTERM); pods keep running
@@ -183,10 +262,16 @@ impl<'a> Containerd<'a> {
 
     /// RunPodSandbox as the kubelet sends it for `meta`.
     pub fn run_pod(&self, meta: &PodMeta) -> Result<Sandbox, tonic::Status> {
-        let cgroup = format!("{}/pod{}", self.cgroup.path, meta.uid);
-        let id = self
-            .cri
-            .run_pod_sandbox(pod_sandbox_config(meta, &cgroup))?;
+        self.run_sandbox(meta, pod_sandbox_config(meta, &self.pod_cgroup(meta)))
+    }
+
+    /// RunPodSandbox with `config` (made for `meta`, in [`Containerd::pod_cgroup`]).
+    pub fn run_sandbox(
+        &self,
+        meta: &PodMeta,
+        config: PodSandboxConfig,
+    ) -> Result<Sandbox, tonic::Status> {
+        let id = self.cri.run_pod_sandbox(config)?;
         Ok(Sandbox {
             pid: self.cri.sandbox_pid(&id)?,
             id,
@@ -295,6 +380,32 @@ impl<'a> Containerd<'a> {
         pids.extend(self.cgroup.processes());
         pids
     }
+}
+
+/// What podmeter's pods left on `node` (agent's network): loopback, the
+/// bridge, their addresses and routes stay by design (as the bridge
+/// plugin's do); containerd and its shims live in the node's namespace, and
+/// are not counted either.
+pub fn pod_leftovers(node: &Node) -> Leftovers {
+    let site = Site {
+        netns: node.ns.name().to_owned(),
+        pod_netns: Vec::new(),
+        pin_path: node.pin_path.clone(),
+        data_dir: node.data_dir.path().to_owned(),
+        network: NETWORK_NAME.to_owned(),
+    };
+    let mut found = Leftovers::read(&site);
+    let kept = ["lo", "pm0"];
+    found
+        .addrs
+        .retain(|a| !kept.iter().any(|dev| a.starts_with(&format!("{dev} "))));
+    found
+        .routes
+        .retain(|r| !kept.iter().any(|dev| r.contains(&format!(" dev {dev} "))));
+    found
+        .processes
+        .retain(|p| !p.ends_with(" containerd") && !p.ends_with(" containerd-shim"));
+    found
 }
 
 impl Drop for Containerd<'_> {

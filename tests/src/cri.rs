@@ -7,6 +7,8 @@
 
 use std::{future::Future, path::Path, time::Duration};
 
+mod containers;
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, LinuxPodSandboxConfig,
@@ -45,6 +47,15 @@ impl PodMeta {
             name: name.into(),
             uid: uid.into(),
         }
+    }
+
+    /// A pod with a UID shaped as the API server's, one per name.
+    pub fn with_uid_from_name(namespace: &str, name: &str) -> Self {
+        let hash = name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:012x}", hash & 0xffff_ffff_ffff);
+        Self::new(namespace, name, &uid)
     }
 }
 

@@ -159,10 +159,26 @@ impl FakeApiServer {
     /// Writes a kubeconfig for this server (plain HTTP, no credentials)
     /// into `dir` and returns its path.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        self.write_kubeconfig(dir, "")
+    }
+
+    /// [`FakeApiServer::kubeconfig`] with a CA certificate (a fresh
+    /// self-signed one), as an in-cluster config always has the service
+    /// account's `ca.crt`. The server stays plain HTTP, so the CA is never
+    /// used to verify; but kube-rs builds its TLS roots from it rather than
+    /// from the system's, and an image without a CA bundle has none.
+    pub fn kubeconfig_with_ca(&self, dir: &Path) -> PathBuf {
+        use base64::Engine;
+        let ca = rcgen::generate_simple_self_signed(["fake-apiserver-ca".to_owned()]).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(ca.cert.pem());
+        self.write_kubeconfig(dir, &format!("    certificate-authority-data: {data}\n"))
+    }
+
+    fn write_kubeconfig(&self, dir: &Path, cluster_extra: &str) -> PathBuf {
         let path = dir.join("kubeconfig");
         let text = format!(
             "apiVersion: v1\nkind: Config\n\
-             clusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             clusters:\n- name: fake\n  cluster:\n    server: http://{}\n{cluster_extra}\
              users:\n- name: fake\n  user: {{}}\n\
              contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
              current-context: fake\n",

@@ -12,6 +12,7 @@ pub mod conflist;
 pub mod containerd;
 pub mod cri;
 pub mod daemon;
+pub mod daemonset;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod http;

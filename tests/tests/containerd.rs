@@ -12,10 +12,9 @@ use podmeter_tests::{
     // stand-in until the agent's crate can be used here: swap this line).
     agent_conflist::{node_fixture, pod_cidrs, render, Options, NETWORK_NAME},
     binary,
-    containerd::{Containerd, Sandbox},
+    containerd::{pod_leftovers, Containerd, Sandbox},
     cri::PodMeta,
     exporter::{assert_scrape_matches_kernel_of, pod_series_in, sample, Exporter},
-    leftovers::{Leftovers, Site},
     Node,
 };
 use serde_json::{json, Value};
@@ -33,46 +32,12 @@ fn conflist(node: &Node) -> String {
 /// A pod in namespace `shop` with a UID shaped as the API server's (one
 /// per name).
 fn meta(name: &str) -> PodMeta {
-    let hash = name
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-    let uid = format!("0c1d2e3f-4a5b-4c6d-8e7f-{:012x}", hash & 0xffff_ffff_ffff);
-    PodMeta::new("shop", name, &uid)
+    PodMeta::with_uid_from_name("shop", name)
 }
 
 /// The host ifindex and identity podmeter registered for the sandbox.
 fn registered(node: &Node, sandbox: &Sandbox) -> Option<(u32, PodIdentity)> {
     node.maps().find(NETWORK_NAME, &sandbox.id, "eth0").unwrap()
-}
-
-/// Where the node keeps podmeter's state for the agent's network.
-fn site(node: &Node) -> Site {
-    Site {
-        netns: node.ns.name().to_owned(),
-        pod_netns: Vec::new(),
-        pin_path: node.pin_path.clone(),
-        data_dir: node.data_dir.path().to_owned(),
-        network: NETWORK_NAME.to_owned(),
-    }
-}
-
-/// What podmeter's pods left on the node, by kind. Loopback, the bridge,
-/// their addresses and routes stay by design (as the bridge plugin's do);
-/// containerd and its shims live in the node's namespace, and are not
-/// counted either.
-fn leftovers(node: &Node) -> Leftovers {
-    let mut found = Leftovers::read(&site(node));
-    let kept = ["lo", "pm0"];
-    found
-        .addrs
-        .retain(|a| !kept.iter().any(|dev| a.starts_with(&format!("{dev} "))));
-    found
-        .routes
-        .retain(|r| !kept.iter().any(|dev| r.contains(&format!(" dev {dev} "))));
-    found
-        .processes
-        .retain(|p| !p.ends_with(" containerd") && !p.ends_with(" containerd-shim"));
-    found
 }
 
 /// Asserts that nothing of the pod registered as `ifindex` with `id` is
@@ -185,7 +150,7 @@ fn pods_get_addresses_from_the_node_range_talk_and_are_metered_until_removed() {
         containerd.remove_pod(pod);
         assert_pod_gone(&node, &exporter, *ifindex, id);
     }
-    let left = leftovers(&node);
+    let left = pod_leftovers(&node);
     assert!(left.is_clean(), "left after removing every pod: {left}");
     assert_eq!(sample(&exporter.metrics(), "podmeter_pods"), Some(0.0));
     assert!(
@@ -280,7 +245,7 @@ fn a_containerd_restart_keeps_pods_metered_and_removable() {
             ]
         );
     }
-    let left = leftovers(&node);
+    let left = pod_leftovers(&node);
     assert!(left.is_clean(), "left after removing every pod: {left}");
     assert!(exporter.metrics().contains("podmeter_pods 0"));
 }
@@ -335,7 +300,7 @@ fn a_failed_add_under_containerd_leaves_state_that_gc_or_the_next_del_removes() 
 
     // What is left: each pod fully attached and metered (a pod the runtime
     // does not run), its netns kept mounted by containerd.
-    let left = leftovers(&node);
+    let left = pod_leftovers(&node);
     eprintln!("left after two failed ADDs: {left}");
     assert_eq!(
         (
@@ -358,7 +323,7 @@ fn a_failed_add_under_containerd_leaves_state_that_gc_or_the_next_del_removes() 
     // is 1.1.0, and changes nothing.
     assert!(containerd.cri().stop_pod_sandbox(&web).is_err());
     assert_eq!(calls(&containerd, &web)[4..], failed_add[2..]);
-    assert_eq!(leftovers(&node), left);
+    assert_eq!(pod_leftovers(&node), left);
 
     // A runtime with CNI GC (spec 1.1.0) passes its valid attachments:
     // everything of `web` goes, `db` stays.
@@ -391,6 +356,6 @@ fn a_failed_add_under_containerd_leaves_state_that_gc_or_the_next_del_removes() 
     let retry = containerd.run_pod(&meta("web")).unwrap();
     assert!(registered(&node, &retry).is_some());
     containerd.remove_pod(&retry);
-    let left = leftovers(&node);
+    let left = pod_leftovers(&node);
     assert!(left.is_clean(), "left: {left}");
 }
