@@ -232,6 +232,7 @@ fn receive_drops(node: &Node, pod: &Pod, reason: &str) -> PodCounter {
 
 #[test]
 fn the_chain_adds_checks_forwards_ports_and_deletes_without_a_trace() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let (cache, tuning) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt = Runtime::new(&node.ns, cache.path());
@@ -338,6 +339,7 @@ fn the_chain_adds_checks_forwards_ports_and_deletes_without_a_trace() {
 
 #[test]
 fn a_pod_shaped_to_10_mbits_measures_10_mbits_and_counts_exactly() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let (cache, tuning) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt = Runtime::new(&node.ns, cache.path());

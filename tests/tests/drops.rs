@@ -9,6 +9,7 @@ use podmeter_tests::Node;
 
 #[test]
 fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -52,6 +53,7 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
 
 #[test]
 fn counters_stay_exact_when_the_pod_interface_goes_down() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
