@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use podmeter_ebpf::{drop_reasons::drop_reasons, Direction};
+use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
 use podmeter_tests::Node;
 
 #[test]
@@ -14,9 +14,10 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
     let b = node.add_pod("b", &conf);
-    let reasons = drop_reasons(std::path::Path::new("/sys/kernel/btf/vmlinux")).unwrap();
-    let by_name: HashMap<&str, u32> = reasons.iter().map(|(v, n)| (n.as_str(), *v)).collect();
-    let no_socket = by_name["NO_SOCKET"];
+    let no_socket = DropReasons::of_running_kernel()
+        .unwrap()
+        .value("NO_SOCKET")
+        .unwrap();
 
     let drops_of = |pod: &podmeter_tests::Pod| {
         let (ifindex, _) = node.registered(pod);
