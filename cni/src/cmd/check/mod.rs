@@ -115,7 +115,7 @@ fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> 
         fail(format!("no counters for host interface {host_index}"))?;
     }
     let host_name = inv.host_ifname();
-    let mode: AttachMode = inv.plugin.tc_attach_mode.into();
+    let mode = inv.plugin.tc_attach_mode;
     let attached = if mode.resolve() == AttachMode::Tcx {
         attach::tcx_programs(&host_name)?
     } else {
