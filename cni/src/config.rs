@@ -33,31 +33,12 @@ pub struct PluginConfig {
     pub pin_path: PathBuf,
     /// `auto` (TCX on kernels ≥ 6.6, else clsact), `tcx` or `clsact`.
     #[serde(default)]
-    pub tc_attach_mode: TcAttachMode,
+    pub tc_attach_mode: AttachMode,
     /// The whole cluster's pod ranges: with `ipMasq`, traffic to them keeps
     /// the pod's address (other nodes route it back), as traffic to the
     /// pod's own subnet does.
     #[serde(default, rename = "clusterCIDRs")]
     pub cluster_cidrs: Vec<IpNet>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TcAttachMode {
-    #[default]
-    Auto,
-    Tcx,
-    Clsact,
-}
-
-impl From<TcAttachMode> for AttachMode {
-    fn from(m: TcAttachMode) -> Self {
-        match m {
-            TcAttachMode::Auto => AttachMode::Auto,
-            TcAttachMode::Tcx => AttachMode::Tcx,
-            TcAttachMode::Clsact => AttachMode::Clsact,
-        }
-    }
 }
 
 fn default_bridge() -> String {
@@ -127,7 +108,7 @@ mod tests {
         assert_eq!(c.bridge, "pm0");
         assert!(!c.is_gateway && !c.hairpin_mode);
         assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/podmeter"));
-        assert_eq!(c.tc_attach_mode, TcAttachMode::Auto);
+        assert_eq!(c.tc_attach_mode, AttachMode::Auto);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{collections::HashSet, os::unix::fs::PermissionsExt, process::Command, 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::{child, error::PluginError};
+use crate::{child, error::PluginError, net::names::hex};
 
 const TABLE: &str = "podmeter";
 const CHAIN: &str = "postrouting";
@@ -61,10 +61,7 @@ fn network_hash(network: &str) -> String {
 }
 
 fn short_hash(s: &str) -> String {
-    Sha256::digest(s)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(s)[..8], "")
 }
 
 /// Masquerades what each of `addrs` sends outside its subnet and outside

@@ -23,7 +23,9 @@ use crate::{
 };
 
 /// How programs are attached: `Auto` picks TCX where the kernel has it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The plugin's `tcAttachMode` (`"auto"`, `"tcx"`, `"clsact"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     #[default]
     Auto,

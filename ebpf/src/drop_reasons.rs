@@ -1,9 +1,11 @@
 //! Names of the kernel's drop reasons (`enum skb_drop_reason`), read from the
 //! running kernel's BTF: the values differ between kernel versions, so they
-//! cannot be compiled in. aya-obj keeps its BTF enum accessors private, and
-//! this needs only a walk over the type section.
+//! cannot be compiled in. One type for every reader (the plugin's loader,
+//! the exporter, `podmeter-stat`, the tests).
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{collections::HashMap, path::Path};
+
+use btf_rs::{Btf, Type};
 
 use crate::Error;
 
@@ -11,70 +13,52 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const ENUM_NAME: &str = "skb_drop_reason";
 const PREFIX: &str = "SKB_DROP_REASON_";
 
-const BTF_MAGIC: u16 = 0xeb9f;
-const KIND_INT: u32 = 1;
-const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
-const KIND_UNION: u32 = 5;
-const KIND_ENUM: u32 = 6;
-const KIND_FUNC_PROTO: u32 = 13;
-const KIND_VAR: u32 = 14;
-const KIND_DATASEC: u32 = 15;
-const KIND_DECL_TAG: u32 = 17;
-const KIND_ENUM64: u32 = 19;
+/// `reason value → name` (e.g. `2 → "NO_SOCKET"`, prefix stripped). Empty
+/// when the kernel's BTF could not be read: reasons are then shown as numbers.
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons(HashMap<u32, String>);
 
-/// `reason value → name` (e.g. `2 → "NO_SOCKET"`, prefix stripped) of the
-/// kernel whose BTF is at `path`.
-pub fn drop_reasons(path: &Path) -> Result<HashMap<u32, String>, Error> {
-    let data = fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    parse(&data).ok_or_else(|| Error::Btf(format!("{}: no enum {ENUM_NAME}", path.display())))
-}
-
-fn parse(data: &[u8]) -> Option<HashMap<u32, String>> {
-    let u16_at = |off: usize| Some(u16::from_le_bytes(data.get(off..off + 2)?.try_into().ok()?));
-    let u32_at = |off: usize| Some(u32::from_le_bytes(data.get(off..off + 4)?.try_into().ok()?));
-    if u16_at(0)? != BTF_MAGIC {
-        return None; // big-endian BTF is not something this node runs
+impl DropReasons {
+    /// The running kernel's reasons.
+    pub fn of_running_kernel() -> Result<Self, Error> {
+        Self::from_btf(Path::new(VMLINUX_BTF))
     }
-    let hdr_len = u32_at(4)? as usize;
-    let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
-    let str_off = u32_at(16)? as usize;
-    let types = hdr_len + type_off;
-    let strings = hdr_len + str_off;
-    let name = |off: u32| -> Option<&str> {
-        let start = strings + off as usize;
-        let end = start + data.get(start..)?.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&data[start..end]).ok()
-    };
 
-    let mut at = types;
-    while at + 12 <= types + type_len {
-        let (name_off, info) = (u32_at(at)?, u32_at(at + 4)?);
-        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-        let body = at + 12;
-        if kind == KIND_ENUM && name(name_off)? == ENUM_NAME {
-            return (0..vlen)
-                .map(|i| {
-                    let member = body + i * 8;
-                    let label = name(u32_at(member)?)?;
-                    Some((
-                        u32_at(member + 4)?,
-                        label.trim_start_matches(PREFIX).to_owned(),
-                    ))
-                })
-                .collect();
-        }
-        at = body
-            + match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC => 12 * vlen,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                KIND_ENUM64 => 12 * vlen,
-                _ => 0, // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
-            };
+    /// The reasons of the kernel whose BTF is at `path`.
+    pub fn from_btf(path: &Path) -> Result<Self, Error> {
+        let err = |e: &dyn std::fmt::Display| Error::Btf(format!("{}: {e}", path.display()));
+        let btf = Btf::from_file(path).map_err(|e| err(&e))?;
+        let types = btf.resolve_types_by_name(ENUM_NAME).map_err(|e| err(&e))?;
+        let Some(Type::Enum(e)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
+            return Err(err(&format!("no enum {ENUM_NAME}")));
+        };
+        let names = e
+            .members
+            .iter()
+            .map(|m| {
+                let name = btf.resolve_name(m).map_err(|e| err(&e))?;
+                Ok((m.val(), name.trim_start_matches(PREFIX).to_owned()))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self(names))
     }
-    None
+
+    /// The name of `reason`, or its number if the kernel did not name it.
+    pub fn name(&self, reason: u32) -> String {
+        self.0
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| reason.to_string())
+    }
+
+    /// The value named `name`, if the kernel has it.
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.iter().find_map(|(v, n)| (n == name).then_some(v))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.0.iter().map(|(v, n)| (*v, n.as_str()))
+    }
 }
 
 #[cfg(test)]
@@ -83,19 +67,21 @@ mod tests {
 
     #[test]
     fn the_running_kernel_names_its_drop_reasons() {
-        let reasons = drop_reasons(Path::new(VMLINUX_BTF)).unwrap();
-        let names: Vec<&str> = reasons.values().map(String::as_str).collect();
+        let reasons = DropReasons::of_running_kernel().unwrap();
         for expected in ["NOT_SPECIFIED", "NO_SOCKET", "TCP_CSUM"] {
-            assert!(
-                names.contains(&expected),
-                "{expected} missing from {names:?}"
-            );
+            let value = reasons.value(expected).expect(expected);
+            assert_eq!(reasons.name(value), expected);
         }
+        assert_eq!(reasons.name(u32::MAX), u32::MAX.to_string());
     }
 
     #[test]
     fn garbage_is_not_btf() {
-        assert!(parse(b"not btf at all, not even close").is_none());
-        assert!(parse(&[]).is_none());
+        let file = std::env::temp_dir().join(format!("pm-not-btf-{}", std::process::id()));
+        std::fs::write(&file, b"not btf at all, not even close").unwrap();
+        let got = DropReasons::from_btf(&file);
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(got, Err(Error::Btf(_))), "{got:?}");
+        assert!(DropReasons::from_btf(Path::new("/nonexistent")).is_err());
     }
 }

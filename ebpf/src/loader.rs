@@ -2,7 +2,6 @@
 //! and pins programs and maps; every later one reopens the pins.
 
 use std::{
-    collections::HashMap,
     fs, io,
     path::{Path, PathBuf},
 };
@@ -15,7 +14,7 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
-    drop_reasons::{drop_reasons, VMLINUX_BTF},
+    drop_reasons::DropReasons,
     lock::PinLock,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
@@ -72,7 +71,7 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
 /// Runs the verifier and pins programs and maps. Dropping the `Ebpf`
 /// afterwards keeps them: the pins hold the kernel objects.
 fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
-    let after_egress = after_egress_reasons(&drop_reasons(Path::new(VMLINUX_BTF))?);
+    let after_egress = after_egress_reasons(&DropReasons::of_running_kernel()?);
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
@@ -120,9 +119,9 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
 /// egress program counted the packet: the qdisc's. Not `TC_EGRESS`: a tc
 /// program that drops may run before ours as well as after, and taking back
 /// a packet never counted would make the counter go down.
-fn after_egress_reasons(reasons: &HashMap<u32, String>) -> [u64; REASON_WORDS] {
+fn after_egress_reasons(reasons: &DropReasons) -> [u64; REASON_WORDS] {
     let mut bitmap = [0u64; REASON_WORDS];
-    for (&value, name) in reasons {
+    for (value, name) in reasons.iter() {
         let after_egress = name.starts_with("QDISC_");
         if after_egress && (value as usize) < 64 * REASON_WORDS {
             bitmap[value as usize / 64] |= 1 << (value % 64);

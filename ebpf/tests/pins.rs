@@ -42,6 +42,7 @@ fn program_ids(layout: &PinLayout) -> Vec<u32> {
 
 #[test]
 fn loads_once_and_reuses_the_pins() {
+    podmeter_testkit::needs_root!();
     let dir = PinDir::new("reuse");
     ensure_loaded(&dir.0).unwrap();
     let first = program_ids(&dir.0);
@@ -53,6 +54,7 @@ fn loads_once_and_reuses_the_pins() {
 
 #[test]
 fn a_pinned_map_of_another_layout_is_refused() {
+    podmeter_testkit::needs_root!();
     let dir = PinDir::new("mismatch");
     std::fs::create_dir_all(dir.0.dir()).unwrap();
     // A per-CPU hash like pm_counters, but with 8-byte values.
@@ -79,6 +81,7 @@ fn a_pinned_map_of_another_layout_is_refused() {
 
 #[test]
 fn a_pin_path_outside_bpffs_is_refused_before_anything_is_made() {
+    podmeter_testkit::needs_root!();
     let tmp = std::env::temp_dir().join(format!("pmtest-notbpf-{}", std::process::id()));
     let err = ensure_loaded(&PinLayout::new(&tmp)).err().unwrap();
     assert!(matches!(err, Error::NotBpffs { .. }), "{err}");

@@ -1,17 +1,12 @@
 //! The scrape: reads the pins on every call, keeps nothing but its error count.
 
 use std::{
-    collections::HashMap,
     fmt,
-    path::Path,
     sync::atomic::{AtomicU64, Ordering},
     time::Instant,
 };
 
-use podmeter_ebpf::{
-    drop_reasons::{drop_reasons, VMLINUX_BTF},
-    PinLayout,
-};
+use podmeter_ebpf::{drop_reasons::DropReasons, PinLayout};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -33,7 +28,7 @@ pub fn registry(layout: PinLayout) -> Registry {
 pub struct PodmeterCollector {
     layout: PinLayout,
     /// Names of the running kernel's drop reasons: fixed for its uptime.
-    reasons: HashMap<u32, String>,
+    reasons: DropReasons,
     /// Failed reads since start: the only state the exporter keeps.
     scrape_errors: AtomicU64,
 }
@@ -45,9 +40,9 @@ struct BuildLabels {
 
 impl PodmeterCollector {
     pub fn new(layout: PinLayout) -> Self {
-        let reasons = drop_reasons(Path::new(VMLINUX_BTF)).unwrap_or_else(|e| {
+        let reasons = DropReasons::of_running_kernel().unwrap_or_else(|e| {
             warn!(error = %chain(&e), "drop reasons are exported as numbers");
-            HashMap::new()
+            DropReasons::default()
         });
         Self {
             layout,

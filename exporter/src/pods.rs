@@ -6,7 +6,8 @@ use std::{
 };
 
 use podmeter_ebpf::{
-    counters::PodCounters, maps::PinnedMaps, Direction, PinLayout, PodCounter, PodIdentity,
+    counters::PodCounters, drop_reasons::DropReasons, maps::PinnedMaps, Direction, PinLayout,
+    PodCounter, PodIdentity,
 };
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -47,7 +48,7 @@ pub struct Drops {
 /// its number. No pins yet means no pods.
 pub fn read(
     layout: &PinLayout,
-    reasons: &HashMap<u32, String>,
+    reasons: &DropReasons,
 ) -> Result<Vec<PodSample>, podmeter_ebpf::Error> {
     let maps = match PinnedMaps::open(layout) {
         Ok(maps) => maps,
@@ -68,10 +69,7 @@ pub fn read(
     for d in drops {
         by_ifindex.entry(d.ifindex).or_default().push(Drops {
             direction: d.direction,
-            reason: reasons
-                .get(&d.reason)
-                .cloned()
-                .unwrap_or_else(|| d.reason.to_string()),
+            reason: reasons.name(d.reason),
             dropped: d.dropped,
         });
     }

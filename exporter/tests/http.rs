@@ -44,6 +44,7 @@ impl Drop for PinDir {
 
 #[test]
 fn without_maps_it_serves_health_and_survives_bad_requests() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let mut exporter = Exporter::start(BIN.as_ref(), &pins.0);
 
@@ -124,6 +125,7 @@ fn assert_no_pods_and_no_error(exporter: &Exporter) {
 /// without pods, not a failing exporter (else `PodmeterScrapeErrors` fires).
 #[test]
 fn no_pins_yet_is_zero_pods_not_an_error() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let layout = PinLayout::new(&pins.0);
     // No pin path at all, then the path without its versioned dir, then the
@@ -149,6 +151,7 @@ fn no_pins_yet_is_zero_pods_not_an_error() {
 /// A pin that is there but is not ours is an error, counted and logged.
 #[test]
 fn a_pinned_map_of_another_layout_is_a_scrape_error() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let layout = PinLayout::new(&pins.0);
     fs::create_dir(layout.dir()).unwrap();
@@ -172,6 +175,7 @@ fn a_pinned_map_of_another_layout_is_a_scrape_error() {
 
 #[test]
 fn registered_pods_are_exported_until_unregistered() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let layout = PinLayout::new(&pins.0);
     loader::ensure_loaded(&layout).unwrap();
@@ -252,6 +256,7 @@ fn closed_by_server(mut stream: TcpStream) {
 /// header timeout, and once they are gone scrapes get through again.
 #[test]
 fn idle_connections_beyond_the_cap_get_503_and_scrapes_recover() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let exporter =
         Exporter::start_command(Command::new(BIN), &pins.0, &["--web.max-connections=4"]);
@@ -291,6 +296,7 @@ fn idle_connections_beyond_the_cap_get_503_and_scrapes_recover() {
 /// they give their slot back (10 s here).
 #[test]
 fn idle_connections_are_closed_by_the_server() {
+    podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let exporter = Exporter::start(BIN.as_ref(), &pins.0);
     let silent = TcpStream::connect(exporter.addr).unwrap();

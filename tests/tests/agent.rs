@@ -89,6 +89,7 @@ fn expected_conflist(dirs: &AgentDirs, ranges: &[&str], portmap: bool) -> Value 
 
 #[test]
 fn waits_for_pod_cidrs_then_writes_the_conflist_and_follows_the_node() {
+    podmeter_testkit::needs_root!();
     // Another node's ranges must not be taken for this one's.
     let c = Cluster::new(&[
         node(NODE, &[], "172.18.0.2"),
@@ -157,6 +158,7 @@ fn waits_for_pod_cidrs_then_writes_the_conflist_and_follows_the_node() {
 
 #[test]
 fn the_installed_plugin_accepts_the_conflist() {
+    podmeter_testkit::needs_root!();
     // The pin path and data dir are the test node's, so the plugin's STATUS
     // (it loads the programs and makes the data dir) touches only those.
     let test_node = Node::new();
@@ -241,6 +243,7 @@ fn outage(compact: bool) -> (Cluster, Agent) {
 
 #[test]
 fn a_change_made_while_the_api_server_was_down_arrives_by_rewatch() {
+    podmeter_testkit::needs_root!();
     let (c, _agent) = outage(false);
     // Resumed from its resource version: the history had it, no relist.
     assert_eq!(c.api.lists(), 1, "{:#?}", c.api.requests());
@@ -248,6 +251,7 @@ fn a_change_made_while_the_api_server_was_down_arrives_by_rewatch() {
 
 #[test]
 fn a_change_lost_to_compaction_arrives_by_relist_after_410() {
+    podmeter_testkit::needs_root!();
     let (c, _agent) = outage(true);
     assert!(c.api.lists() >= 2, "no relist: {:#?}", c.api.requests());
 }
@@ -286,6 +290,7 @@ fn in_mount_ns_of(pid: u32, argv: &[&str]) -> String {
 
 #[test]
 fn mounts_bpffs_shared_and_0700_where_sysfs_has_none() {
+    podmeter_testkit::needs_root!();
     let host_mounts = || {
         fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
@@ -319,6 +324,7 @@ fn mounts_bpffs_shared_and_0700_where_sysfs_has_none() {
 
 #[test]
 fn sigterm_keeps_the_conflist_unless_told_to_uninstall() {
+    podmeter_testkit::needs_root!();
     for uninstall in [false, true] {
         let c = Cluster::new(&[node(NODE, &["10.244.1.0/24"], "172.18.0.2")]);
         let mut flags = c.flags();
@@ -342,6 +348,7 @@ fn sigterm_keeps_the_conflist_unless_told_to_uninstall() {
 
 #[test]
 fn start_up_mistakes_exit_non_zero_naming_the_culprit() {
+    podmeter_testkit::needs_root!();
     let c = Cluster::new(&[node(NODE, &["10.244.1.0/24"], "172.18.0.2")]);
     let missing = c.dirs.root.path().join("missing");
 

@@ -13,16 +13,12 @@
 //! counters, which so stay equal to the veth's transmit counters.
 
 use std::{
-    collections::HashMap,
     path::Path,
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{
-    drop_reasons::{drop_reasons, VMLINUX_BTF},
-    Direction, PodCounter,
-};
+use podmeter_ebpf::{drop_reasons::DropReasons, Direction, PodCounter};
 use podmeter_tests::{
     conflist::{Attachment, ChainError, Runtime},
     node::{GATEWAY_V4, NETWORK},
@@ -216,14 +212,14 @@ fn tbf_drops(node: &Node, dev: &str) -> u64 {
 
 /// podmeter's receive drops of `pod` for kernel drop reason `reason`.
 fn receive_drops(node: &Node, pod: &Pod, reason: &str) -> PodCounter {
-    let names: HashMap<u32, String> = drop_reasons(Path::new(VMLINUX_BTF)).unwrap();
+    let reason = DropReasons::of_running_kernel().unwrap().value(reason);
     let (ifindex, _) = node.registered(pod);
     node.maps()
         .drops()
         .unwrap()
         .into_iter()
         .filter(|d| d.ifindex == ifindex && d.direction == Direction::Receive)
-        .filter(|d| names.get(&d.reason).map(String::as_str) == Some(reason))
+        .filter(|d| Some(d.reason) == reason)
         .fold(PodCounter::default(), |sum, d| PodCounter {
             packets: sum.packets + d.dropped.packets,
             bytes: sum.bytes + d.dropped.bytes,
@@ -232,6 +228,7 @@ fn receive_drops(node: &Node, pod: &Pod, reason: &str) -> PodCounter {
 
 #[test]
 fn the_chain_adds_checks_forwards_ports_and_deletes_without_a_trace() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let (cache, tuning) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt = Runtime::new(&node.ns, cache.path());
@@ -338,6 +335,7 @@ fn the_chain_adds_checks_forwards_ports_and_deletes_without_a_trace() {
 
 #[test]
 fn a_pod_shaped_to_10_mbits_measures_10_mbits_and_counts_exactly() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let (cache, tuning) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt = Runtime::new(&node.ns, cache.path());

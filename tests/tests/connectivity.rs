@@ -8,6 +8,7 @@ use podmeter_tests::{
 
 #[test]
 fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -52,6 +53,7 @@ fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
 
 #[test]
 fn identity_comes_from_cni_args() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = node.add_pod("web-0", &node.conf("1.1.0"));
     let (_, identity) = node.registered(&pod);

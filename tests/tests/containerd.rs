@@ -79,6 +79,7 @@ fn assert_pod_gone(node: &Node, exporter: &Exporter, ifindex: u32, id: &PodIdent
 
 #[test]
 fn pods_get_addresses_from_the_node_range_talk_and_are_metered_until_removed() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let containerd = Containerd::start(&node, &conflist(&node));
     let pods: Vec<Sandbox> = ["frontend", "backend", "db"]
@@ -193,6 +194,7 @@ fn calls(containerd: &Containerd, sandbox_id: &str) -> Vec<String> {
 
 #[test]
 fn a_containerd_restart_keeps_pods_metered_and_removable() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let mut containerd = Containerd::start(&node, &conflist(&node));
     let web = containerd.run_pod(&meta("web")).unwrap();
@@ -257,6 +259,7 @@ fn a_containerd_restart_keeps_pods_metered_and_removable() {
 /// stays until a DEL reaches podmeter (once the conflist is fixed) or a GC.
 #[test]
 fn a_failed_add_under_containerd_leaves_state_that_gc_or_the_next_del_removes() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let good = conflist(&node);
     let mut bad: Value = serde_json::from_str(&good).unwrap();

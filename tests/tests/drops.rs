@@ -4,18 +4,20 @@
 
 use std::collections::HashMap;
 
-use podmeter_ebpf::{drop_reasons::drop_reasons, Direction};
+use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
 use podmeter_tests::Node;
 
 #[test]
 fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
     let b = node.add_pod("b", &conf);
-    let reasons = drop_reasons(std::path::Path::new("/sys/kernel/btf/vmlinux")).unwrap();
-    let by_name: HashMap<&str, u32> = reasons.iter().map(|(v, n)| (n.as_str(), *v)).collect();
-    let no_socket = by_name["NO_SOCKET"];
+    let no_socket = DropReasons::of_running_kernel()
+        .unwrap()
+        .value("NO_SOCKET")
+        .unwrap();
 
     let drops_of = |pod: &podmeter_tests::Pod| {
         let (ifindex, _) = node.registered(pod);
@@ -52,6 +54,7 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
 
 #[test]
 fn counters_stay_exact_when_the_pod_interface_goes_down() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);

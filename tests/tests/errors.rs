@@ -48,6 +48,7 @@ fn expect_code(node: &Node, env: &[(&str, String)], stdin: &[u8], code: u64) -> 
 
 #[test]
 fn each_error_class_answers_its_code_and_leaves_nothing() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let conf = node.conf("1.1.0");
@@ -103,6 +104,7 @@ fn each_error_class_answers_its_code_and_leaves_nothing() {
 
 #[test]
 fn a_full_range_fails_and_rolls_back_the_other_family() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let mut conf = node.conf("1.1.0");
     // One usable v4 address (.2 beside the gateway), plenty of v6.
@@ -124,6 +126,7 @@ fn a_full_range_fails_and_rolls_back_the_other_family() {
 
 #[test]
 fn a_second_add_of_one_attachment_fails_without_harming_the_first() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("p", &conf);
@@ -135,6 +138,7 @@ fn a_second_add_of_one_attachment_fails_without_harming_the_first() {
 
 #[test]
 fn a_failure_after_the_veth_exists_rolls_everything_back() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = NetNs::new("pmt-pod");
@@ -157,6 +161,7 @@ fn a_failure_after_the_veth_exists_rolls_everything_back() {
 
 #[test]
 fn foreign_pinned_maps_are_reported_not_reused() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let layout = node.layout();
     std::fs::create_dir_all(layout.dir()).unwrap();

@@ -90,6 +90,7 @@ fn pod_with_traffic(node: &Node) -> Pod {
 /// drop reasons' BTF with an empty capability set.
 #[test]
 fn uid_0_without_any_capability_serves_every_metric() {
+    podmeter_testkit::needs_root!();
     let _stats = BpfStats::enable();
     let node = Node::new();
     let pod = pod_with_traffic(&node);
@@ -128,6 +129,7 @@ fn uid_0_without_any_capability_serves_every_metric() {
 /// refused, counted and logged; uid 0 above is what grants access.
 #[test]
 fn another_uid_without_capabilities_is_refused_with_a_scrape_error() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let _pod = pod_with_traffic(&node);
     let exporter = start(&node, &setpriv(65534, None), false);
@@ -150,6 +152,7 @@ fn another_uid_without_capabilities_is_refused_with_a_scrape_error() {
 /// Another uid needs exactly CAP_DAC_OVERRIDE (the pins are root's, 0600).
 #[test]
 fn another_uid_with_only_cap_dac_override_reads_the_pins() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let _pod = pod_with_traffic(&node);
     let exporter = start(&node, &setpriv(65534, Some("dac_override")), false);

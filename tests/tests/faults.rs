@@ -173,6 +173,7 @@ fn is(call: &Call, name: &str, arg: &str) -> bool {
 // registered: only DEL (by its hashed name) or GC can find it.
 #[test]
 fn kill_add_after_the_veth_is_created() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let veth = first(&b.add, "the veth creation", |c| is(c, "sendto", "\"veth\""));
     b.fault(Verb::Add, b.add.after(veth), "signal=KILL");
@@ -182,6 +183,7 @@ fn kill_add_after_the_veth_is_created() {
 // rollback must delete it over a connection that still works.
 #[test]
 fn netlink_error_after_the_veth_is_created() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let veth = first(&b.add, "the veth creation", |c| is(c, "sendto", "\"veth\""));
     let next = b.add.find_after(veth, "a netlink request", |c| {
@@ -195,6 +197,7 @@ fn netlink_error_after_the_veth_is_created() {
 // entry that is written last.
 #[test]
 fn kill_add_after_the_first_map_update() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let update = first(&b.add, "a map update", |c| {
         is(c, "bpf", "BPF_MAP_UPDATE_ELEM")
@@ -205,6 +208,7 @@ fn kill_add_after_the_first_map_update() {
 // Killed after the ingress TCX link was pinned, before the egress one.
 #[test]
 fn kill_add_after_the_first_link_pin() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let pin = first(&b.add, "a link pin", |c| {
         is(c, "bpf", "BPF_OBJ_PIN") && c.line.contains("/links/")
@@ -216,6 +220,7 @@ fn kill_add_after_the_first_link_pin() {
 // last-reserved file fails.
 #[test]
 fn eio_on_the_ipam_write_after_the_lease_is_linked() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let linked = first(&b.add, "the lease link", |c| c.name == "linkat");
     let write = b.add.find_after(linked, "a write", |c| {
@@ -228,6 +233,7 @@ fn eio_on_the_ipam_write_after_the_lease_is_linked() {
 // with the file's close; nix's unlock used to panic on an error.)
 #[test]
 fn eio_on_taking_the_ipam_lock() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let lock = first(&b.add, "the IPAM lock", |c| {
         is(c, "flock", "LOCK_EX|LOCK_NB")
@@ -239,6 +245,7 @@ fn eio_on_taking_the_ipam_lock() {
 // `wait_with_output` used to panic on such errors.
 #[test]
 fn eio_while_waiting_for_nft() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let wait = first(&b.add, "the wait for nft", |c| c.name == "waitid");
     b.fault(Verb::Add, wait, "error=EIO");
@@ -248,6 +255,7 @@ fn eio_while_waiting_for_nft() {
 // last, lets the next DEL find the rest.
 #[test]
 fn kill_del_while_unregistering() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let delete = first(&b.del, "a map delete", |c| {
         is(c, "bpf", "BPF_MAP_DELETE_ELEM")
@@ -259,6 +267,7 @@ fn kill_del_while_unregistering() {
 // finds the link, and must still find the map entries and pins.
 #[test]
 fn kill_del_after_the_veth_is_deleted() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     // strace does not decode the request's type; the kernel's ack names it.
     let dellink = first(&b.del, "the veth deletion's ack", |c| {
@@ -272,6 +281,7 @@ fn kill_del_after_the_veth_is_deleted() {
 // reports a request that got no answer as done).
 #[test]
 fn netlink_error_on_del_s_veth_deletion() {
+    podmeter_testkit::needs_root!();
     let b = Bench::new();
     let ack = first(&b.del, "the veth deletion's ack", |c| {
         is(c, "recvfrom", "RTM_DELLINK")

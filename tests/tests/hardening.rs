@@ -43,6 +43,7 @@ fn assert_no_pod_state(node: &Node, bridge_ok: bool) {
 
 #[test]
 fn add_into_the_nodes_own_namespace_is_refused_and_touches_nothing() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     // The namespace the plugin runs in, by its name and through a process
@@ -93,6 +94,7 @@ fn as_nobody(argv: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_pin_path_another_user_owns_or_can_write_is_refused() {
+    podmeter_testkit::needs_root!();
     // (parent mode, who makes the pin path, its mode, what the error says)
     let cases: [(u32, bool, u32, &str); 3] = [
         // bpffs' default: sticky and world-writable; a user got there first.
@@ -131,6 +133,7 @@ fn a_pin_path_another_user_owns_or_can_write_is_refused() {
 
 #[test]
 fn pins_are_root_only_and_another_user_cannot_remove_them() {
+    podmeter_testkit::needs_root!();
     // The default bpffs mode: any user may create entries at its top.
     let parent = BpfDir::new(0o1777);
     let mut node = Node::new();
@@ -181,6 +184,7 @@ fn gc(node: &Node, conf: &Value) -> CniOutput {
 
 #[test]
 fn del_cleans_up_when_a_map_pin_is_missing() {
+    podmeter_testkit::needs_root!();
     for map in ["pm_counters", "pm_devices", "pm_drops", "pm_registry"] {
         del_survives(|layout| fs::remove_file(layout.map(map)).unwrap());
     }
@@ -188,6 +192,7 @@ fn del_cleans_up_when_a_map_pin_is_missing() {
 
 #[test]
 fn del_cleans_up_when_a_map_pin_has_another_layout() {
+    podmeter_testkit::needs_root!();
     // A map renamed over another, as a local user could before pins were
     // root's alone, or an older podmeter's map.
     del_survives(|layout| {
@@ -200,6 +205,7 @@ fn del_cleans_up_when_a_map_pin_has_another_layout() {
 
 #[test]
 fn gc_removes_a_veth_an_add_made_but_never_registered() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("web", &conf);
@@ -232,6 +238,7 @@ fn gc_removes_a_veth_an_add_made_but_never_registered() {
 
 #[test]
 fn a_config_that_can_never_add_fails_status_and_add_before_touching_anything() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let mut conf = node.conf("1.1.0");
@@ -258,6 +265,7 @@ fn a_config_that_can_never_add_fails_status_and_add_before_touching_anything() {
 
 #[test]
 fn what_the_node_lacks_fails_status_and_add_before_any_pod_state() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     // ipMasq without nft on PATH (Debian has it in /usr/sbin; nsenter is
@@ -300,6 +308,7 @@ fn what_the_node_lacks_fails_status_and_add_before_any_pod_state() {
 
 #[test]
 fn a_type_error_in_a_config_key_names_the_key() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let mut conf = node.conf("1.1.0");

@@ -5,6 +5,7 @@ use serde_json::json;
 
 #[test]
 fn reference_host_local_ipam_works_as_a_delegate() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let leases = tempfile::tempdir().unwrap();
     let mut conf = node.conf("1.0.0"); // host-local 1.1.1 speaks up to 1.0.0

@@ -68,6 +68,7 @@ fn assert_no_pod(node: &Node) {
 
 #[test]
 fn ipam_type_podmeter_is_refused_fast_and_leaves_nothing() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let mut conf = node.conf("1.1.0");
@@ -87,6 +88,7 @@ fn ipam_type_podmeter_is_refused_fast_and_leaves_nothing() {
 
 #[test]
 fn another_name_for_podmeter_is_refused_by_inode() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let bin = tempfile::tempdir().unwrap();
@@ -105,6 +107,7 @@ fn another_name_for_podmeter_is_refused_by_inode() {
 
 #[test]
 fn a_wrapper_around_podmeter_recurses_once_and_stops() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let bin = tempfile::tempdir().unwrap();
@@ -137,6 +140,7 @@ fn a_wrapper_around_podmeter_recurses_once_and_stops() {
 
 #[test]
 fn a_delegate_that_never_answers_is_killed_at_its_limit() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let pod = NetNs::new("pmt-pod");
     let bin = tempfile::tempdir().unwrap();
@@ -201,6 +205,7 @@ fn bounded(node: &Node, env: &[(&str, String)], conf: &Value) -> CniOutput {
 
 #[test]
 fn entries_that_are_not_leases_break_no_verb_and_are_reported() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let net = node.data_dir.path().join(podmeter_tests::node::NETWORK);
@@ -254,6 +259,7 @@ fn entries_that_are_not_leases_break_no_verb_and_are_reported() {
 
 #[test]
 fn a_write_failing_after_the_lease_exists_leaves_no_lease() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let net = node.data_dir.path().join(podmeter_tests::node::NETWORK);

@@ -31,6 +31,7 @@ fn assert_gone(node: &Node, pod: &Pod) {
 
 #[test]
 fn del_is_idempotent_and_leaves_nothing() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("p", &conf);
@@ -44,6 +45,7 @@ fn del_is_idempotent_and_leaves_nothing() {
 
 #[test]
 fn del_after_the_netns_is_gone_succeeds_and_cleans_up() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("p", &conf);
@@ -78,6 +80,7 @@ fn del_after_the_netns_is_gone_succeeds_and_cleans_up() {
 
 #[test]
 fn check_passes_after_add_and_fails_without_the_host_veth() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("p", &conf);
@@ -94,6 +97,7 @@ fn check_passes_after_add_and_fails_without_the_host_veth() {
 
 #[test]
 fn check_fails_when_an_address_is_removed() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pod = node.add_pod("p", &conf);
@@ -115,6 +119,7 @@ fn check_fails_when_an_address_is_removed() {
 
 #[test]
 fn gc_with_an_empty_valid_list_removes_everything_of_the_network() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pods: Vec<Pod> = (0..3)
@@ -145,6 +150,7 @@ fn gc_with_an_empty_valid_list_removes_everything_of_the_network() {
 
 #[test]
 fn every_spec_version_gets_its_own_result_layout() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     for version in SPEC_VERSIONS {
         let conf = node.conf(version);
@@ -171,6 +177,7 @@ fn every_spec_version_gets_its_own_result_layout() {
 
 #[test]
 fn version_lists_every_supported_version() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let out = node
         .cni_env(
@@ -186,6 +193,7 @@ fn version_lists_every_supported_version() {
 
 #[test]
 fn status_succeeds_on_bpffs_and_fails_with_50_elsewhere() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     node.cni("STATUS", &conf, "", None, "", "").ok();
@@ -203,6 +211,7 @@ fn status_succeeds_on_bpffs_and_fails_with_50_elsewhere() {
 
 #[test]
 fn repeated_add_del_never_stacks_attachments() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     for _ in 0..5 {

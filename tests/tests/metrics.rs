@@ -28,6 +28,7 @@ fn assert_scrape_matches_kernel(node: &Node, exporter: &Exporter, pod: &Pod, nam
 
 #[test]
 fn scraped_values_equal_the_kernel_counters_with_pod_labels() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -62,6 +63,7 @@ fn scraped_values_equal_the_kernel_counters_with_pod_labels() {
 
 #[test]
 fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -86,6 +88,7 @@ fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
 
 #[test]
 fn a_deleted_pods_series_are_gone_from_the_next_scrape() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -167,6 +170,7 @@ fn dashboard_exprs() -> Vec<String> {
 
 #[test]
 fn prometheus_returns_data_for_every_dashboard_and_rule_expression() {
+    podmeter_testkit::needs_root!();
     let _stats = BpfStats::enable();
     let node = Node::new();
     let conf = node.conf("1.1.0");
@@ -203,6 +207,7 @@ fn prometheus_returns_data_for_every_dashboard_and_rule_expression() {
 
 #[test]
 fn thresholds_become_bool_comparisons() {
+    podmeter_testkit::needs_root!();
     assert_eq!(
         without_threshold(r#"up{job="podmeter"} == 0 or absent(up{job="podmeter"})"#),
         r#"up{job="podmeter"} == bool 0 or absent(up{job="podmeter"})"#

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 #[test]
 fn clsact_attachment_counts_exactly_and_is_removed_on_del() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let mut conf = node.conf("1.1.0");
     conf["tcAttachMode"] = json!("clsact");
@@ -43,6 +44,7 @@ fn nft_ruleset(node: &Node) -> String {
 
 #[test]
 fn ip_masq_rules_follow_the_pod() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let mut conf = node.conf("1.1.0");
     conf["ipMasq"] = json!(true);
@@ -69,6 +71,7 @@ fn ip_masq_rules_follow_the_pod() {
 
 #[test]
 fn mtu_hairpin_and_default_gateway_are_applied() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let mut conf = node.conf("1.1.0");
     conf["mtu"] = json!(1400);

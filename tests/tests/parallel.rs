@@ -10,6 +10,7 @@ const PODS: usize = 50;
 
 #[test]
 fn fifty_parallel_adds_get_fifty_distinct_addresses() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pods: Vec<NetNs> = (0..PODS).map(|_| NetNs::new("pmt-pod")).collect();

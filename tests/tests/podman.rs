@@ -43,6 +43,7 @@ fn ping(podman: &Podman, from: &str, to_ip: &str) {
 
 #[test]
 fn two_containers_ping_each_other_and_are_metered_under_their_names() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let podman = Podman::new(&node, plugins(node.conf("1.0.0")));
 
@@ -118,6 +119,7 @@ fn two_containers_ping_each_other_and_are_metered_under_their_names() {
 
 #[test]
 fn rm_removes_entries_and_leases_and_later_runs_reuse_the_addresses() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     // Room for three containers, IPv4 only.
     let mut conf = node.conf("1.0.0");

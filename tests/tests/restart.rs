@@ -118,6 +118,7 @@ fn restart(state: &State) {
 
 #[test]
 fn state_survives_a_userspace_restart_and_old_pods_delete_with_only_the_config() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);
@@ -165,6 +166,7 @@ fn state_survives_a_userspace_restart_and_old_pods_delete_with_only_the_config()
 
 #[test]
 fn old_pods_keep_counting_while_a_new_pod_is_added_after_a_restart() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let a = node.add_pod("a", &conf);

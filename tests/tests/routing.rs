@@ -92,6 +92,7 @@ fn metric(c: &SimCluster, i: usize, series: &str) -> f64 {
 
 #[test]
 fn pods_on_different_nodes_reach_each_other_with_their_own_addresses() {
+    podmeter_testkit::needs_root!();
     let c = SimCluster::new(3);
     for i in 1..=3 {
         c.wait_routes(i, &full_mesh(&c, i, &[]), Instant::now());
@@ -160,6 +161,7 @@ fn pods_on_different_nodes_reach_each_other_with_their_own_addresses() {
 
 #[test]
 fn routes_follow_node_objects() {
+    podmeter_testkit::needs_root!();
     let c = SimCluster::new(3);
     for i in 1..=3 {
         c.wait_routes(i, &full_mesh(&c, i, &[]), Instant::now());
@@ -250,6 +252,7 @@ impl Drop for RouteMonitor {
 
 #[test]
 fn a_restarted_agent_reconciles_without_touching_what_is_right_or_not_its_own() {
+    podmeter_testkit::needs_root!();
     let mut c = SimCluster::new(3);
     c.wait_routes(1, &full_mesh(&c, 1, &[]), Instant::now());
     let ns = &c.node(1).node.ns;
@@ -344,6 +347,7 @@ fn a_restarted_agent_reconciles_without_touching_what_is_right_or_not_its_own() 
 
 #[test]
 fn routes_and_traffic_stay_while_the_api_server_is_down() {
+    podmeter_testkit::needs_root!();
     let mut c = SimCluster::new(3);
     for i in 1..=3 {
         c.wait_routes(i, &full_mesh(&c, i, &[]), Instant::now());

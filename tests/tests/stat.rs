@@ -17,6 +17,7 @@ fn stat(node: &Node, json: bool, stdout: impl Into<std::process::Stdio>) -> Outp
 /// A quiet success, not a panic (exit 101) on EPIPE.
 #[test]
 fn a_closed_stdout_ends_it_quietly() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let _pod = node.add_pod("a", &conf);

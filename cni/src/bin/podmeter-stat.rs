@@ -11,10 +11,7 @@ use std::{
 
 use clap::Parser;
 use podmeter_ebpf::{
-    counters::PodDrops,
-    drop_reasons::{drop_reasons, VMLINUX_BTF},
-    maps::PinnedMaps,
-    pins::DEFAULT_PIN_PATH,
+    counters::PodDrops, drop_reasons::DropReasons, maps::PinnedMaps, pins::DEFAULT_PIN_PATH,
     PinLayout,
 };
 use serde_json::json;
@@ -57,13 +54,8 @@ fn print(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
     let counters = maps.counters()?;
     let drops = maps.drops()?;
     // Without BTF the reasons are still shown, as numbers.
-    let reasons = drop_reasons(VMLINUX_BTF.as_ref()).unwrap_or_default();
-    let reason = |d: &PodDrops| {
-        reasons
-            .get(&d.reason)
-            .cloned()
-            .unwrap_or_else(|| d.reason.to_string())
-    };
+    let reasons = DropReasons::of_running_kernel().unwrap_or_default();
+    let reason = |d: &PodDrops| reasons.name(d.reason);
     if !cli.json {
         writeln!(
             out,

@@ -99,12 +99,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     rollback.push("detach", move || {
         attach::detach(layout, host_index).map_err(|e| e.to_string())
     });
-    programs.attach(
-        layout,
-        &host.name,
-        host.index,
-        inv.plugin.tc_attach_mode.into(),
-    )?;
+    programs.attach(layout, &host.name, host.index, inv.plugin.tc_attach_mode)?;
 
     let pod = in_netns(netns_path, || {
         with_netlink(|h| async move {

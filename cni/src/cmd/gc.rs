@@ -125,3 +125,69 @@ fn valid_attachments(conf: &NetConf) -> Result<Vec<GcAttachment>, PluginError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn conf(extra: Value) -> NetConf {
+        let mut conf = json!({"cniVersion": "1.1.0", "name": "podnet", "type": "podmeter"});
+        conf.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(conf).unwrap()
+    }
+
+    #[test]
+    fn valid_attachments_from_the_spec_key_or_the_legacy_one() {
+        let one = json!([{"containerID": "c1", "ifname": "eth0"}]);
+        let cases = [
+            (
+                "spec key",
+                json!({"cni.dev/valid-attachments": one}),
+                Ok(vec!["c1/eth0"]),
+            ),
+            (
+                "legacy key",
+                json!({"cni.dev/attachments": one}),
+                Ok(vec!["c1/eth0"]),
+            ),
+            (
+                "spec key wins",
+                json!({"cni.dev/valid-attachments": [], "cni.dev/attachments": one}),
+                Ok(vec![]),
+            ),
+            (
+                "missing",
+                json!({}),
+                Err("GC needs cni.dev/valid-attachments"),
+            ),
+            (
+                "malformed legacy key",
+                json!({"cni.dev/attachments": [{"ifname": "eth0"}]}),
+                Err("cni.dev/attachments: missing field `containerID`"),
+            ),
+        ];
+        for (name, extra, want) in cases {
+            let got = valid_attachments(&conf(extra)).map(|v| {
+                v.iter()
+                    .map(|a| format!("{}/{}", a.container_id, a.ifname))
+                    .collect::<Vec<_>>()
+            });
+            match (want, got) {
+                (Ok(w), Ok(g)) => assert_eq!(g, w, "{name}"),
+                (Err(w), Err(PluginError::Config(msg))) if msg.contains(w) => {}
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_spec_key_is_refused_when_parsing() {
+        let bad = json!({"cniVersion": "1.1.0", "name": "n", "type": "podmeter",
+                         "cni.dev/valid-attachments": [{"ifname": "eth0"}]});
+        assert!(serde_json::from_value::<NetConf>(bad).is_err());
+    }
+}

@@ -16,7 +16,7 @@ use crate::{
 /// `ipMasq` and that the bridge's name is free or a bridge.
 pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
     let programs = loader::ensure_loaded(&inv.layout())?;
-    let mode: AttachMode = inv.plugin.tc_attach_mode.into();
+    let mode = inv.plugin.tc_attach_mode;
     if mode == AttachMode::Tcx && !attach::tcx_available() {
         return Err(PluginError::NotAvailable(
             "tcAttachMode \"tcx\" needs Linux 6.6 or later: use \"auto\" or \"clsact\"".into(),

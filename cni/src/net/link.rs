@@ -7,6 +7,7 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::{Handle, LinkUnspec};
 
 use super::error::netlink_errno;
+use super::names::hex;
 use super::NetError;
 
 const ENODEV: i32 = libc::ENODEV;
@@ -63,7 +64,7 @@ impl LinkDetails {
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => d.name = n.clone(),
-                LinkAttribute::Address(a) => d.mac = format_mac(a),
+                LinkAttribute::Address(a) => d.mac = hex(a, ":"),
                 LinkAttribute::Mtu(m) => d.mtu = Some(*m),
                 LinkAttribute::Controller(c) => d.controller = Some(*c),
                 LinkAttribute::OperState(s) => d.oper_up = *s == State::Up,
@@ -86,15 +87,6 @@ impl LinkDetails {
         }
         d
     }
-}
-
-/// "aa:bb:..", lowercase, as CNI results and `ip link` print it.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Looks a link up by name in the handle's namespace; `Ok(None)` if there is none.

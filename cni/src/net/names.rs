@@ -1,7 +1,5 @@
 //! Interface names the plugin gives to links it creates on the node.
 
-use std::fmt::Write;
-
 use sha2::{Digest, Sha256};
 
 use super::NetError;
@@ -23,7 +21,7 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     h.update([0u8]);
     h.update(ifname.as_bytes());
     let mut name = String::from("pm");
-    name.push_str(&hex(&h.finalize())[..HOST_HASH_DIGITS]);
+    name.push_str(&hex(&h.finalize(), "")[..HOST_HASH_DIGITS]);
     name
 }
 
@@ -44,7 +42,7 @@ pub fn is_host_veth_name(name: &str) -> bool {
 pub fn temp_peer_name() -> String {
     let mut buf = [0u8; 5];
     fill_random(&mut buf);
-    format!("pmtmp{}", hex(&buf))
+    format!("pmtmp{}", hex(&buf, ""))
 }
 
 /// Checks that the kernel would accept `name` as an interface name (and that it is safe to
@@ -70,13 +68,14 @@ pub fn validate_ifname(name: &str) -> Result<(), NetError> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`, `sep` between bytes: `""` for hashes and
+/// names, `":"` for a MAC as CNI results and `ip link` print it.
+pub(crate) fn hex(bytes: &[u8], sep: &str) -> String {
     bytes
         .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 pub(super) fn fill_random(buf: &mut [u8]) {

@@ -1,6 +1,6 @@
-//! Tests against the real kernel, as root. Every test makes its own namespaces (a "node" and
-//! "pods") with random names and removes them in `Drop`, so tests run in parallel and never
-//! touch the machine's own network namespace.
+//! Tests against the real kernel, as root (each starts with `needs_root!`). Every test makes its
+//! own namespaces (a "node" and "pods") with random names and removes them in `Drop`, so tests
+//! run in parallel and never touch the machine's own network namespace.
 
 use std::future::Future;
 use std::os::fd::AsFd;

@@ -13,6 +13,7 @@ use crate::net::sysctl::{read_sysctl, set_accept_ra};
 
 #[test]
 fn in_netns_refuses_what_is_not_a_netns() {
+    podmeter_testkit::needs_root!();
     let missing = in_netns(Path::new("/run/netns/pmtest-does-not-exist"), || ());
     assert!(
         matches!(missing, Err(NetError::NetNs { .. })),
@@ -30,6 +31,7 @@ fn in_netns_refuses_what_is_not_a_netns() {
 
 #[test]
 fn in_netns_switches_only_the_worker_thread_and_resumes_panics() {
+    podmeter_testkit::needs_root!();
     let ns = TestNs::new();
     let before = thread_netns_inode();
     let inside = in_netns(&ns.path, thread_netns_inode).unwrap();
@@ -43,6 +45,7 @@ fn in_netns_switches_only_the_worker_thread_and_resumes_panics() {
 
 #[test]
 fn bridge_is_created_idempotently() {
+    podmeter_testkit::needs_root!();
     let node = TestNs::new();
     let gws = gateways();
     let (a, b) = node
@@ -70,6 +73,7 @@ fn bridge_is_created_idempotently() {
 
 #[test]
 fn bridge_survives_concurrent_creation() {
+    podmeter_testkit::needs_root!();
     let node = TestNs::new();
     let barrier = &Barrier::new(8);
     let node = &node;
@@ -109,6 +113,7 @@ fn bridge_survives_concurrent_creation() {
 
 #[test]
 fn a_link_of_another_kind_is_not_taken_for_the_bridge() {
+    podmeter_testkit::needs_root!();
     let node = TestNs::new();
     // This kernel has no dummy module; a veth is as good a non-bridge.
     let args = [
@@ -134,6 +139,7 @@ fn a_link_of_another_kind_is_not_taken_for_the_bridge() {
 
 #[test]
 fn veth_host_end_is_enslaved_and_down_pod_end_is_in_the_pod() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let host = host_veth_name("c1", "eth0");
     let temp = temp_peer_name();
@@ -175,6 +181,7 @@ fn veth_host_end_is_enslaved_and_down_pod_end_is_in_the_pod() {
 
 #[test]
 fn hairpin_off_reads_back_off() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let host = host_veth_name("c2", "eth0");
     let pod_file = std::fs::File::open(&pod.path).unwrap();
@@ -198,6 +205,7 @@ fn hairpin_off_reads_back_off() {
 
 #[test]
 fn failed_veth_creation_leaves_nothing_behind() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let pod_file = std::fs::File::open(&pod.path).unwrap();
     let err = node
@@ -213,6 +221,7 @@ fn failed_veth_creation_leaves_nothing_behind() {
 
 #[test]
 fn delete_link_by_name_reports_whether_it_existed() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let host = host_veth_name("c3", "eth0");
     let temp = temp_peer_name();
@@ -243,6 +252,7 @@ fn delete_link_by_name_reports_whether_it_existed() {
 
 #[test]
 fn accept_ra_is_written_in_the_node_netns() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let host = host_veth_name("c5", "eth0");
     let pod_file = std::fs::File::open(&pod.path).unwrap();

@@ -7,6 +7,7 @@ use crate::net::pod::pod_interface_state;
 
 #[test]
 fn pod_interface_is_renamed_addressed_and_routed() {
+    podmeter_testkit::needs_root!();
     let (node, pod) = (TestNs::new(), TestNs::new());
     let host = add_pod(&node, &pod, "c4", "10.22.0.2/24", "fd00:22::2/64");
     assert!(node.link(&host.name).unwrap().admin_up);
@@ -36,6 +37,7 @@ fn pod_interface_is_renamed_addressed_and_routed() {
 
 #[test]
 fn two_pods_on_the_bridge_reach_each_other_v4_and_v6() {
+    podmeter_testkit::needs_root!();
     let (node, a, b) = (TestNs::new(), TestNs::new(), TestNs::new());
     add_pod(&node, &a, "pa", "10.22.0.2/24", "fd00:22::2/64");
     add_pod(&node, &b, "pb", "10.22.0.3/24", "fd00:22::3/64");

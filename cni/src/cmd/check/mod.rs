@@ -3,7 +3,7 @@
 use podmeter_ebpf::{attach, maps::PinnedMaps, AttachMode};
 use rscni_plugin::types::CNIResult;
 
-use super::{plan::pod_routes, Invocation};
+use super::Invocation;
 use crate::{
     error::PluginError,
     net::{
@@ -13,6 +13,8 @@ use crate::{
         tc::bpf_filter_names,
     },
 };
+
+mod prev;
 
 pub fn check(inv: &Invocation) -> Result<(), PluginError> {
     let prev = inv
@@ -79,15 +81,7 @@ fn check_pod_side(
     netns: &std::path::Path,
 ) -> Result<(), PluginError> {
     let ifname = inv.ifname;
-    let Some(index) = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == ifname && i.sandbox.is_some())
-    else {
-        return fail(format!(
-            "prevResult lists no interface {ifname} in a sandbox"
-        ));
-    };
+    let index = prev::pod_interface(prev, ifname)?;
     let state = in_netns(netns, || {
         with_netlink(|h| async move { pod_interface_state(&h, ifname).await })
     })??
@@ -97,31 +91,7 @@ fn check_pod_side(
             netns.display()
         ))
     })?;
-
-    let expected_mac = &prev.interfaces[index].mac;
-    if !expected_mac.is_empty() && !expected_mac.eq_ignore_ascii_case(&state.mac) {
-        fail(format!(
-            "{ifname} has MAC {}, prevResult says {expected_mac}",
-            state.mac
-        ))?;
-    }
-    let ips: Vec<_> = prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface.is_none_or(|i| i as usize == index))
-        .cloned()
-        .collect();
-    for ip in &ips {
-        if !state.addrs.contains(&ip.address) {
-            fail(format!("{ifname} lacks address {}", ip.address))?;
-        }
-    }
-    for route in pod_routes(&prev.routes, &ips) {
-        if !state.routes.contains(&route) {
-            fail(format!("{ifname} lacks route {route:?}"))?;
-        }
-    }
-    Ok(())
+    prev::compare(prev, index, ifname, &state)
 }
 
 /// The pod is registered with counters, and (under TCX) each hook carries
@@ -145,7 +115,7 @@ fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> 
         fail(format!("no counters for host interface {host_index}"))?;
     }
     let host_name = inv.host_ifname();
-    let mode: AttachMode = inv.plugin.tc_attach_mode.into();
+    let mode = inv.plugin.tc_attach_mode;
     let attached = if mode.resolve() == AttachMode::Tcx {
         attach::tcx_programs(&host_name)?
     } else {
