@@ -13,9 +13,10 @@ use std::{
 use podmeter_tests::{cni::invoke, CniOutput, NetNs, Node};
 use serde_json::{json, Value};
 
-/// Generous: each refusal here takes milliseconds, and a recursion that was not
-/// stopped would take seconds before exhausting the machine.
-const FAST: Duration = Duration::from_secs(3);
+/// Not a performance bound (the exec counts are the precise checks): only
+/// "it answers, it does not hang", with room for a loaded machine. Each
+/// refusal takes milliseconds.
+const FAST: Duration = Duration::from_secs(30);
 
 fn podmeter() -> PathBuf {
     podmeter_tests::binary("podmeter")
