@@ -263,8 +263,9 @@ impl Node {
 
     /// Runs `read` while the kernel's counters of `host_ifname` stand
     /// still, and returns its result with those counters. A qdisc on the
-    /// veth (the bandwidth plugin's tbf) may hold a counted packet for tens
-    /// of ms before the veth counts it, so they must stand still for longer.
+    /// veth (the bandwidth plugin's tbf) may hold a counted packet before
+    /// the veth counts it, for longer than any fixed window on a loaded
+    /// machine: its queue must be empty too.
     pub fn quiet_snapshot<T>(&self, host_ifname: &str, read: impl Fn() -> T) -> (T, LinkStats) {
         (0..50)
             .find_map(|_| {
@@ -272,9 +273,25 @@ impl Node {
                 std::thread::sleep(QUIET);
                 let value = read();
                 std::thread::sleep(QUIET);
-                (before == self.link_stats(host_ifname)).then_some((value, before))
+                let quiet =
+                    before == self.link_stats(host_ifname) && self.qdisc_backlog(host_ifname) == 0;
+                quiet.then_some((value, before))
             })
             .expect("the kernel's counters never stood still")
+    }
+
+    /// Packets queued in the qdiscs of `ifname` (`tc -s qdisc`).
+    fn qdisc_backlog(&self, ifname: &str) -> u64 {
+        let out = self
+            .ns
+            .exec(&["tc", "-s", "-j", "qdisc", "show", "dev", ifname]);
+        let qdiscs: Value = serde_json::from_str(&out).unwrap();
+        qdiscs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["qlen"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     pub fn layout(&self) -> PinLayout {
