@@ -139,11 +139,9 @@ fn another_uid_without_capabilities_is_refused_with_a_scrape_error() {
     let metrics = scrape(&node, &exporter);
     assert!(sample(&metrics, "podmeter_exporter_scrape_errors_total").unwrap() >= 1.0);
     assert_eq!(sample(&metrics, "podmeter_pods"), None, "{metrics}");
-    let log = exporter.log_with("level=error");
-    assert!(
-        log.contains("BPF_OBJ_GET` failed: Permission denied"),
-        "{log}"
-    );
+    // Two error lines, the maps' (a `stat` refused) and then the program
+    // stats': waiting for the first one only raced with the second.
+    exporter.log_with("BPF_OBJ_GET` failed: Permission denied");
 }
 
 /// Another uid needs exactly CAP_DAC_OVERRIDE (the pins are root's, 0600).
