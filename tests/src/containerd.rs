@@ -326,12 +326,7 @@ impl<'a> Containerd<'a> {
     /// Entries in libcni's result cache (`/var/lib/cni/results` as
     /// containerd sees it).
     pub fn cni_cache_entries(&self) -> Vec<String> {
-        fs::read_dir(self.dir.path().join("varlib/upper/cni/results"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::isolation::cni_cache_entries(&self.dir.path().join("varlib/upper"))
     }
 
     fn write_conflist(&self, conflist: &str) {

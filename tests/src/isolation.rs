@@ -194,3 +194,15 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Entries in libcni's result cache of a runtime whose `/var/lib` is the
+/// overlay whose upper dir is `varlib_upper` (`/var/lib/cni/results` as the
+/// runtime sees it).
+pub fn cni_cache_entries(varlib_upper: &Path) -> Vec<String> {
+    std::fs::read_dir(varlib_upper.join("cni/results"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

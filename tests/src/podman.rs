@@ -214,12 +214,7 @@ impl<'a> Podman<'a> {
 
     /// Names of the libcni cache entries podman has.
     pub fn cni_cache_entries(&self) -> Vec<String> {
-        fs::read_dir(self.dir.path().join("varlib/upper/cni/results"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::isolation::cni_cache_entries(&self.dir.path().join("varlib/upper"))
     }
 
     fn import_busybox(&self) {

@@ -45,6 +45,20 @@ pub fn internal_ips(i: usize, moved: bool) -> (String, String) {
     (format!("10.78.0.{host}"), format!("fd00:78::{host}"))
 }
 
+/// Gives a node's underlay link (`eth0`) the addresses `ips` (v4, v6).
+pub fn add_internal_ips(ns: &NetNs, (v4, v6): &(String, String)) {
+    ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+    ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+}
+
 pub fn pod_ranges(i: usize) -> [String; 2] {
     [format!("10.244.{i}.0/24"), format!("fd00:10:244:{i}::/64")]
 }
@@ -164,18 +178,7 @@ impl SimCluster {
         ]);
         self.underlay
             .exec(&["ip", "link", "set", &port, "master", "ul0", "up"]);
-        let (v4, v6) = internal_ips(i, false);
-        node.ns
-            .exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-        node.ns.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        add_internal_ips(&node.ns, &internal_ips(i, false));
         node.ns.exec(&["ip", "link", "set", "eth0", "up"]);
         self.nodes.push(SimNode {
             agent: None,

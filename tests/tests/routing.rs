@@ -17,7 +17,10 @@ use std::{
 };
 
 use podmeter_tests::{
-    sim_cluster::{internal_ips, name, node_object, routes_to, SimCluster, OUTSIDE_V4, OUTSIDE_V6},
+    sim_cluster::{
+        add_internal_ips, internal_ips, name, node_object, routes_to, SimCluster, OUTSIDE_V4,
+        OUTSIDE_V6,
+    },
     NetNs, Pod,
 };
 
@@ -379,20 +382,10 @@ fn routes_and_traffic_stay_while_the_api_server_is_down() {
 
     // Node 3 moves to new addresses (its namespace gets them too, so that
     // traffic can follow), right after the API server is back.
-    let (v4, v6) = internal_ips(3, true);
-    let ns3 = &c.node(3).node.ns;
-    ns3.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-    ns3.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{v6}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    let moved = internal_ips(3, true);
+    add_internal_ips(&c.node(3).node.ns, &moved);
     c.api.restart();
-    c.api.apply(node_object(3, &(v4, v6)));
+    c.api.apply(node_object(3, &moved));
     let restarted = Instant::now();
     for i in 1..=2 {
         let took = c.wait_routes(i, &full_mesh(&c, i, &[3]), restarted);
