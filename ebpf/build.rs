@@ -6,7 +6,7 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-const SOURCES: &[&str] = &["bpf/podmeter.bpf.c", "bpf/podmeter.h"];
+const SOURCES: &[&str] = &["bpf/podmeter.bpf.c", "bpf/podmeter.h", "bpf/policy.h"];
 const CLANG_CANDIDATES: &[&str] = &["clang", "clang-21", "clang-20", "clang-19", "clang-18"];
 
 fn find_clang() -> String {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * tc programs attached to each pod's host-side veth. They only count: both
- * return TC_ACT_UNSPEC so that, under TCX, any program attached after ours
+ * tc programs attached to each pod's host-side veth. They count, and for a
+ * pod with policy (policy.h) drop what its rules deny. Everything else
+ * returns TC_ACT_UNSPEC so that, under TCX, any program attached after ours
  * (another tool's policy, say) still runs and decides the packet's fate.
  */
 #include <linux/bpf.h>
@@ -11,6 +12,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "podmeter.h"
+#include "policy.h"
 
 /*
  * Per-CPU so concurrent packets on different CPUs never lose an update.
@@ -68,6 +70,28 @@ struct {
  */
 const volatile __u64 pm_after_egress_reasons[PM_REASON_WORDS] = {};
 
+/* The drop reasons of a tc program's TC_ACT_SHOT (TC_INGRESS, TC_EGRESS),
+ * set by the loader like the bitmap above. */
+const volatile __u64 pm_tc_drop_reasons[PM_REASON_WORDS] = {};
+
+static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int reason)
+{
+	return reason < 64 * PM_REASON_WORDS && (bitmap[reason / 64] >> (reason % 64)) & 1;
+}
+
+/*
+ * The host veth of the packet a tc program just denied on this CPU (0:
+ * none). The kernel frees a TC_ACT_SHOT packet on the same CPU right after
+ * the program returns, so the drop tracer, seeing this mark, knows the drop
+ * was counted as POLICY_DENIED already and does not count it again.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} pm_denied SEC(".maps");
+
 /*
  * Just the kernel fields the drop tracer reads; CO-RE relocates each access
  * against the running kernel's BTF, so no vmlinux.h is needed.
@@ -91,33 +115,94 @@ struct sk_buff {
 	int skb_iif;
 } __attribute__((preserve_access_index));
 
-static __always_inline int count(struct __sk_buff *skb, __u32 direction)
+/* The pod's drop counter for key, created at the first drop. */
+static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key *key)
 {
-	struct pm_counter_key key = {
+	struct pm_counter *c = bpf_map_lookup_elem(&pm_drops, key);
+
+	if (!c) {
+		struct pm_counter zero = {};
+
+		bpf_map_update_elem(&pm_drops, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&pm_drops, key);
+	}
+	return c;
+}
+
+/* Counts a packet the pod's policy denied and drops it. */
+static __always_inline int deny(struct __sk_buff *skb, __u32 direction)
+{
+	struct pm_drop_key key = {
 		.ifindex = skb->ifindex,
 		.direction = direction,
+		.reason = PM_DROP_POLICY_DENIED,
 	};
-	struct pm_counter *c = bpf_map_lookup_elem(&pm_counters, &key);
+	struct pm_counter *c = drop_counter(&key);
+	__u32 zero = 0;
+	__u32 *mark;
 
 	if (c) {
 		c->packets += 1;
 		c->bytes += skb->len;
 	}
-	return TC_ACT_UNSPEC;
+	mark = bpf_map_lookup_elem(&pm_denied, &zero);
+	if (mark)
+		*mark = skb->ifindex;
+	return TC_ACT_SHOT;
 }
 
-/* Host veth ingress: the pod transmitted this packet. */
+/* Whether the pod behind this host veth may pass the packet: yes unless it
+ * has policy and the policy says no. */
+static __always_inline int allowed(struct __sk_buff *skb, __u32 direction)
+{
+	__u32 ifindex = skb->ifindex;
+	struct pm_policy *pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
+
+	return !pol || policy_allows(skb, ifindex, direction, pol);
+}
+
+static __always_inline void count(struct pm_counter *c, struct __sk_buff *skb)
+{
+	c->packets += 1;
+	c->bytes += skb->len;
+}
+
+static __always_inline struct pm_counter *pod_counter(struct __sk_buff *skb, __u32 direction)
+{
+	struct pm_counter_key key = {
+		.ifindex = skb->ifindex,
+		.direction = direction,
+	};
+
+	return bpf_map_lookup_elem(&pm_counters, &key);
+}
+
+/* Host veth ingress: the pod transmitted this packet. The veth counted it
+ * as sent whatever the policy says, and so do we. */
 SEC("classifier")
 int pm_ingress(struct __sk_buff *skb)
 {
-	return count(skb, PM_DIR_TRANSMIT);
+	struct pm_counter *c = pod_counter(skb, PM_DIR_TRANSMIT);
+
+	if (!c)
+		return TC_ACT_UNSPEC;
+	count(c, skb);
+	return allowed(skb, PM_DIR_TRANSMIT) ? TC_ACT_UNSPEC : deny(skb, PM_DIR_TRANSMIT);
 }
 
-/* Host veth egress: the pod will receive this packet. */
+/* Host veth egress: the pod will receive this packet, unless its policy
+ * denies it, in which case it never reaches the pod and is not counted. */
 SEC("classifier")
 int pm_egress(struct __sk_buff *skb)
 {
-	return count(skb, PM_DIR_RECEIVE);
+	struct pm_counter *c = pod_counter(skb, PM_DIR_RECEIVE);
+
+	if (!c)
+		return TC_ACT_UNSPEC;
+	if (!allowed(skb, PM_DIR_RECEIVE))
+		return deny(skb, PM_DIR_RECEIVE);
+	count(c, skb);
+	return TC_ACT_UNSPEC;
 }
 
 /*
@@ -146,26 +231,29 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	if (!d)
 		return 0;
 
+	if (d->side == PM_SIDE_HOST && reason_in(pm_tc_drop_reasons, reason)) {
+		__u32 zero = 0;
+		__u32 *mark = bpf_map_lookup_elem(&pm_denied, &zero);
+
+		if (mark && *mark == dev_key.ifindex) {
+			*mark = 0; /* counted by deny() as POLICY_DENIED */
+			return 0;
+		}
+	}
+
 	received = BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
 	key.ifindex = d->host_ifindex;
 	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
 	key.reason = reason;
-	c = bpf_map_lookup_elem(&pm_drops, &key);
-	if (!c) {
-		struct pm_counter zero = {};
-
-		bpf_map_update_elem(&pm_drops, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&pm_drops, &key);
-		if (!c)
-			return 0;
-	}
+	c = drop_counter(&key);
+	if (!c)
+		return 0;
 	len = BPF_CORE_READ(skb, len);
 	c->packets += 1;
 	c->bytes += len;
 
 	if (d->side == PM_SIDE_HOST && key.direction == PM_DIR_RECEIVE &&
-	    reason < 64 * PM_REASON_WORDS &&
-	    (pm_after_egress_reasons[reason / 64] >> (reason % 64)) & 1) {
+	    reason_in(pm_after_egress_reasons, reason)) {
 		struct pm_counter_key counted = {
 			.ifindex = d->host_ifindex,
 			.direction = PM_DIR_RECEIVE,

@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PODMETER_ABI_VERSION 1
+#define PODMETER_ABI_VERSION 2
 
 /* Traffic direction, as seen by the pod (like cAdvisor's container_network_*). */
 enum pm_direction {
@@ -93,6 +93,103 @@ struct pm_pod_info {
 	__u32 flags; /* reserved, 0 */
 };
 
+/*
+ * Per-pod policy. A pod with a pm_policy entry has its packets checked
+ * against its rules (pm_rules) and its flows tracked (pm_flows); a pod
+ * without one is only counted. Written by userspace only.
+ */
+enum pm_action {
+	PM_ACTION_ALLOW = 0,
+	PM_ACTION_DENY = 1,
+};
+
+/* pm_policy value, keyed by the pod's host veth ifindex (__u32). */
+struct pm_policy {
+	__u8 default_action[2]; /* enum pm_action, indexed by enum pm_direction */
+	__u8 pad[2];
+	__u32 flags; /* reserved, 0 */
+};
+
+/* pm_rule.proto: an IPPROTO_* value (TCP 6, UDP 17, ICMP 1, ICMPV6 58) or any. */
+#define PM_PROTO_ANY 0
+/* pm_rule.flags: the rule matches only packets with ports (TCP, UDP, SCTP,
+ * first fragments) whose destination port is in [port_lo, port_hi]. */
+#define PM_RULE_PORTS 1
+/* pm_rule.flags, for userspace only: the rule was given without a CIDR and
+ * is stored under both families' /0. */
+#define PM_RULE_ANY_ADDRESS 2
+
+struct pm_rule {
+	__u32 id; /* unique per pod, chosen by userspace */
+	__u8 proto;
+	__u8 action; /* enum pm_action */
+	__u8 flags;
+	__u8 pad;
+	__u16 port_lo; /* host byte order, inclusive */
+	__u16 port_hi;
+};
+
+/*
+ * pm_rules key (an LPM trie): the pod, direction and address family are a
+ * fixed 64-bit prefix, followed by the remote address. prefixlen counts
+ * those 64 bits plus the CIDR's prefix length.
+ */
+#define PM_RULE_KEY_FIXED_BITS 64
+struct pm_rule_key {
+	__u32 prefixlen;
+	__u32 ifindex; /* host veth of the pod */
+	__u8 direction; /* enum pm_direction */
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u8 pad[2];
+	__u8 addr[16]; /* network byte order; IPv4 uses the first 4 bytes */
+};
+
+/*
+ * pm_rules value: every rule of one pod, direction and CIDR, in the order
+ * they are tried (userspace sorts them: specific protocol before any,
+ * narrower port ranges first, deny before allow on a tie). If none matches,
+ * the next shorter CIDR holding the address is tried, then the default.
+ */
+#define PM_RULES_PER_PREFIX 16
+struct pm_rule_set {
+	__u32 prefix_len; /* the CIDR's, without the fixed bits */
+	__u32 n_rules;
+	struct pm_rule rules[PM_RULES_PER_PREFIX];
+};
+
+/* Distinct (pod, direction, CIDR) entries the node can hold. */
+#define PM_MAX_RULE_PREFIXES 65536
+
+/*
+ * pm_flows key: a flow of a pod with policy, from the pod's side. ICMP echo
+ * uses the identifier as pod_port (remote_port 0); other ICMP has no ports.
+ */
+struct pm_flow_key {
+	__u32 ifindex; /* host veth of the pod */
+	__u8 family;
+	__u8 proto;
+	__u16 pod_port; /* host byte order */
+	__u16 remote_port;
+	__u16 pad;
+	__u8 remote[16]; /* network byte order */
+};
+
+struct pm_flow {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() */
+	__u32 opened_by; /* enum pm_direction of the packet that opened it */
+	__u32 pad;
+};
+
+/* The node's tracked flows (an LRU: the least recently used go first). */
+#define PM_MAX_FLOWS 65536
+
+/*
+ * podmeter's own drop reason in pm_drops, for packets its policy denied.
+ * Above every kernel's enum skb_drop_reason (whose subsystems use the high
+ * 16 bits from 0 upwards), so the two never collide.
+ */
+#define PM_DROP_POLICY_DENIED 0xffff0001u
+
 #define PM_MAX_PODS 8192
 /* Distinct (pod, direction, reason) drop entries the node can hold. */
 #define PM_MAX_DROP_KEYS (16 * PM_MAX_PODS)
@@ -104,5 +201,12 @@ _Static_assert(sizeof(struct pm_dev_key) == 16, "pm_dev_key layout");
 _Static_assert(sizeof(struct pm_dev) == 8, "pm_dev layout");
 _Static_assert(sizeof(struct pm_ip) == 20, "pm_ip layout");
 _Static_assert(sizeof(struct pm_pod_info) == 760, "pm_pod_info layout");
+
+_Static_assert(sizeof(struct pm_policy) == 8, "pm_policy layout");
+_Static_assert(sizeof(struct pm_rule) == 12, "pm_rule layout");
+_Static_assert(sizeof(struct pm_rule_key) == 28, "pm_rule_key layout");
+_Static_assert(sizeof(struct pm_rule_set) == 200, "pm_rule_set layout");
+_Static_assert(sizeof(struct pm_flow_key) == 28, "pm_flow_key layout");
+_Static_assert(sizeof(struct pm_flow) == 16, "pm_flow layout");
 
 #endif /* PODMETER_H */

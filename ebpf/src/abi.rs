@@ -4,7 +4,7 @@
 //! BTF of the compiled object, so a change on one side cannot go unnoticed.
 
 /// Mirrors `PODMETER_ABI_VERSION`: part of every pin path (`<pin path>/v1/...`).
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Mirrors `PM_MAX_PODS`: the registry's capacity (the counters hold two entries a pod).
 pub const MAX_PODS: u32 = 8192;
@@ -18,11 +18,16 @@ pub const REASON_WORDS: usize = 4;
 /// The name of the rodata global holding that bitmap.
 pub const AFTER_EGRESS_REASONS: &str = "pm_after_egress_reasons";
 
+/// The name of the rodata global holding the bitmap of a tc program's
+/// `TC_ACT_SHOT` drop reasons.
+pub const TC_DROP_REASONS: &str = "pm_tc_drop_reasons";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 
 /// Mirrors `enum pm_direction`: receive/transmit as seen by the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u32)]
 pub enum Direction {
     /// Host veth egress: traffic towards the pod.
@@ -134,6 +139,119 @@ pub struct PodInfo {
     pub flags: u32,
 }
 
+/// Mirrors `PM_DROP_POLICY_DENIED`: podmeter's own drop reason, beyond
+/// any kernel's `enum skb_drop_reason`.
+pub const DROP_POLICY_DENIED: u32 = 0xffff_0001;
+
+/// Mirrors `PM_RULES_PER_PREFIX`.
+pub const RULES_PER_PREFIX: usize = 16;
+
+/// Mirrors `PM_RULE_KEY_FIXED_BITS`: the pod, direction and family in front
+/// of the address in a rule key.
+pub const RULE_KEY_FIXED_BITS: u32 = 64;
+
+/// Mirrors `PM_MAX_RULE_PREFIXES`.
+pub const MAX_RULE_PREFIXES: u32 = 65536;
+
+/// Mirrors `PM_MAX_FLOWS`.
+pub const MAX_FLOWS: u32 = 65536;
+
+/// Mirrors `PM_PROTO_ANY`.
+pub const PROTO_ANY: u8 = 0;
+
+/// Mirrors `PM_RULE_PORTS`.
+pub const RULE_PORTS: u8 = 1;
+
+/// Mirrors `enum pm_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Action {
+    Allow = 0,
+    Deny = 1,
+}
+
+impl Action {
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        [Action::Allow, Action::Deny]
+            .into_iter()
+            .find(|a| *a as u8 == raw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// Mirrors `struct pm_policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PolicyEntry {
+    /// `enum pm_action` by `enum pm_direction`.
+    pub default_action: [u8; 2],
+    pub pad: [u8; 2],
+    pub flags: u32,
+}
+
+/// Mirrors `struct pm_rule`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RuleEntry {
+    pub id: u32,
+    pub proto: u8,
+    pub action: u8,
+    pub flags: u8,
+    pub pad: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+/// Mirrors `struct pm_rule_key` without its leading `prefixlen`, which
+/// aya's `lpm_trie::Key` carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RuleKeyData {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub pad: [u8; 2],
+    pub addr: [u8; 16],
+}
+
+/// Mirrors `struct pm_rule_set`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RuleSet {
+    pub prefix_len: u32,
+    pub n_rules: u32,
+    pub rules: [RuleEntry; RULES_PER_PREFIX],
+}
+
+/// Mirrors `struct pm_flow_key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub pod_port: u16,
+    pub remote_port: u16,
+    pub pad: u16,
+    pub remote: [u8; 16],
+}
+
+/// Mirrors `struct pm_flow`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Flow {
+    pub last_seen_ns: u64,
+    pub opened_by: u32,
+    pub pad: u32,
+}
+
 // SAFETY: plain `#[repr(C)]` data without padding or pointers; any bit
 // pattern is a valid value.
 unsafe impl aya::Pod for CounterKey {}
@@ -147,3 +265,13 @@ unsafe impl aya::Pod for DropKey {}
 unsafe impl aya::Pod for DevKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Dev {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PolicyEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RuleKeyData {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RuleSet {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Flow {}

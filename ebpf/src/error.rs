@@ -72,6 +72,10 @@ pub enum Error {
         max: usize,
     },
 
+    /// A policy edit that cannot be made (a bad rule, a full CIDR).
+    #[error("{0}")]
+    Policy(String),
+
     #[error("tc on {ifname}: {source}")]
     Tc {
         ifname: String,

@@ -17,6 +17,8 @@ pub mod netns_cookie;
 pub mod object;
 pub mod pin_dir;
 pub mod pins;
+pub mod policy;
+pub mod policy_store;
 pub mod registry;
 
 pub use abi::{Direction, PodCounter};

@@ -13,7 +13,7 @@ use aya::{
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
-    abi::{AFTER_EGRESS_REASONS, REASON_WORDS},
+    abi::{AFTER_EGRESS_REASONS, REASON_WORDS, TC_DROP_REASONS},
     drop_reasons::DropReasons,
     lock::PinLock,
     maps,
@@ -32,13 +32,7 @@ pub struct Programs {
 /// the maps) first if this pin path has none yet. Refuses pinned maps of
 /// another layout.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
-    let programs_pinned = || {
-        PROGRAMS
-            .iter()
-            .map(|p| p.name)
-            .chain([DROP_TRACER])
-            .all(|name| layout.program(name).exists())
-    };
+    let programs_pinned = || all_programs().all(|name| layout.program(name).exists());
     // The tracer's link is pinned last: with it and the programs there, no
     // lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
@@ -71,10 +65,16 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
 /// Runs the verifier and pins programs and maps. Dropping the `Ebpf`
 /// afterwards keeps them: the pins hold the kernel objects.
 fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
-    let after_egress = after_egress_reasons(&DropReasons::of_running_kernel()?);
+    let reasons = DropReasons::of_running_kernel()?;
+    // Not `TC_EGRESS` here: a tc program that drops may run before ours as
+    // well as after, and taking back a packet never counted would make the
+    // counter go down.
+    let after_egress = reason_bitmap(&reasons, |name| name.starts_with("QDISC_"));
+    let tc_drops = reason_bitmap(&reasons, |name| matches!(name, "TC_INGRESS" | "TC_EGRESS"));
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
+        .override_global(TC_DROP_REASONS, &tc_drops, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let err = |source| Error::Program {
@@ -115,15 +115,13 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     Ok(())
 }
 
-/// The bitmap of drop reasons that strike on the host veth only after the
-/// egress program counted the packet: the qdisc's. Not `TC_EGRESS`: a tc
-/// program that drops may run before ours as well as after, and taking back
-/// a packet never counted would make the counter go down.
-fn after_egress_reasons(reasons: &DropReasons) -> [u64; REASON_WORDS] {
+/// A bitmap, by value, of the running kernel's drop reasons whose names
+/// pass `pick` (the programs cannot know the values: they differ between
+/// kernels).
+fn reason_bitmap(reasons: &DropReasons, pick: impl Fn(&str) -> bool) -> [u64; REASON_WORDS] {
     let mut bitmap = [0u64; REASON_WORDS];
     for (value, name) in reasons.iter() {
-        let after_egress = name.starts_with("QDISC_");
-        if after_egress && (value as usize) < 64 * REASON_WORDS {
+        if pick(name) && (value as usize) < 64 * REASON_WORDS {
             bitmap[value as usize / 64] |= 1 << (value % 64);
         }
     }
@@ -163,10 +161,7 @@ pub struct ProgramStats {
 /// Run count and run time of every pinned program (tc programs and the drop
 /// tracer), from the pins.
 pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
-    PROGRAMS
-        .iter()
-        .map(|p| p.name)
-        .chain([DROP_TRACER])
+    all_programs()
         .map(|name| {
             let info = ProgramInfo::from_pin(layout.program(name))
                 .map_err(|source| Error::Program { name, source })?;
@@ -177,6 +172,11 @@ pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
             })
         })
         .collect()
+}
+
+/// Every program of the object: the tc programs and the drop tracer.
+fn all_programs() -> impl Iterator<Item = &'static str> {
+    PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER])
 }
 
 /// Checks that `path`, or its nearest existing ancestor, is on bpffs, before

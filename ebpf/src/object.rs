@@ -3,8 +3,11 @@
 use aya::{maps::MapType, programs::TcAttachType};
 
 use crate::{
-    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, MAX_DROP_KEYS, MAX_PODS},
-    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    abi::{
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
+        RuleKeyData, RuleSet, MAX_DROP_KEYS, MAX_FLOWS, MAX_PODS, MAX_RULE_PREFIXES,
+    },
+    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP},
 };
 
 /// The object, aligned as the ELF parser requires.
@@ -20,7 +23,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 4] = [
+pub const MAPS: [MapSpec; 7] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -48,6 +51,28 @@ pub const MAPS: [MapSpec; 4] = [
         key_size: size_of::<DropKey>() as u32,
         value_size: size_of::<PodCounter>() as u32,
         max_entries: MAX_DROP_KEYS,
+    },
+    MapSpec {
+        name: POLICY_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<PolicyEntry>() as u32,
+        max_entries: MAX_PODS,
+    },
+    MapSpec {
+        name: RULES_MAP,
+        map_type: MapType::LpmTrie,
+        // The kernel's key starts with the prefix length.
+        key_size: (size_of::<u32>() + size_of::<RuleKeyData>()) as u32,
+        value_size: size_of::<RuleSet>() as u32,
+        max_entries: MAX_RULE_PREFIXES,
+    },
+    MapSpec {
+        name: FLOWS_MAP,
+        map_type: MapType::LruHash,
+        key_size: size_of::<FlowKey>() as u32,
+        value_size: size_of::<Flow>() as u32,
+        max_entries: MAX_FLOWS,
     },
 ];
 

@@ -12,7 +12,7 @@ use crate::{
     maps::{open_typed, PinnedMaps},
     pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
-    Error,
+    policy_store, Error,
 };
 
 /// A pod interface's identity, as the plugin knows it at ADD.
@@ -116,8 +116,8 @@ impl PinnedMaps {
     }
 }
 
-/// Removes a pod interface's devices, counters and drops, and its identity
-/// last: a DEL killed halfway leaves the identity, by which the next DEL or
+/// Removes a pod interface's policy, devices, counters and drops, and its
+/// identity last: a DEL killed halfway leaves the identity, by which the next DEL or
 /// GC finds what is left. Removing the devices first means no drop is
 /// attributed to the pod once its counters are going. Each map is opened on
 /// its own: DEL must clean what it can when a map is missing (a first ADD
@@ -128,14 +128,16 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     if let Err(e) = pin_dir::check(layout) {
         return vec![e];
     }
-    let mut problems: Vec<Error> = [
-        with_map(layout, DEVICES_MAP, |m| remove_devices(m, ifindex)),
-        with_map(layout, COUNTERS_MAP, |m| remove_counters(m, ifindex)),
-        with_map(layout, DROPS_MAP, |m| remove_drops(m, ifindex)),
-    ]
-    .into_iter()
-    .filter_map(Result::err)
-    .collect();
+    let mut problems: Vec<Error> = policy_store::forget(layout, ifindex);
+    problems.extend(
+        [
+            with_map(layout, DEVICES_MAP, |m| remove_devices(m, ifindex)),
+            with_map(layout, COUNTERS_MAP, |m| remove_counters(m, ifindex)),
+            with_map(layout, DROPS_MAP, |m| remove_drops(m, ifindex)),
+        ]
+        .into_iter()
+        .filter_map(Result::err),
+    );
     // A map of another layout stays so, and a retry could not do better.
     let retry_could_help = problems
         .iter()
@@ -178,7 +180,7 @@ pub fn find_attachment(
         .map(|(ifindex, _)| ifindex))
 }
 
-/// Host ifindexes with devices, counters or drops but no identity: left by
+/// Host ifindexes with devices, counters, drops or policy but no identity: left by
 /// an ADD or DEL that died halfway, or an ADD still in flight.
 pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     let registered: BTreeSet<u32> = pods(layout)?.into_iter().map(|(i, _)| i).collect();
@@ -213,11 +215,12 @@ pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
             Ok(())
         },
     )?;
+    found.extend(policy_store::ifindexes(layout)?);
     Ok(found.difference(&registered).copied().collect())
 }
 
 /// Runs `f` on the pinned map `name` if it is pinned.
-fn with_map<T: TryFrom<Map, Error = MapError>>(
+pub(crate) fn with_map<T: TryFrom<Map, Error = MapError>>(
     layout: &PinLayout,
     name: &str,
     f: impl FnOnce(&mut T) -> Result<(), MapError>,
@@ -290,7 +293,7 @@ fn remove_drops(
 /// A delete of a key that is not there is done. aya 0.14 reports that as
 /// the syscall's ENOENT, not as `KeyNotFound`; concurrent DELs meet it when
 /// they collect the same key while another one deletes it.
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),

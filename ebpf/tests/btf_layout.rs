@@ -4,10 +4,14 @@
 
 use std::mem::{offset_of, size_of};
 
+use aya_obj::maps::PinningType;
 use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use podmeter_ebpf::{
-    abi::{CounterKey, Dev, DevKey, DropKey, IpEntry, PodCounter, PodInfo},
+    abi::{
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, IpEntry, PodCounter, PodInfo, PolicyEntry,
+        RuleEntry, RuleKeyData, RuleSet,
+    },
     object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
 };
 
@@ -97,21 +101,92 @@ fn rust_mirrors_match_btf() {
                 flags,
             }),
         ),
+        (
+            "pm_policy",
+            rust_layout!(PolicyEntry {
+                default_action,
+                pad,
+                flags
+            }),
+        ),
+        (
+            "pm_rule",
+            rust_layout!(RuleEntry {
+                id,
+                proto,
+                action,
+                flags,
+                pad,
+                port_lo,
+                port_hi
+            }),
+        ),
+        (
+            "pm_rule_set",
+            rust_layout!(RuleSet {
+                prefix_len,
+                n_rules,
+                rules
+            }),
+        ),
+        (
+            "pm_flow_key",
+            rust_layout!(FlowKey {
+                ifindex,
+                family,
+                proto,
+                pod_port,
+                remote_port,
+                pad,
+                remote
+            }),
+        ),
+        (
+            "pm_flow",
+            rust_layout!(Flow {
+                last_seen_ns,
+                opened_by,
+                pad
+            }),
+        ),
     ];
     for (name, rust) in cases {
         assert_eq!(c_layout(&btf, name), rust, "layout of struct {name}");
     }
 }
 
+/// `struct pm_rule_key` is aya's `lpm_trie::Key<RuleKeyData>`: the prefix
+/// length, then the data.
+#[test]
+fn rule_key_is_a_prefix_length_and_the_mirror() {
+    let (size, fields) = c_layout(&btf(), "pm_rule_key");
+    let (data_size, data_fields) = rust_layout!(RuleKeyData {
+        ifindex,
+        direction,
+        family,
+        pad,
+        addr
+    });
+    let prefix = size_of::<u32>();
+    assert_eq!(size, prefix + data_size);
+    assert_eq!(fields[0], ("prefixlen".to_owned(), 0));
+    let shifted: Vec<_> = data_fields
+        .into_iter()
+        .map(|(name, offset)| (name, offset + prefix))
+        .collect();
+    assert_eq!(fields[1..], shifted[..]);
+}
+
 #[test]
 fn map_specs_match_the_object() {
     let obj = aya_obj::Object::parse(OBJECT).unwrap();
-    // `.rodata` and friends hold globals; they are not pinned.
+    // `.rodata` and friends hold globals, and pm_denied is the programs'
+    // own scratch: neither is pinned.
     let mut declared: Vec<&str> = obj
         .maps
-        .keys()
-        .map(String::as_str)
-        .filter(|name| !name.starts_with('.'))
+        .iter()
+        .filter(|(_, map)| map.pinning() == PinningType::ByName)
+        .map(|(name, _)| name.as_str())
         .collect();
     declared.sort_unstable();
     let mut specified: Vec<&str> = MAPS.iter().map(|m| m.name).collect();

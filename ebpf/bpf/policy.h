@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Per-pod policy, for the tc programs in podmeter.bpf.c: parsing a packet
+ * into the tuple the rules and flows are keyed by, the longest-prefix rule
+ * walk, and flow tracking, so that replies to connections a pod's rules let
+ * through are never dropped by the other direction's rules.
+ *
+ * Semantics (the README's "Policy" section says the same to operators):
+ * - A packet is allowed if it belongs to a live flow opened in the other
+ *   direction, or is an ICMP error quoting a packet of any live flow;
+ *   otherwise the pod's rules for its direction decide: the longest CIDR
+ *   holding the remote address whose rules match the packet (protocol,
+ *   destination port) wins, then the direction's default.
+ * - ARP, IPv6 neighbour discovery and MLD always pass; other non-IP frames
+ *   and IP packets too short to parse get the direction's default.
+ * - A non-first fragment has no ports: only rules without ports match it.
+ */
+#ifndef PODMETER_POLICY_H
+#define PODMETER_POLICY_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+
+#include "podmeter.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+/* The fragment offset bits of iphdr.frag_off (include/net/ip.h). */
+#define PM_IP_OFFSET 0x1fff
+
+/* How long a flow stays open without packets, by protocol. Long enough
+ * for TCP keepalives (2 h by default) and for conntrack-like UDP streams. */
+#define PM_FLOW_TCP_TIMEOUT_NS (7200ULL * 1000000000ULL)
+#define PM_FLOW_UDP_TIMEOUT_NS (180ULL * 1000000000ULL)
+#define PM_FLOW_OTHER_TIMEOUT_NS (30ULL * 1000000000ULL)
+/* A flow's last_seen is rewritten at most this often: fewer shared writes. */
+#define PM_FLOW_TOUCH_NS 1000000000ULL
+
+/* IPv6 extension headers skipped before the transport header. */
+#define PM_MAX_EXT_HEADERS 6
+/* CIDR lengths a rule walk can visit: /128 down to /0. */
+#define PM_MAX_PREFIX_WALK 129
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct pm_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PM_MAX_RULE_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pm_rule_key);
+	__type(value, struct pm_rule_set);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PM_MAX_FLOWS);
+	__type(key, struct pm_flow_key);
+	__type(value, struct pm_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_flows SEC(".maps");
+
+/* A packet's addresses and ports, as it travels. */
+struct pm_tuple {
+	__u8 family; /* 0: not parsed */
+	__u8 proto;
+	__u8 has_ports; /* TCP, UDP or SCTP with its header at hand */
+	__u8 pad;
+	__u16 sport; /* host byte order; ICMP echo: the identifier, both */
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct pm_packet {
+	struct pm_tuple t;
+	struct pm_tuple quoted; /* the packet an ICMP error is about */
+	__u8 always_allowed; /* neighbour discovery, MLD */
+};
+
+/* Reads the IP header at off into t. Returns the transport header's
+ * offset, 0 if there is none (a non-first fragment), < 0 if unreadable.
+ * Extension headers are followed only in the outer packet. */
+static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_proto,
+				    struct pm_tuple *t, int outer)
+{
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+			return -1;
+		t->family = AF_INET;
+		t->proto = ip.protocol;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		if (ip.frag_off & bpf_htons(PM_IP_OFFSET))
+			return 0;
+		return off + ip.ihl * 4;
+	}
+	if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		__u8 next;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) || ip6.version != 6)
+			return -1;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		next = ip6.nexthdr;
+		off += sizeof(ip6);
+		for (int i = 0; outer && i < PM_MAX_EXT_HEADERS; i++) {
+			__u8 h[4];
+
+			if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
+			    next != IPPROTO_DSTOPTS && next != IPPROTO_AH &&
+			    next != IPPROTO_FRAGMENT)
+				break;
+			if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+				return -1;
+			if (next == IPPROTO_FRAGMENT) {
+				next = h[0];
+				if (((h[2] << 8) | h[3]) & ~7) {
+					t->proto = next;
+					return 0;
+				}
+				off += 8;
+			} else if (next == IPPROTO_AH) {
+				next = h[0];
+				off += (h[1] + 2) * 4;
+			} else {
+				next = h[0];
+				off += (h[1] + 1) * 8;
+			}
+		}
+		t->proto = next;
+		return off;
+	}
+	return -1;
+}
+
+static __always_inline int is_icmp_error(__u8 proto, __u8 type)
+{
+	if (proto == IPPROTO_ICMP)
+		return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter */
+	return proto == IPPROTO_ICMPV6 && type >= 1 && type <= 4; /* same, and packet too big */
+}
+
+/* Reads ports (or the ICMP echo identifier) at off into t; returns the
+ * ICMP type, or -1. */
+static __always_inline int parse_transport(struct __sk_buff *skb, __u32 off, struct pm_tuple *t)
+{
+	__u8 h[6];
+
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+		return -1;
+	switch (t->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		t->sport = (h[0] << 8) | h[1];
+		t->dport = (h[2] << 8) | h[3];
+		t->has_ports = 1;
+		return -1;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* Echo request/reply (ICMP 8/0, ICMPv6 128/129): the identifier
+		 * on both sides, so request and reply share a flow. */
+		if (h[0] == 8 || h[0] == 0 || h[0] == 128 || h[0] == 129)
+			t->sport = t->dport = (h[4] << 8) | h[5];
+		return h[0];
+	}
+	return -1;
+}
+
+/* Parses the packet in skb; < 0 if it is not IP or cannot be read. */
+static __always_inline int parse(struct __sk_buff *skb, struct pm_packet *p)
+{
+	__u16 eth_proto = bpf_ntohs(skb->protocol);
+	int off = parse_ip(skb, ETH_HLEN, eth_proto, &p->t, 1);
+	int type;
+
+	if (off <= 0)
+		return off;
+	type = parse_transport(skb, off, &p->t);
+	if (p->t.proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143)) {
+		p->always_allowed = 1;
+	} else if (type >= 0 && is_icmp_error(p->t.proto, type)) {
+		/* The quoted header follows the 8 bytes of the ICMP header. */
+		off = parse_ip(skb, off + 8, eth_proto, &p->quoted, 0);
+		if (off > 0)
+			parse_transport(skb, off, &p->quoted);
+		else if (off < 0)
+			p->quoted.family = 0;
+	}
+	return 0;
+}
+
+/* The flow of a packet that travelled in direction dir, from the pod's side. */
+static __always_inline void flow_key(struct pm_flow_key *k, __u32 ifindex, __u32 dir,
+				     const struct pm_tuple *t)
+{
+	int received = dir == PM_DIR_RECEIVE;
+
+	k->ifindex = ifindex;
+	k->family = t->family;
+	k->proto = t->proto;
+	k->pod_port = received ? t->dport : t->sport;
+	k->remote_port = received ? t->sport : t->dport;
+	__builtin_memcpy(k->remote, received ? t->saddr : t->daddr, 16);
+}
+
+static __always_inline int flow_live(const struct pm_flow *f, __u8 proto, __u64 now)
+{
+	__u64 timeout = proto == IPPROTO_TCP ? PM_FLOW_TCP_TIMEOUT_NS :
+			proto == IPPROTO_UDP ? PM_FLOW_UDP_TIMEOUT_NS :
+					       PM_FLOW_OTHER_TIMEOUT_NS;
+
+	return now - f->last_seen_ns < timeout;
+}
+
+static __always_inline void flow_touch(struct pm_flow *f, __u64 now)
+{
+	if (now - f->last_seen_ns > PM_FLOW_TOUCH_NS)
+		f->last_seen_ns = now;
+}
+
+/* What the rule walk needs of the packet, and what it found. */
+struct pm_rule_walk {
+	struct pm_rule_key key;
+	__u8 proto;
+	__u8 has_ports;
+	__u16 dport;
+	__u8 decided;
+	__u8 action;
+};
+
+static __always_inline int rule_matches(const struct pm_rule *r, const struct pm_rule_walk *w)
+{
+	if (r->proto != PM_PROTO_ANY && r->proto != w->proto)
+		return 0;
+	if (r->flags & PM_RULE_PORTS)
+		return w->has_ports && w->dport >= r->port_lo && w->dport <= r->port_hi;
+	return 1;
+}
+
+/* One step of the walk (a bpf_loop callback, so the verifier checks it
+ * once): the longest CIDR at or below key.prefixlen; 1 ends the walk. */
+static long rule_walk_step(__u64 index, void *ctx)
+{
+	struct pm_rule_walk *w = ctx;
+	struct pm_rule_set *set = bpf_map_lookup_elem(&pm_rules, &w->key);
+
+	if (!set)
+		return 1;
+	for (int i = 0; i < PM_RULES_PER_PREFIX; i++) {
+		if (i >= set->n_rules)
+			break;
+		if (rule_matches(&set->rules[i], w)) {
+			w->decided = 1;
+			w->action = set->rules[i].action;
+			return 1;
+		}
+	}
+	if (set->prefix_len == 0)
+		return 1;
+	w->key.prefixlen = PM_RULE_KEY_FIXED_BITS + set->prefix_len - 1;
+	return 0;
+}
+
+/* The action of the pod's rules for this packet, or the default. */
+static __always_inline __u8 rule_action(__u32 ifindex, __u32 dir, const struct pm_tuple *t,
+					__u8 default_action)
+{
+	struct pm_rule_walk w = {
+		.key.prefixlen = PM_RULE_KEY_FIXED_BITS + (t->family == AF_INET ? 32 : 128),
+		.key.ifindex = ifindex,
+		.key.direction = dir,
+		.key.family = t->family,
+		.proto = t->proto,
+		.has_ports = t->has_ports,
+		.dport = t->dport,
+	};
+
+	__builtin_memcpy(w.key.addr, dir == PM_DIR_RECEIVE ? t->saddr : t->daddr, 16);
+	bpf_loop(PM_MAX_PREFIX_WALK, rule_walk_step, &w, 0);
+	return w.decided ? w.action : default_action;
+}
+
+/* Whether a pod with policy pol may send (dir transmit) or receive this
+ * packet. Tracks the flows its rules let through. */
+static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, __u32 dir,
+					 const struct pm_policy *pol)
+{
+	__u8 default_action = pol->default_action[dir & 1];
+	struct pm_packet p = {};
+	struct pm_flow_key k = {};
+	struct pm_flow *f;
+	int live;
+	__u64 now;
+
+	if (parse(skb, &p) < 0)
+		return skb->protocol == bpf_htons(ETH_P_ARP) || default_action == PM_ACTION_ALLOW;
+	if (p.always_allowed)
+		return 1;
+	now = bpf_ktime_get_ns();
+	if (p.quoted.family) {
+		/* The quoted packet went the other way. */
+		flow_key(&k, ifindex, dir ^ 1, &p.quoted);
+		f = bpf_map_lookup_elem(&pm_flows, &k);
+		if (f && flow_live(f, k.proto, now))
+			return 1;
+	}
+	flow_key(&k, ifindex, dir, &p.t);
+	f = bpf_map_lookup_elem(&pm_flows, &k);
+	live = f && flow_live(f, k.proto, now);
+	if (live && f->opened_by != dir) {
+		flow_touch(f, now);
+		return 1;
+	}
+	if (rule_action(ifindex, dir, &p.t, default_action) != PM_ACTION_ALLOW)
+		return 0;
+	if (live) {
+		flow_touch(f, now);
+	} else {
+		struct pm_flow opened = { .last_seen_ns = now, .opened_by = dir };
+
+		bpf_map_update_elem(&pm_flows, &k, &opened, BPF_ANY);
+	}
+	return 1;
+}
+
+#endif /* PODMETER_POLICY_H */

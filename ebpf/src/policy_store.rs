@@ -1,0 +1,343 @@
+//! A pod's policy in the pinned maps: its default actions (`pm_policy`),
+//! rules (`pm_rules`, an LPM trie) and tracked flows (`pm_flows`).
+//!
+//! Every change is one map update the programs see whole, in an order that
+//! never opens or closes a pod by mistake: a rule is written before the
+//! pod's policy entry that makes the programs look at rules, and the entry
+//! goes first when the pod's policy is removed. Edits of the same pin path
+//! are serialized by the caller holding [`crate::lock::PinLock::exclusive`].
+
+use std::{cell::RefCell, collections::BTreeSet};
+
+use aya::maps::{lpm_trie::LpmTrie, HashMap, MapData, MapError};
+
+use crate::{
+    abi::{Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, RULES_PER_PREFIX},
+    maps::open_typed,
+    pin_dir,
+    pins::{PinLayout, FLOWS_MAP, POLICY_MAP, RULES_MAP},
+    policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
+    registry::{ignore_missing, with_map},
+    Error,
+};
+
+pub struct PolicyStore {
+    layout: PinLayout,
+    policy: HashMap<MapData, u32, PolicyEntry>,
+    rules: LpmTrie<MapData, RuleKeyData, RuleSet>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+}
+
+impl PolicyStore {
+    pub fn open(layout: &PinLayout) -> Result<Self, Error> {
+        pin_dir::check(layout)?;
+        Ok(Self {
+            layout: layout.clone(),
+            policy: open_typed(layout, POLICY_MAP)?,
+            rules: open_typed(layout, RULES_MAP)?,
+            flows: open_typed(layout, FLOWS_MAP)?,
+        })
+    }
+
+    fn error(&self, map: &str, source: MapError) -> Error {
+        Error::Map {
+            path: self.layout.map(map),
+            source,
+        }
+    }
+
+    /// The pod's default actions (receive, transmit); `None` if it has no
+    /// policy, which lets everything through.
+    pub fn defaults(&self, ifindex: u32) -> Result<Option<[Action; 2]>, Error> {
+        match self.policy.get(&ifindex, 0) {
+            Ok(entry) => Ok(Some(
+                entry
+                    .default_action
+                    .map(|raw| Action::from_raw(raw).unwrap_or(Action::Deny)),
+            )),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(self.error(POLICY_MAP, e)),
+        }
+    }
+
+    pub fn set_default(
+        &mut self,
+        ifindex: u32,
+        direction: Direction,
+        action: Action,
+    ) -> Result<(), Error> {
+        let mut defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+        defaults[direction as usize] = action;
+        self.write_defaults(ifindex, defaults)?;
+        self.drop_policy_if_idle(ifindex)
+    }
+
+    fn write_defaults(&mut self, ifindex: u32, defaults: [Action; 2]) -> Result<(), Error> {
+        let entry = PolicyEntry {
+            default_action: defaults.map(|a| a as u8),
+            ..Default::default()
+        };
+        self.policy
+            .insert(ifindex, entry, 0)
+            .map_err(|e| self.error(POLICY_MAP, e))
+    }
+
+    /// Every rule of the pod, by id.
+    pub fn rules(&self, ifindex: u32) -> Result<Vec<Rule>, Error> {
+        let mut rules: Vec<Rule> = Vec::new();
+        for entry in self.rules.iter() {
+            let (key, set) = entry.map_err(|e| self.error(RULES_MAP, e))?;
+            let data = key.data();
+            if data.ifindex != ifindex {
+                continue;
+            }
+            let Some(direction) = Direction::from_raw(data.direction.into()) else {
+                continue;
+            };
+            let n = (set.n_rules as usize).min(RULES_PER_PREFIX);
+            for stored in &set.rules[..n] {
+                let decoded =
+                    policy::decode(stored, direction, data.family, data.addr, set.prefix_len);
+                // A rule for any address is stored once per family.
+                if let Some(rule) = decoded.filter(|r| !rules.iter().any(|o| o.id == r.id)) {
+                    rules.push(rule);
+                }
+            }
+        }
+        rules.sort_by_key(|r| r.id);
+        Ok(rules)
+    }
+
+    /// Adds a rule and returns its id (one more than the pod's highest).
+    pub fn add(
+        &mut self,
+        ifindex: u32,
+        direction: Direction,
+        spec: &RuleSpec,
+    ) -> Result<u32, Error> {
+        spec.validate().map_err(|e| Error::Policy(e.0))?;
+        let id = self.rules(ifindex)?.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let entry = spec.entry(id);
+        // Check every family's set first: a rule is stored whole or not at all.
+        let mut sets = Vec::new();
+        for (family, addr, len) in spec.prefixes() {
+            let key = policy::rule_key(ifindex, direction, family, addr, len);
+            let mut set = self.exact(&key)?.unwrap_or(RuleSet {
+                prefix_len: len.into(),
+                ..Default::default()
+            });
+            let n = set.n_rules as usize;
+            if n >= RULES_PER_PREFIX {
+                return Err(Error::Policy(format!(
+                    "{} already has {RULES_PER_PREFIX} rules for this CIDR and direction, \
+                     the most one CIDR can hold",
+                    spec.cidr
+                        .map_or("any address".to_owned(), |c| c.to_string())
+                )));
+            }
+            set.rules[n] = entry;
+            set.n_rules += 1;
+            policy::sort_rules(&mut set.rules[..=n]);
+            sets.push((key, set));
+        }
+        for (key, set) in sets {
+            self.rules
+                .insert(&key, set, 0)
+                .map_err(|e| self.error(RULES_MAP, e))?;
+        }
+        if self.defaults(ifindex)?.is_none() {
+            self.write_defaults(ifindex, [Action::Allow; 2])?;
+        }
+        Ok(id)
+    }
+
+    /// Removes rule `id` of the pod; false if it has none such.
+    pub fn delete(&mut self, ifindex: u32, id: u32) -> Result<bool, Error> {
+        let mut changed = Vec::new();
+        for entry in self.rules.iter() {
+            let (key, mut set) = entry.map_err(|e| self.error(RULES_MAP, e))?;
+            if key.data().ifindex != ifindex {
+                continue;
+            }
+            let n = (set.n_rules as usize).min(RULES_PER_PREFIX);
+            let kept: Vec<_> = set.rules[..n]
+                .iter()
+                .filter(|r| r.id != id)
+                .copied()
+                .collect();
+            if kept.len() < n {
+                set.rules = Default::default();
+                set.rules[..kept.len()].copy_from_slice(&kept);
+                set.n_rules = kept.len() as u32;
+                changed.push((key, set));
+            }
+        }
+        let found = !changed.is_empty();
+        for (key, set) in changed {
+            let result = if set.n_rules == 0 {
+                ignore_missing(self.rules.remove(&key))
+            } else {
+                self.rules.insert(&key, set, 0)
+            };
+            result.map_err(|e| self.error(RULES_MAP, e))?;
+        }
+        self.drop_policy_if_idle(ifindex)?;
+        Ok(found)
+    }
+
+    /// Replaces whatever policy the pod has with `policy` (the plugin's
+    /// config, at ADD, before the pod's links are up).
+    pub fn apply(&mut self, ifindex: u32, policy: &PodPolicy) -> Result<(), Error> {
+        policy.validate().map_err(|e| Error::Policy(e.0))?;
+        if let Some(e) = forget(&self.layout, ifindex).into_iter().next() {
+            return Err(e);
+        }
+        if policy.is_empty() {
+            return Ok(());
+        }
+        for direction in Direction::ALL {
+            for spec in &policy.direction(direction).rules {
+                self.add(ifindex, direction, spec)?;
+            }
+        }
+        let defaults =
+            Direction::ALL.map(|d| policy.direction(d).default_action.unwrap_or(Action::Allow));
+        self.write_defaults(ifindex, defaults)
+    }
+
+    /// What a packet like `probe` would meet, without sending one: the rule
+    /// that decides, or the default. A packet of a live flow opened the
+    /// other way passes whatever this says.
+    pub fn check(&self, ifindex: u32, probe: &Probe) -> Result<Verdict, Error> {
+        let Some(defaults) = self.defaults(ifindex)? else {
+            return Ok(Verdict::NoPolicy);
+        };
+        let failure = RefCell::new(None);
+        let found = policy::walk(policy::probe_key(ifindex, probe), probe, |key| {
+            match self.rules.get(key, 0) {
+                Ok(set) => Some(set),
+                Err(MapError::KeyNotFound) => None,
+                Err(e) => {
+                    failure.replace(Some(e));
+                    None
+                }
+            }
+        });
+        if let Some(e) = failure.into_inner() {
+            return Err(self.error(RULES_MAP, e));
+        }
+        Ok(
+            match found.and_then(|r| Some((r.id, Action::from_raw(r.action)?))) {
+                Some((id, action)) => Verdict::Rule { id, action },
+                None => Verdict::Default(defaults[probe.direction as usize]),
+            },
+        )
+    }
+
+    /// The pod's tracked flows.
+    pub fn flows(&self, ifindex: u32) -> Result<Vec<(FlowKey, Flow)>, Error> {
+        let mut out = Vec::new();
+        for entry in self.flows.iter() {
+            let (key, flow) = entry.map_err(|e| self.error(FLOWS_MAP, e))?;
+            if key.ifindex == ifindex {
+                out.push((key, flow));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rule set stored for exactly this key's CIDR (the trie's lookup
+    /// answers the longest prefix holding it, maybe a shorter one).
+    fn exact(&self, key: &aya::maps::lpm_trie::Key<RuleKeyData>) -> Result<Option<RuleSet>, Error> {
+        match self.rules.get(key, 0) {
+            Ok(set) if policy::key_prefix(key) == set.prefix_len => Ok(Some(set)),
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(self.error(RULES_MAP, e)),
+        }
+    }
+
+    /// A pod whose policy lets everything through needs no entry: without
+    /// one, the programs only count.
+    fn drop_policy_if_idle(&mut self, ifindex: u32) -> Result<(), Error> {
+        let idle =
+            self.defaults(ifindex)? == Some([Action::Allow; 2]) && self.rules(ifindex)?.is_empty();
+        match forget(&self.layout, ifindex).into_iter().next() {
+            Some(e) if idle => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Removes the pod's policy entry (first: the programs stop enforcing),
+/// then its rules and flows. Maps that are not pinned have nothing to
+/// remove; each problem is returned.
+pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
+    [
+        with_map(
+            layout,
+            POLICY_MAP,
+            |m: &mut HashMap<MapData, u32, PolicyEntry>| ignore_missing(m.remove(&ifindex)),
+        ),
+        with_map(
+            layout,
+            RULES_MAP,
+            |m: &mut LpmTrie<MapData, RuleKeyData, RuleSet>| {
+                let keys = m
+                    .keys()
+                    .filter(|k| k.as_ref().map_or(true, |k| k.data().ifindex == ifindex))
+                    .collect::<Result<Vec<_>, _>>()?;
+                keys.iter().try_for_each(|k| ignore_missing(m.remove(k)))
+            },
+        ),
+        with_map(
+            layout,
+            FLOWS_MAP,
+            |m: &mut HashMap<MapData, FlowKey, Flow>| {
+                let keys = m
+                    .keys()
+                    .filter(|k| k.as_ref().map_or(true, |k| k.ifindex == ifindex))
+                    .collect::<Result<Vec<_>, _>>()?;
+                keys.iter().try_for_each(|k| ignore_missing(m.remove(k)))
+            },
+        ),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
+/// Host ifindexes with a policy entry, rules or flows.
+pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
+    let mut found = BTreeSet::new();
+    with_map(
+        layout,
+        POLICY_MAP,
+        |m: &mut HashMap<MapData, u32, PolicyEntry>| {
+            for key in m.keys() {
+                found.insert(key?);
+            }
+            Ok(())
+        },
+    )?;
+    with_map(
+        layout,
+        RULES_MAP,
+        |m: &mut LpmTrie<MapData, RuleKeyData, RuleSet>| {
+            for key in m.keys() {
+                found.insert(key?.data().ifindex);
+            }
+            Ok(())
+        },
+    )?;
+    with_map(
+        layout,
+        FLOWS_MAP,
+        |m: &mut HashMap<MapData, FlowKey, Flow>| {
+            for key in m.keys() {
+                found.insert(key?.ifindex);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(found)
+}
