@@ -87,7 +87,7 @@ bg $(in_pod db busybox ping -i 0.5 10.88.0.1)
 
 cat <<INFO
 
-exporter:   http://$EXPORTER/metrics      (curl it, or: $BIN/podmeter-stat --bpf.pin-path $PIN)
+exporter:   http://$EXPORTER/metrics      (curl it, or: $BIN/podmeterctl --bpf.pin-path $PIN pods)
 prometheus: http://$PROM/graph             (try: rate(podmeter_pod_receive_bytes_total[10s]))
 dashboard:  dashboards/podmeter.json (import into Grafana with this Prometheus as datasource)
 INFO
@@ -107,4 +107,4 @@ while :; do
 done
 
 for p in "${PODS[@]}"; do cni DEL "$p"; done
-echo; echo "DEL done; pods left registered: $("$BIN/podmeter-stat" --bpf.pin-path "$PIN" --json | wc -l)"
+echo; echo "DEL done; pods left registered: $("$BIN/podmeterctl" --bpf.pin-path "$PIN" pods --output json | wc -l)"

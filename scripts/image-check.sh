@@ -105,7 +105,7 @@ for b in "${BINS[@]}"; do
         || die "podmeter VERSION did not print the spec's JSON: $out"
       ok "podmeter CNI_COMMAND=VERSION: supportedVersions $versions"
       ;;
-    podmeter-agent | podmeter-exporter | podmeter-stat)
+    podmeter-agent | podmeter-exporter | podmeterctl)
       out=$(run_in_image "/usr/local/bin/$b" --help) || die "$b --help failed in the image: $out"
       grep -q '^Usage:' <<<"$out" || die "$b --help printed no usage: $out"
       ver=$(run_in_image "/usr/local/bin/$b" --version) || die "$b --version failed in the image: $ver"

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use podmeter_ebpf::{pins::DEFAULT_PIN_PATH, AttachMode};
+use podmeter_ebpf::{pins::DEFAULT_PIN_PATH, policy::PodPolicy, AttachMode};
 use rscni_plugin::types::NetConf;
 use serde::Deserialize;
 
@@ -39,6 +39,11 @@ pub struct PluginConfig {
     /// pod's own subnet does.
     #[serde(default, rename = "clusterCIDRs")]
     pub cluster_cidrs: Vec<IpNet>,
+    /// Rules and defaults for every pod of this network, applied at ADD
+    /// before the pod's links come up (for runtimes without Kubernetes;
+    /// `podmeterctl policy` edits them per pod afterwards).
+    #[serde(default)]
+    pub policy: PodPolicy,
 }
 
 fn default_bridge() -> String {
@@ -85,6 +90,9 @@ impl PluginConfig {
                 net.trunc()
             )));
         }
+        cfg.policy
+            .validate()
+            .map_err(|e| PluginError::Config(e.to_string()))?;
         Ok(cfg)
     }
 

@@ -1,13 +1,16 @@
 //! Names of the kernel's drop reasons (`enum skb_drop_reason`), read from the
 //! running kernel's BTF: the values differ between kernel versions, so they
 //! cannot be compiled in. One type for every reader (the plugin's loader,
-//! the exporter, `podmeter-stat`, the tests).
+//! the exporter, `podmeterctl`, the tests).
 
 use std::{collections::HashMap, path::Path};
 
 use btf_rs::{Btf, Type};
 
-use crate::Error;
+use crate::{abi::DROP_POLICY_DENIED, Error};
+
+/// The name of podmeter's own drop reason: packets a pod's policy denied.
+pub const POLICY_DENIED: &str = "POLICY_DENIED";
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const ENUM_NAME: &str = "skb_drop_reason";
@@ -43,16 +46,23 @@ impl DropReasons {
         Ok(Self(names))
     }
 
-    /// The name of `reason`, or its number if the kernel did not name it.
+    /// The name of `reason` (`POLICY_DENIED` for podmeter's own), or its
+    /// number if the kernel did not name it.
     pub fn name(&self, reason: u32) -> String {
+        if reason == DROP_POLICY_DENIED {
+            return POLICY_DENIED.to_owned();
+        }
         self.0
             .get(&reason)
             .cloned()
             .unwrap_or_else(|| reason.to_string())
     }
 
-    /// The value named `name`, if the kernel has it.
+    /// The value named `name`, if the kernel (or podmeter) has it.
     pub fn value(&self, name: &str) -> Option<u32> {
+        if name == POLICY_DENIED {
+            return Some(DROP_POLICY_DENIED);
+        }
         self.iter().find_map(|(v, n)| (n == name).then_some(v))
     }
 
@@ -73,6 +83,9 @@ mod tests {
             assert_eq!(reasons.name(value), expected);
         }
         assert_eq!(reasons.name(u32::MAX), u32::MAX.to_string());
+        assert_eq!(reasons.name(DROP_POLICY_DENIED), POLICY_DENIED);
+        assert_eq!(reasons.value(POLICY_DENIED), Some(DROP_POLICY_DENIED));
+        assert_eq!(reasons.value("TC_INGRESS").map(|v| v < 256), Some(true));
     }
 
     #[test]

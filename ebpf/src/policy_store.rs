@@ -261,9 +261,12 @@ impl PolicyStore {
     fn drop_policy_if_idle(&mut self, ifindex: u32) -> Result<(), Error> {
         let idle =
             self.defaults(ifindex)? == Some([Action::Allow; 2]) && self.rules(ifindex)?.is_empty();
+        if !idle {
+            return Ok(());
+        }
         match forget(&self.layout, ifindex).into_iter().next() {
-            Some(e) if idle => Err(e),
-            _ => Ok(()),
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }

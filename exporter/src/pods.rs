@@ -257,13 +257,13 @@ pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Resul
         Family {
             name: "podmeter_pod_drop_packets",
             unit: None,
-            help: "Packets of the pod interface the kernel dropped, by direction and drop reason.",
+            help: "Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
             value: |c| c.packets,
         },
         Family {
             name: "podmeter_pod_drop",
             unit: Some(Unit::Bytes),
-            help: "Bytes of the pod interface the kernel dropped, by direction and drop reason.",
+            help: "Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
             value: |c| c.bytes,
         },
     ];

@@ -26,6 +26,7 @@ pub mod prometheus;
 pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;
+pub mod traffic;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};
 pub use netns::NetNs;

@@ -294,6 +294,17 @@ impl Node {
             .sum()
     }
 
+    /// Runs `podmeterctl` on this node's pins (from the host: the pins are
+    /// node-wide, whatever the netns).
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::binary("podmeterctl"))
+            .arg("--bpf.pin-path")
+            .arg(&self.pin_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     pub fn layout(&self) -> PinLayout {
         PinLayout::new(&self.pin_path)
     }

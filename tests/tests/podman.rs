@@ -97,9 +97,10 @@ fn two_containers_ping_each_other_and_are_metered_under_their_names() {
     }
 
     // A fresh reader (what the exporter serves) shows the names too.
-    let stat = Command::new(podmeter_tests::binary("podmeter-stat"))
-        .args(["--json", "--bpf.pin-path"])
+    let stat = Command::new(podmeter_tests::binary("podmeterctl"))
+        .arg("--bpf.pin-path")
         .arg(&node.pin_path)
+        .args(["pods", "--output", "json"])
         .output()
         .unwrap();
     let mut names: Vec<(String, String)> = String::from_utf8_lossy(&stat.stdout)

@@ -82,11 +82,12 @@ fn bpf_ids_held_by_this_process() -> Vec<u32> {
         .collect()
 }
 
-/// The pods' counters as a fresh process (`podmeter-stat`) reads them from the pins.
+/// The pods' counters as a fresh process (`podmeterctl`) reads them from the pins.
 fn stat(node: &Node) -> BTreeMap<String, PodCounters> {
-    let out = Command::new(podmeter_tests::binary("podmeter-stat"))
-        .args(["--json", "--bpf.pin-path"])
+    let out = Command::new(podmeter_tests::binary("podmeterctl"))
+        .arg("--bpf.pin-path")
         .arg(&node.pin_path)
+        .args(["pods", "--output", "json"])
         .output()
         .unwrap();
     assert!(

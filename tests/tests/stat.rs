@@ -1,19 +1,22 @@
-//! `podmeter-stat`, the command-line reader of the pins, as shells use it.
+//! `podmeterctl pods`, the command-line reader of the pins, as shells use it.
 
 use std::process::{Command, Output};
 
 use podmeter_tests::{binary, Node};
 
 fn stat(node: &Node, json: bool, stdout: impl Into<std::process::Stdio>) -> Output {
-    let mut command = Command::new(binary("podmeter-stat"));
-    command.arg("--bpf.pin-path").arg(&node.pin_path);
+    let mut command = Command::new(binary("podmeterctl"));
+    command
+        .arg("--bpf.pin-path")
+        .arg(&node.pin_path)
+        .arg("pods");
     if json {
-        command.arg("--json");
+        command.args(["--output", "json"]);
     }
     command.stdout(stdout).output().unwrap()
 }
 
-/// `podmeter-stat | head -0`: the reader is gone before the first line.
+/// `podmeterctl | head -0`: the reader is gone before the first line.
 /// A quiet success, not a panic (exit 101) on EPIPE.
 #[test]
 fn a_closed_stdout_ends_it_quietly() {

@@ -1,7 +1,8 @@
 //! ADD: lease addresses, wire the pod onto the bridge, start metering it.
 //!
 //! The order is what makes the counters exact: the veth pair is created
-//! down, the pod is registered (zeroed counters) and the programs attached,
+//! down, the pod is registered (zeroed counters, the config's policy) and
+//! the programs attached,
 //! and only then do the links come up, so the programs see every packet the
 //! kernel's own veth counters see.
 
@@ -9,8 +10,8 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie, registry,
-    PodDevices, PodIdentity,
+    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
+    policy_store::PolicyStore, registry, PodDevices, PodIdentity,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
@@ -96,6 +97,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
     maps.register(host.index, &identity, &devices)?;
+    if !inv.plugin.policy.is_empty() {
+        PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
+    }
     rollback.push("detach", move || {
         attach::detach(layout, host_index).map_err(|e| e.to_string())
     });

@@ -1,62 +1,32 @@
-//! `podmeter-stat`: prints every registered pod interface with its counters
+//! `podmeterctl pods`: every registered pod interface with its counters
 //! and drops, straight from the pinned maps (what the exporter serves,
 //! without HTTP).
 
-use std::{
-    collections::HashMap,
-    io::{self, BufWriter, Write},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{collections::HashMap, io::Write, path::Path, process::ExitCode};
 
-use clap::Parser;
-use podmeter_ebpf::{
-    counters::PodDrops, drop_reasons::DropReasons, maps::PinnedMaps, pins::DEFAULT_PIN_PATH,
-    PinLayout,
-};
+use podmeter_ebpf::{counters::PodDrops, drop_reasons::DropReasons};
 use serde_json::json;
 
-#[derive(Parser)]
-#[command(name = "podmeter-stat", version, about)]
-struct Cli {
-    /// The pin path the plugin was configured with (`pinPath`).
-    #[arg(long = "bpf.pin-path", default_value = DEFAULT_PIN_PATH)]
-    pin_path: PathBuf,
-    /// Print one JSON object per pod interface instead of a table.
-    #[arg(long)]
-    json: bool,
-}
+use crate::{
+    cli::{Format, PodsArgs},
+    pod_ref,
+};
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut out = BufWriter::new(io::stdout().lock());
-    let result = print(&cli, &mut out).and_then(|()| out.flush().map_err(Into::into));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // `podmeter-stat | head`: the reader has what it wanted.
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("Error: {e:?}");
-            ExitCode::FAILURE
-        }
-    }
+pub fn run(pin_path: &Path, args: &PodsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    print(pin_path, args.output == Format::Json, out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes the table (or JSON lines) to `out`; a failed write is an error
 /// like any other, not a panic as `println!` makes it.
-fn print(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
-    let maps = PinnedMaps::open(&PinLayout::new(&cli.pin_path))?;
+fn print(pin_path: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let maps = pod_ref::open(pin_path)?;
     let counters = maps.counters()?;
     let drops = maps.drops()?;
     // Without BTF the reasons are still shown, as numbers.
     let reasons = DropReasons::of_running_kernel().unwrap_or_default();
     let reason = |d: &PodDrops| reasons.name(d.reason);
-    if !cli.json {
+    if !json {
         writeln!(
             out,
             "{:<12} {:<20} {:<6} {:<16} {:>10} {:>12} {:>10} {:>12}",
@@ -66,7 +36,7 @@ fn print(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
     for (ifindex, pod) in maps.pods()? {
         let c = counters.get(&ifindex).copied().unwrap_or_default();
         let pod_drops = drops.iter().filter(|d| d.ifindex == ifindex);
-        if cli.json {
+        if json {
             let ips: Vec<String> = pod.ips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
             let drops: Vec<_> = pod_drops
                 .map(|d| {

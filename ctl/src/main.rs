@@ -1,0 +1,39 @@
+//! `podmeterctl`: reads podmeter's pins on this node (pods, counters,
+//! drops) and edits per-pod policy. No daemon is involved: the pinned maps
+//! are the state, and a change takes effect at the pod's next packet.
+
+mod cli;
+mod output;
+mod pod_ref;
+mod pods;
+mod policy;
+
+use std::{io, process::ExitCode};
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = output::Out::stdout();
+    let result = match &cli.command {
+        Command::Pods(args) => pods::run(&cli.pin_path, args, &mut out),
+        Command::Policy(cmd) => policy::run(&cli.pin_path, cmd, &mut out),
+    }
+    .and_then(|code| out.flush().map(|()| code));
+    match result {
+        Ok(code) => code,
+        // `podmeterctl pods | head`: the reader has what it wanted.
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podmeterctl: {e:#}");
+            ExitCode::from(cli::EXIT_ERROR)
+        }
+    }
+}
