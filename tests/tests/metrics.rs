@@ -13,6 +13,7 @@ use podmeter_tests::{
     exporter::{self, pod_series, promtool_check_metrics, sample, Exporter},
     prometheus::Prometheus,
     sysctl::BpfStats,
+    traffic::tcp_talks,
     NetNs, Node, Pod,
 };
 use serde_json::Value;
@@ -178,6 +179,27 @@ fn prometheus_returns_data_for_every_dashboard_and_rule_expression() {
     let b = node.add_pod("b", &conf);
     let _ab = Traffic::ping(&a.ns, &b.ips()[0]);
     let _ba = Traffic::ping(&b.ns, &a.ips()[0]);
+    // A policy denial, for the policy panels and rules.
+    let denied = node.ctl(&[
+        "policy",
+        "add",
+        "test/a",
+        "--direction",
+        "transmit",
+        "--action",
+        "deny",
+        "--proto",
+        "tcp",
+        "--ports",
+        "9",
+    ]);
+    assert!(denied.status.success(), "{denied:?}");
+    assert!(!tcp_talks(
+        &a.ns,
+        &b.ips()[0],
+        9,
+        Duration::from_millis(500)
+    ));
     let exporter = start_exporter(&node);
     let prometheus = Prometheus::start(exporter.addr);
 
