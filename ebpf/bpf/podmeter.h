@@ -103,11 +103,16 @@ enum pm_action {
 	PM_ACTION_DENY = 1,
 };
 
-/* pm_policy value, keyed by the pod's host veth ifindex (__u32). */
+/*
+ * pm_policy value, keyed by the pod's host veth ifindex (__u32). userspace
+ * bumps generation with every change of the pod's rules or defaults: a
+ * flow's verdict is reused only while the generation it was made under
+ * stands, so a change takes effect at the next packet of every flow.
+ */
 struct pm_policy {
 	__u8 default_action[2]; /* enum pm_action, indexed by enum pm_direction */
 	__u8 pad[2];
-	__u32 flags; /* reserved, 0 */
+	__u32 generation;
 };
 
 /* pm_rule.proto: an IPPROTO_* value (TCP 6, UDP 17, ICMP 1, ICMPV6 58) or any. */
@@ -175,9 +180,9 @@ struct pm_flow_key {
 };
 
 struct pm_flow {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() */
 	__u32 opened_by; /* enum pm_direction of the packet that opened it */
-	__u32 pad;
+	__u32 generation; /* the pod's policy generation its rules allowed it under */
 };
 
 /* The node's tracked flows (an LRU: the least recently used go first). */

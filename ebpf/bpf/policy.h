@@ -10,7 +10,8 @@
  *   direction, or is an ICMP error quoting a packet of any live flow;
  *   otherwise the pod's rules for its direction decide: the longest CIDR
  *   holding the remote address whose rules match the packet (protocol,
- *   destination port) wins, then the direction's default.
+ *   destination port) wins, then the direction's default. A flow the rules
+ *   allowed keeps that verdict until the pod's policy changes (generation).
  * - ARP, IPv6 neighbour discovery and MLD always pass; other non-IP frames
  *   and IP packets too short to parse get the direction's default.
  * - A non-first fragment has no ports: only rules without ports match it.
@@ -36,7 +37,9 @@
 #define PM_FLOW_TCP_TIMEOUT_NS (7200ULL * 1000000000ULL)
 #define PM_FLOW_UDP_TIMEOUT_NS (180ULL * 1000000000ULL)
 #define PM_FLOW_OTHER_TIMEOUT_NS (30ULL * 1000000000ULL)
-/* A flow's last_seen is rewritten at most this often: fewer shared writes. */
+/* A flow's last_seen is rewritten at most this often: fewer shared writes.
+ * Times come from the coarse clock (a tick's precision is plenty here, and
+ * it costs a fraction of a full clock read). */
 #define PM_FLOW_TOUCH_NS 1000000000ULL
 
 /* IPv6 extension headers skipped before the transport header. */
@@ -87,6 +90,23 @@ struct pm_packet {
 	__u8 always_allowed; /* neighbour discovery, MLD */
 };
 
+/* Headers deeper than this are read with the helper only. */
+#define PM_MAX_DIRECT_OFFSET 512
+
+/* Copies len bytes at off: straight from the packet's linear data where
+ * they are (no helper call), else with bpf_skb_load_bytes. */
+static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (off <= PM_MAX_DIRECT_OFFSET && data + off + len <= end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 /* Reads the IP header at off into t. Returns the transport header's
  * offset, 0 if there is none (a non-first fragment), < 0 if unreadable.
  * Extension headers are followed only in the outer packet. */
@@ -96,7 +116,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 	if (eth_proto == ETH_P_IP) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+		if (load(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
 			return -1;
 		t->family = AF_INET;
 		t->proto = ip.protocol;
@@ -110,7 +130,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 		struct ipv6hdr ip6;
 		__u8 next;
 
-		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) || ip6.version != 6)
+		if (load(skb, off, &ip6, sizeof(ip6)) || ip6.version != 6)
 			return -1;
 		t->family = AF_INET6;
 		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
@@ -124,7 +144,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_
 			    next != IPPROTO_DSTOPTS && next != IPPROTO_AH &&
 			    next != IPPROTO_FRAGMENT)
 				break;
-			if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			if (load(skb, off, h, sizeof(h)))
 				return -1;
 			if (next == IPPROTO_FRAGMENT) {
 				next = h[0];
@@ -160,7 +180,7 @@ static __always_inline int parse_transport(struct __sk_buff *skb, __u32 off, str
 {
 	__u8 h[6];
 
-	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+	if (load(skb, off, h, sizeof(h)))
 		return -1;
 	switch (t->proto) {
 	case IPPROTO_TCP:
@@ -301,6 +321,8 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 					 const struct pm_policy *pol)
 {
 	__u8 default_action = pol->default_action[dir & 1];
+	/* Read once: a verdict is stored with the generation it was made under. */
+	__u32 generation = pol->generation;
 	struct pm_packet p = {};
 	struct pm_flow_key k = {};
 	struct pm_flow *f;
@@ -311,7 +333,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 		return skb->protocol == bpf_htons(ETH_P_ARP) || default_action == PM_ACTION_ALLOW;
 	if (p.always_allowed)
 		return 1;
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns();
 	if (p.quoted.family) {
 		/* The quoted packet went the other way. */
 		flow_key(&k, ifindex, dir ^ 1, &p.quoted);
@@ -322,16 +344,22 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 	flow_key(&k, ifindex, dir, &p.t);
 	f = bpf_map_lookup_elem(&pm_flows, &k);
 	live = f && flow_live(f, k.proto, now);
-	if (live && f->opened_by != dir) {
+	/* A reply, or a flow the current rules already let through. */
+	if (live && (f->opened_by != dir || f->generation == generation)) {
 		flow_touch(f, now);
 		return 1;
 	}
 	if (rule_action(ifindex, dir, &p.t, default_action) != PM_ACTION_ALLOW)
 		return 0;
 	if (live) {
+		f->generation = generation;
 		flow_touch(f, now);
 	} else {
-		struct pm_flow opened = { .last_seen_ns = now, .opened_by = dir };
+		struct pm_flow opened = {
+			.last_seen_ns = now,
+			.opened_by = dir,
+			.generation = generation,
+		};
 
 		bpf_map_update_elem(&pm_flows, &k, &opened, BPF_ANY);
 	}

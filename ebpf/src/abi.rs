@@ -193,7 +193,8 @@ pub struct PolicyEntry {
     /// `enum pm_action` by `enum pm_direction`.
     pub default_action: [u8; 2],
     pub pad: [u8; 2],
-    pub flags: u32,
+    /// Bumped by every change of the pod's rules or defaults.
+    pub generation: u32,
 }
 
 /// Mirrors `struct pm_rule`.
@@ -249,7 +250,7 @@ pub struct FlowKey {
 pub struct Flow {
     pub last_seen_ns: u64,
     pub opened_by: u32,
-    pub pad: u32,
+    pub generation: u32,
 }
 
 // SAFETY: plain `#[repr(C)]` data without padding or pointers; any bit

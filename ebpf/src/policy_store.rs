@@ -72,10 +72,19 @@ impl PolicyStore {
         self.drop_policy_if_idle(ifindex)
     }
 
+    /// Writes the pod's policy entry with the next generation: flows
+    /// allowed under the previous one meet the rules again at their next
+    /// packet.
     fn write_defaults(&mut self, ifindex: u32, defaults: [Action; 2]) -> Result<(), Error> {
+        let generation = match self.policy.get(&ifindex, 0) {
+            Ok(entry) => entry.generation.wrapping_add(1),
+            Err(MapError::KeyNotFound) => 0,
+            Err(e) => return Err(self.error(POLICY_MAP, e)),
+        };
         let entry = PolicyEntry {
             default_action: defaults.map(|a| a as u8),
-            ..Default::default()
+            pad: [0; 2],
+            generation,
         };
         self.policy
             .insert(ifindex, entry, 0)
@@ -145,9 +154,8 @@ impl PolicyStore {
                 .insert(&key, set, 0)
                 .map_err(|e| self.error(RULES_MAP, e))?;
         }
-        if self.defaults(ifindex)?.is_none() {
-            self.write_defaults(ifindex, [Action::Allow; 2])?;
-        }
+        let defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+        self.write_defaults(ifindex, defaults)?;
         Ok(id)
     }
 
@@ -180,6 +188,9 @@ impl PolicyStore {
                 self.rules.insert(&key, set, 0)
             };
             result.map_err(|e| self.error(RULES_MAP, e))?;
+        }
+        if let Some(defaults) = self.defaults(ifindex)?.filter(|_| found) {
+            self.write_defaults(ifindex, defaults)?;
         }
         self.drop_policy_if_idle(ifindex)?;
         Ok(found)

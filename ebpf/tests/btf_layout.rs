@@ -106,7 +106,7 @@ fn rust_mirrors_match_btf() {
             rust_layout!(PolicyEntry {
                 default_action,
                 pad,
-                flags
+                generation
             }),
         ),
         (
@@ -146,7 +146,7 @@ fn rust_mirrors_match_btf() {
             rust_layout!(Flow {
                 last_seen_ns,
                 opened_by,
-                pad
+                generation
             }),
         ),
     ];

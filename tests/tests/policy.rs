@@ -3,7 +3,7 @@
 //! namespaces, every denied packet counted once as POLICY_DENIED, and the
 //! pod counters still equal to the veths' own.
 
-use std::{process::Output, time::Duration};
+use std::{net::UdpSocket, process::Output, time::Duration};
 
 use aya::programs::{
     links::{FdLink, PinnedLink},
@@ -415,9 +415,38 @@ fn rules_change_at_runtime_without_reload() {
         assert!(pings(&a.ns, &b_ip), "allowed from the next packet");
     }
     assert!(stream.wait().unwrap().success(), "C's stream lost packets");
+
+    // A flow the rules already let through meets a new rule at its next
+    // packet: one UDP flow, A to B, before and after a deny and its removal.
+    let receiver = b.ns.run_in(|| UdpSocket::bind(("0.0.0.0", 7000)).unwrap());
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let sender = a.ns.run_in(|| UdpSocket::bind(("0.0.0.0", 0)).unwrap());
+    sender.connect((b_ip.as_str(), 7000)).unwrap();
+    let arrives = || {
+        sender.send(b"x").unwrap();
+        receiver.recv(&mut [0u8; 8]).is_ok()
+    };
+    let unrelated = add_rule(&node, "test/a", "transmit", "deny", &["--proto", "icmpv6"]);
+    assert!(arrives(), "the flow, allowed and tracked");
+    let id = add_rule(
+        &node,
+        "test/a",
+        "transmit",
+        "deny",
+        &["--cidr", &cidr, "--proto", "udp", "--ports", "7000"],
+    );
+    assert!(!arrives(), "the same flow, denied from the next packet");
+    ctl_ok(&node, &["policy", "delete", "test/a", &id.to_string()]);
+    assert!(arrives(), "and allowed again");
+    ctl_ok(
+        &node,
+        &["policy", "delete", "test/a", &unrelated.to_string()],
+    );
     let after: Vec<_> = [&a, &b, &c].iter().map(|p| attached(&node, p)).collect();
     assert_eq!(before, after, "same programs, same links");
-    assert_eq!(denied(&node, &a, Direction::Transmit).packets, 3);
+    assert_eq!(denied(&node, &a, Direction::Transmit).packets, 4);
     for pod in [&a, &b, &c] {
         assert_eq!(
             denied(&node, pod, Direction::Receive),
