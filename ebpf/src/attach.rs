@@ -16,8 +16,9 @@ use aya::{
 };
 
 use crate::{
-    loader::{remove_if_exists, Programs},
+    loader::Programs,
     object::{ProgramSpec, PROGRAMS},
+    pin_dir::remove_if_exists,
     pins::PinLayout,
     Error,
 };
