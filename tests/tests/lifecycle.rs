@@ -1,6 +1,6 @@
 //! DEL, CHECK, GC and STATUS, and the result layout of every spec version.
 
-use podmeter_ebpf::attach::tcx_programs;
+use podmeter_ebpf::{attach::attached_programs, AttachMode};
 use podmeter_tests::{NetNs, Node, Pod, SPEC_VERSIONS};
 use serde_json::json;
 
@@ -216,9 +216,11 @@ fn repeated_add_del_never_stacks_attachments() {
     let conf = node.conf("1.1.0");
     for _ in 0..5 {
         let pod = node.add_pod("cycle", &conf);
-        let hooks = node.ns.run_in(|| tcx_programs(&pod.host_ifname()).unwrap());
+        let hooks = node
+            .ns
+            .run_in(|| attached_programs(&pod.host_ifname(), AttachMode::Tcx).unwrap());
         for (hook, names) in hooks {
-            assert_eq!(names.len(), 1, "{hook}: {names:?}");
+            assert_eq!(names.len(), 1, "{}: {names:?}", hook.name);
         }
         node.del(&pod, &conf).ok();
         assert_gone(&node, &pod);

@@ -1,6 +1,6 @@
 //! CHECK: is the attachment still as ADD left it (per `prevResult`)?
 
-use podmeter_ebpf::{attach, maps::PinnedMaps, AttachMode};
+use podmeter_ebpf::{attach, maps::PinnedMaps};
 use rscni_plugin::types::CNIResult;
 
 use super::Invocation;
@@ -10,7 +10,6 @@ use crate::{
         link::link_by_name,
         netns::{in_netns, with_netlink},
         pod::pod_interface_state,
-        tc::bpf_filter_names,
     },
 };
 
@@ -27,20 +26,6 @@ pub fn check(inv: &Invocation) -> Result<(), PluginError> {
     let host_index = check_host_side(inv)?;
     check_pod_side(inv, prev, netns)?;
     check_metering(inv, host_index)
-}
-
-/// The BPF filter names at each clsact hook of the host veth, in the
-/// order of [`attach::hooks`].
-fn clsact_programs(host_index: u32) -> Result<Vec<(&'static str, Vec<String>)>, PluginError> {
-    attach::hooks()
-        .map(|hook| {
-            let names =
-                with_netlink(
-                    |h| async move { bpf_filter_names(&h, host_index, hook.ingress).await },
-                )?;
-            Ok((hook.name, names))
-        })
-        .collect()
 }
 
 fn fail(msg: String) -> Result<(), PluginError> {
@@ -94,8 +79,8 @@ fn check_pod_side(
     prev::compare(prev, index, ifname, &state)
 }
 
-/// The pod is registered with counters, and (under TCX) each hook carries
-/// exactly one of our programs.
+/// The pod is registered with counters, and each hook carries exactly one
+/// of our programs.
 fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> {
     let layout = inv.layout();
     if !layout.dir().exists() {
@@ -115,17 +100,12 @@ fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> 
         fail(format!("no counters for host interface {host_index}"))?;
     }
     let host_name = inv.host_ifname();
-    let mode = inv.plugin.tc_attach_mode;
-    let attached = if mode.resolve() == AttachMode::Tcx {
-        attach::tcx_programs(&host_name)?
-    } else {
-        clsact_programs(host_index)?
-    };
-    for ((hook, names), expected) in attached.into_iter().zip(attach::hooks()) {
-        let ours = names.iter().filter(|n| *n == expected.program).count();
+    for (hook, names) in attach::attached_programs(&host_name, inv.plugin.tc_attach_mode)? {
+        let ours = names.iter().filter(|n| *n == hook.program).count();
         if ours != 1 {
             fail(format!(
-                "{ours} podmeter programs at {hook} of {host_name} (expected 1)"
+                "{ours} podmeter programs at {} of {host_name} (expected 1)",
+                hook.name
             ))?;
         }
     }
