@@ -2,7 +2,7 @@
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{Handle, LinkUnspec};
 
@@ -34,8 +34,6 @@ pub struct LinkDetails {
     pub controller: Option<u32>,
     /// IFF_UP: what we asked for.
     pub admin_up: bool,
-    /// IF_OPER_UP: carrier is there too (a veth is only up when both ends are).
-    pub oper_up: bool,
     /// Hairpin mode of the bridge port, when the link is a bridge port.
     pub hairpin: Option<bool>,
 }
@@ -58,7 +56,6 @@ impl LinkDetails {
             kind: None,
             controller: None,
             admin_up: msg.header.flags.contains(LinkFlags::Up),
-            oper_up: false,
             hairpin: None,
         };
         for attr in &msg.attributes {
@@ -67,7 +64,6 @@ impl LinkDetails {
                 LinkAttribute::Address(a) => d.mac = hex(a, ":"),
                 LinkAttribute::Mtu(m) => d.mtu = Some(*m),
                 LinkAttribute::Controller(c) => d.controller = Some(*c),
-                LinkAttribute::OperState(s) => d.oper_up = *s == State::Up,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
