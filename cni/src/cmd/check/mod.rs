@@ -1,5 +1,7 @@
 //! CHECK: is the attachment still as ADD left it (per `prevResult`)?
 
+use std::{fs::File, path::Path};
+
 use podmeter_ebpf::{attach, maps::PinnedMaps};
 use rscni_plugin::types::CNIResult;
 
@@ -7,9 +9,10 @@ use super::Invocation;
 use crate::{
     error::PluginError,
     net::{
-        link::link_by_name,
+        link::{link_by_name, peer_in},
         netns::{in_netns, with_netlink},
         pod::pod_interface_state,
+        NetError,
     },
 };
 
@@ -24,7 +27,7 @@ pub fn check(inv: &Invocation) -> Result<(), PluginError> {
     let (netns, _) = inv.pod_netns()?;
     inv.ipam.check(&inv.ipam_context())?;
     let host_index = check_host_side(inv)?;
-    check_pod_side(inv, prev, netns)?;
+    check_pod_side(inv, prev, netns, host_index)?;
     check_metering(inv, host_index)
 }
 
@@ -59,23 +62,48 @@ fn check_host_side(inv: &Invocation) -> Result<u32, PluginError> {
     Ok(host.index)
 }
 
-/// The pod interface has the MAC, addresses and routes of `prevResult`.
+/// The pod interface is the peer of the host veth (index `host_index`),
+/// and has the MAC, addresses and routes of `prevResult`.
 fn check_pod_side(
     inv: &Invocation,
     prev: &CNIResult,
     netns: &std::path::Path,
+    host_index: u32,
 ) -> Result<(), PluginError> {
     let ifname = inv.ifname;
     let index = prev::pod_interface(prev, ifname)?;
-    let state = in_netns(netns, || {
-        with_netlink(|h| async move { pod_interface_state(&h, ifname).await })
-    })??
-    .ok_or_else(|| {
+    // The plugin's own namespace, as the pod's namespace names it below.
+    let own = Path::new("/proc/thread-self/ns/net");
+    let own = File::open(own).map_err(|source| NetError::NetNs {
+        path: own.to_owned(),
+        source,
+    })?;
+    let own = &own;
+    let (state, peer) = in_netns(netns, || {
+        with_netlink(|h| async move {
+            Ok((
+                pod_interface_state(&h, ifname).await?,
+                peer_in(&h, ifname, own).await?,
+            ))
+        })
+    })??;
+    let state = state.ok_or_else(|| {
         PluginError::Check(format!(
             "interface {ifname} is missing in {}",
             netns.display()
         ))
     })?;
+    if peer != Some(host_index) {
+        let host_name = inv.host_ifname();
+        let its = match peer {
+            Some(other) => format!("#{other}"),
+            None => "not in the plugin's namespace".into(),
+        };
+        fail(format!(
+            "interface {ifname} in {} is not the peer of host veth {host_name} (#{host_index}): its peer is {its}",
+            netns.display()
+        ))?;
+    }
     prev::compare(prev, index, ifname, &state)
 }
 
