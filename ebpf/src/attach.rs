@@ -16,8 +16,9 @@ use aya::{
 };
 
 use crate::{
-    loader::{remove_if_exists, Programs},
+    loader::Programs,
     object::{ProgramSpec, PROGRAMS},
+    pin_dir::remove_if_exists,
     pins::PinLayout,
     Error,
 };
@@ -172,9 +173,36 @@ pub fn detach(layout: &PinLayout, ifindex: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// The names of the TCX programs attached at each hook of `ifname`, in order
-/// (`(hook, names)`): what CHECK and the tests compare against.
-pub fn tcx_programs(ifname: &str) -> Result<Vec<(&'static str, Vec<String>)>, Error> {
+/// A hook of the host veth and the program podmeter attaches there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    /// `ingress` or `egress`.
+    pub name: &'static str,
+    pub program: &'static str,
+    pub ingress: bool,
+}
+
+impl Hook {
+    fn of(spec: &ProgramSpec) -> Hook {
+        Hook {
+            name: spec.hook,
+            program: spec.name,
+            ingress: spec.attach_type == TcAttachType::Ingress,
+        }
+    }
+}
+
+/// The names of the programs attached at each of podmeter's hooks of
+/// `ifname` (in this thread's network namespace), in the kernel's order,
+/// the way `mode` attaches: TCX programs, or the BPF filters of the clsact
+/// qdisc (none without one). What CHECK and the tests compare against.
+pub fn attached_programs(
+    ifname: &str,
+    mode: AttachMode,
+) -> Result<Vec<(Hook, Vec<String>)>, Error> {
+    if mode.resolve() == AttachMode::Clsact {
+        return clsact::programs(ifname);
+    }
     PROGRAMS
         .iter()
         .map(|spec| {
@@ -189,27 +217,78 @@ pub fn tcx_programs(ifname: &str) -> Result<Vec<(&'static str, Vec<String>)>, Er
                 .iter()
                 .map(|i| i.name_as_str().unwrap_or_default().to_owned())
                 .collect();
-            Ok((spec.hook, names))
+            Ok((Hook::of(spec), names))
         })
         .collect()
 }
 
-/// A hook of the host veth and the program podmeter attaches there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hook {
-    /// `ingress` or `egress`.
-    pub name: &'static str,
-    pub program: &'static str,
-    pub ingress: bool,
-}
+/// The clsact side of [`attached_programs`]: aya lists TCX programs only,
+/// so the filters are dumped over rtnetlink.
+mod clsact {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
 
-/// The hooks podmeter attaches to, in the order [`tcx_programs`] reports.
-pub fn hooks() -> impl Iterator<Item = Hook> {
-    PROGRAMS.iter().map(|p| Hook {
-        name: p.hook,
-        program: p.name,
-        ingress: p.attach_type == TcAttachType::Ingress,
-    })
+    use super::Hook;
+    use crate::{object::PROGRAMS, Error};
+
+    pub(super) fn programs(ifname: &str) -> Result<Vec<(Hook, Vec<String>)>, Error> {
+        let err = |source| Error::TcList {
+            ifname: ifname.to_owned(),
+            source,
+        };
+        let index = nix::net::if_::if_nametoindex(ifname).map_err(|e| err(e.into()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(err)?;
+        rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(err)?;
+            let conn = tokio::spawn(conn);
+            let mut out = Vec::new();
+            for hook in PROGRAMS.iter().map(Hook::of) {
+                let names = filter_names(&handle, index, hook.ingress).await;
+                out.push((hook, names.map_err(|e| err(std::io::Error::other(e)))?));
+            }
+            conn.abort();
+            Ok(out)
+        })
+    }
+
+    /// Program names of the BPF filters at the ingress or egress hook of
+    /// link `index`. A link without a clsact qdisc has none.
+    async fn filter_names(
+        h: &rtnetlink::Handle,
+        index: u32,
+        ingress: bool,
+    ) -> Result<Vec<String>, rtnetlink::Error> {
+        let request = h.traffic_filter(index as i32).get();
+        let request = if ingress {
+            request.ingress()
+        } else {
+            request.egress()
+        };
+        let messages: Vec<_> = match request.execute().try_collect().await {
+            Ok(messages) => messages,
+            // No clsact qdisc: the kernel refuses to list its (absent) hooks.
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EINVAL => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(messages
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                TcAttribute::Options(options) => Some(options),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|o| match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgName(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// Removes link pins whose interface is registered nowhere (left by a crash

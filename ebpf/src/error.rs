@@ -82,6 +82,13 @@ pub enum Error {
         #[source]
         source: aya::programs::tc::TcError,
     },
+
+    #[error("listing the tc filters of {ifname}: {source}")]
+    TcList {
+        ifname: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

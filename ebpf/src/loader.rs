@@ -18,7 +18,7 @@ use crate::{
     lock::PinLock,
     maps,
     object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
-    pin_dir,
+    pin_dir::{self, remove_if_exists},
     pins::PinLayout,
     Error,
 };
@@ -193,14 +193,6 @@ pub fn check_bpffs(path: &Path) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, Error> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("remove", path, e)),
-    }
 }
 
 /// Removes everything pinned under this pin path (programs, maps, links):

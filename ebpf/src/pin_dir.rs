@@ -53,6 +53,16 @@ pub fn check(layout: &PinLayout) -> Result<(), Error> {
     Ok(())
 }
 
+/// Removes a pin (program, map or link) at `path`; `Ok(false)` if there
+/// was none.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
 /// podmeter's own directories, outermost first.
 fn own_dirs(layout: &PinLayout) -> [PathBuf; 3] {
     [

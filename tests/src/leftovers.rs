@@ -236,7 +236,10 @@ pub fn link_pins(layout: &PinLayout) -> Vec<String> {
 }
 
 /// Keys in a pinned map (0 if it was never pinned), read without the
-/// plugin's code so an entry no registry lookup finds is still counted.
+/// plugin's code so an entry no registry lookup finds is still counted. A
+/// map of another layout pinned under the name (an operator's mistake, or a
+/// local user's before pins were root's alone) counts 0: podmeter neither
+/// writes nor removes entries there.
 fn map_keys<M>(layout: &PinLayout, name: &str) -> usize
 where
     M: TryFrom<Map, Error = aya::maps::MapError> + MapKeyCount,
@@ -247,9 +250,7 @@ where
     }
     let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let map = Map::from_map_data(data).unwrap();
-    M::try_from(map)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .key_count()
+    M::try_from(map).map_or(0, |m| m.key_count())
 }
 
 /// The typed maps podmeter pins, whose keys can be counted.

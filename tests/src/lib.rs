@@ -30,7 +30,7 @@ pub mod traffic;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};
 pub use netns::NetNs;
-pub use node::{LinkStats, Node, Pod};
+pub use node::{LinkStats, Node, Pod, TwoPods};
 
 use std::path::PathBuf;
 

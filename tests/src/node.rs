@@ -63,6 +63,39 @@ impl Pod {
     }
 }
 
+/// Where most data-path tests start: a node with pods `a` and `b` ADDed
+/// with one config. Tests take it apart (`let TwoPods { node, conf, a, b } =
+/// TwoPods::new();`); kept whole, it drops the pods first as well.
+pub struct TwoPods {
+    pub a: Pod,
+    pub b: Pod,
+    pub conf: Value,
+    pub node: Node,
+}
+
+impl Default for TwoPods {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TwoPods {
+    /// With the node's config for spec 1.1.0.
+    pub fn new() -> Self {
+        Self::with_conf(|_| {})
+    }
+
+    /// With the node's config for spec 1.1.0 as `edit` leaves it.
+    pub fn with_conf(edit: impl FnOnce(&mut Value)) -> Self {
+        let node = Node::new();
+        let mut conf = node.conf("1.1.0");
+        edit(&mut conf);
+        let a = node.add_pod("a", &conf);
+        let b = node.add_pod("b", &conf);
+        Self { a, b, conf, node }
+    }
+}
+
 /// A link's counters as the kernel keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkStats {

@@ -3,16 +3,13 @@
 
 use podmeter_tests::{
     node::{GATEWAY_V4, GATEWAY_V6},
-    Node,
+    Node, TwoPods,
 };
 
 #[test]
 fn two_pods_reach_each_other_and_counters_equal_the_kernels() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, a, b, .. } = TwoPods::new();
 
     // The bridge keeps its MAC as ports join: pods' gateway entries stay valid.
     assert_eq!(

@@ -5,15 +5,12 @@
 use std::collections::HashMap;
 
 use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
-use podmeter_tests::Node;
+use podmeter_tests::TwoPods;
 
 #[test]
 fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } = TwoPods::new();
     let no_socket = DropReasons::of_running_kernel()
         .unwrap()
         .value("NO_SOCKET")
@@ -55,10 +52,7 @@ fn echo_replies_show_up_as_no_socket_receive_drops_of_the_pinger() {
 #[test]
 fn counters_stay_exact_when_the_pod_interface_goes_down() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, a, b, .. } = TwoPods::new();
     b.ns.ping(&a.ips()[0], 2, 56);
     // The host veth loses its carrier: what still reaches it is dropped by
     // its queue (QDISC_DROP), after podmeter's egress program counted it.

@@ -1,6 +1,6 @@
 //! DEL, CHECK, GC and STATUS, and the result layout of every spec version.
 
-use podmeter_ebpf::attach::tcx_programs;
+use podmeter_ebpf::{attach::attached_programs, AttachMode};
 use podmeter_tests::{NetNs, Node, Pod, SPEC_VERSIONS};
 use serde_json::json;
 
@@ -118,6 +118,64 @@ fn check_fails_when_an_address_is_removed() {
 }
 
 #[test]
+fn check_fails_when_the_pod_interface_is_another_host_veths_peer() {
+    podmeter_testkit::needs_root!();
+    let node = Node::new();
+    let conf = node.conf("1.1.0");
+    let pod = node.add_pod("p", &conf);
+    // The pod's eth0 set aside (its host veth stays up on the bridge) and
+    // replaced by the end of another pair that looks the same from inside
+    // the pod: name, MAC, addresses and so routes. Only its peer differs.
+    let ip = |ns: &NetNs, args: &[&str]| ns.exec(&[&["ip"], args].concat());
+    ip(
+        &node.ns,
+        &[
+            "link",
+            "add",
+            "pmdecoy",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "pmdecoy-pod",
+        ],
+    );
+    ip(&node.ns, &["link", "set", "pmdecoy", "master", "pm0", "up"]);
+    ip(
+        &node.ns,
+        &["link", "set", "pmdecoy-pod", "netns", pod.ns.name()],
+    );
+    ip(&pod.ns, &["link", "set", "eth0", "down"]);
+    ip(&pod.ns, &["link", "set", "eth0", "name", "eth0-old"]);
+    let mac = pod.result["interfaces"][2]["mac"].as_str().unwrap();
+    ip(
+        &pod.ns,
+        &["link", "set", "pmdecoy-pod", "name", "eth0", "address", mac],
+    );
+    for address in pod.result["ips"].as_array().unwrap() {
+        let address = address["address"].as_str().unwrap();
+        ip(&pod.ns, &["addr", "add", address, "dev", "eth0", "nodad"]);
+    }
+    ip(&pod.ns, &["link", "set", "eth0", "up"]);
+
+    let out = node.check(&pod, &conf);
+    assert!(
+        !out.success,
+        "CHECK passed with another veth's peer as eth0"
+    );
+    let msg = out.json["details"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "is not the peer of host veth {}",
+            pod.host_ifname()
+        )),
+        "unclear message: {msg}"
+    );
+    node.del(&pod, &conf).ok();
+    assert_gone(&node, &pod);
+}
+
+#[test]
 fn gc_with_an_empty_valid_list_removes_everything_of_the_network() {
     podmeter_testkit::needs_root!();
     let node = Node::new();
@@ -216,9 +274,11 @@ fn repeated_add_del_never_stacks_attachments() {
     let conf = node.conf("1.1.0");
     for _ in 0..5 {
         let pod = node.add_pod("cycle", &conf);
-        let hooks = node.ns.run_in(|| tcx_programs(&pod.host_ifname()).unwrap());
+        let hooks = node
+            .ns
+            .run_in(|| attached_programs(&pod.host_ifname(), AttachMode::Tcx).unwrap());
         for (hook, names) in hooks {
-            assert_eq!(names.len(), 1, "{hook}: {names:?}");
+            assert_eq!(names.len(), 1, "{}: {names:?}", hook.name);
         }
         node.del(&pod, &conf).ok();
         assert_gone(&node, &pod);

@@ -14,7 +14,7 @@ use podmeter_tests::{
     prometheus::Prometheus,
     sysctl::BpfStats,
     traffic::tcp_talks,
-    NetNs, Node, Pod,
+    NetNs, Node, Pod, TwoPods,
 };
 use serde_json::Value;
 
@@ -30,10 +30,7 @@ fn assert_scrape_matches_kernel(node: &Node, exporter: &Exporter, pod: &Pod, nam
 #[test]
 fn scraped_values_equal_the_kernel_counters_with_pod_labels() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, a, b, .. } = TwoPods::new();
     a.ns.ping(&b.ips()[0], 100, 1200);
     b.ns.ping(&a.ips()[0], 100, 1200);
     let exporter = start_exporter(&node);
@@ -65,10 +62,7 @@ fn scraped_values_equal_the_kernel_counters_with_pod_labels() {
 #[test]
 fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, a, b, .. } = TwoPods::new();
     a.ns.ping(&b.ips()[0], 20, 500);
     let mut exporter = start_exporter(&node);
     let before = assert_scrape_matches_kernel(&node, &exporter, &a, "a");
@@ -90,10 +84,7 @@ fn counters_continue_across_an_exporter_sigkill_and_keep_counting_without_it() {
 #[test]
 fn a_deleted_pods_series_are_gone_from_the_next_scrape() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } = TwoPods::new();
     let exporter = start_exporter(&node);
     let metrics = exporter.metrics();
     assert!(sample(&metrics, &pod_series("receive_bytes", "a")).is_some());
@@ -173,10 +164,7 @@ fn dashboard_exprs() -> Vec<String> {
 fn prometheus_returns_data_for_every_dashboard_and_rule_expression() {
     podmeter_testkit::needs_root!();
     let _stats = BpfStats::enable();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, a, b, .. } = TwoPods::new();
     let _ab = Traffic::ping(&a.ns, &b.ips()[0]);
     let _ba = Traffic::ping(&b.ns, &a.ips()[0]);
     // A policy denial, for the policy panels and rules.

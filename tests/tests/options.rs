@@ -1,16 +1,13 @@
 //! Config options: clsact attachment, ipMasq, mtu, hairpin, default gateway.
 
-use podmeter_tests::Node;
+use podmeter_tests::{Node, TwoPods};
 use serde_json::{json, Value};
 
 #[test]
 fn clsact_attachment_counts_exactly_and_is_removed_on_del() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let mut conf = node.conf("1.1.0");
-    conf["tcAttachMode"] = json!("clsact");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } =
+        TwoPods::with_conf(|conf| conf["tcAttachMode"] = json!("clsact"));
     a.ns.ping(&b.ips()[0], 20, 500);
     for pod in [&a, &b] {
         let ours = node.assert_counters_match_kernel(&pod.host_ifname());
@@ -45,11 +42,7 @@ fn nft_ruleset(node: &Node) -> String {
 #[test]
 fn ip_masq_rules_follow_the_pod() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let mut conf = node.conf("1.1.0");
-    conf["ipMasq"] = json!(true);
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } = TwoPods::with_conf(|conf| conf["ipMasq"] = json!(true));
     let rules = nft_ruleset(&node);
     for ip in a.ips().iter().chain(&b.ips()) {
         assert!(

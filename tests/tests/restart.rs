@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fs, process::Command};
 
 use aya::programs::{tc::TcAttachType, ProgramInfo, SchedClassifier};
 use podmeter_ebpf::{counters::PodCounters, object::PROGRAMS, PodIdentity};
-use podmeter_tests::{Node, Pod};
+use podmeter_tests::{Node, Pod, TwoPods};
 use serde_json::Value;
 
 /// What the node keeps across a restart.
@@ -120,10 +120,7 @@ fn restart(state: &State) {
 #[test]
 fn state_survives_a_userspace_restart_and_old_pods_delete_with_only_the_config() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } = TwoPods::new();
     a.ns.ping(&b.ips()[0], 20, 500);
     let before = State::read(&node, &[&a, &b]);
     let counted = stat(&node);
@@ -168,10 +165,7 @@ fn state_survives_a_userspace_restart_and_old_pods_delete_with_only_the_config()
 #[test]
 fn old_pods_keep_counting_while_a_new_pod_is_added_after_a_restart() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let a = node.add_pod("a", &conf);
-    let b = node.add_pod("b", &conf);
+    let TwoPods { node, conf, a, b } = TwoPods::new();
     a.ns.ping(&b.ips()[0], 5, 100);
     let before = State::read(&node, &[&a, &b]);
     restart(&before);

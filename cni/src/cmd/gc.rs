@@ -24,7 +24,9 @@ use crate::{
     },
 };
 
-/// The spec's key before 1.1.0 was final, which older libcni sends.
+/// The key the 1.1.0 spec first gave by mistake, for the one libcni always sent
+/// (containernetworking/cni#1101); libcni now sends both. A runtime written to
+/// the first text may send only this one.
 const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 pub fn gc(inv: &Invocation) -> Result<(), PluginError> {

@@ -121,10 +121,9 @@ impl<'a> Invocation<'a> {
     /// The pod's network namespace, for ADD and CHECK: opened, and refused
     /// if it is not a network namespace or is the node's own.
     pub fn pod_netns(&self) -> Result<(&'a Path, File), PluginError> {
-        // rscni refuses ADD and CHECK without CNI_NETNS before we are called.
         let path = self
             .netns
-            .ok_or_else(|| PluginError::Config("CNI_NETNS is required".into()))?;
+            .expect("rscni refuses ADD and CHECK without CNI_NETNS before calling us");
         Ok((path, open_pod_netns(path)?))
     }
 }

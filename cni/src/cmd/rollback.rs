@@ -1,10 +1,11 @@
 //! Undo steps for a failed ADD, run in reverse order.
 
+/// One undo action; its error is only logged.
+type Undo<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
+
 /// Collects undo actions; they run (last first) when dropped unless the
 /// operation succeeded and called [`Rollback::commit`]. Undo failures are
 /// logged, never returned: the original error is what the runtime needs.
-type Undo<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
-
 #[derive(Default)]
 pub struct Rollback<'a> {
     steps: Vec<(&'static str, Undo<'a>)>,

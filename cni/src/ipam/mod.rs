@@ -30,7 +30,8 @@ pub struct IpamContext<'a> {
     pub netns: Option<&'a Path>,
     pub cni_args: Option<&'a str>,
     pub cni_path: &'a [PathBuf],
-    /// The exact network config JSON we got on stdin: a delegate must see what we saw.
+    /// The network config serialized again from the parsed `NetConf` (not the bytes we
+    /// read: key order and formatting may differ): what a delegate reads on stdin.
     pub raw_config: &'a [u8],
 }
 

@@ -1,7 +1,7 @@
 //! The one error type of the networking layer.
 //!
 //! Every variant says which object (link, namespace, sysctl) and which operation failed, so the
-//! CNI error the lead builds from it is actionable without a debugger.
+//! CNI error built from it (`crate::error`) is actionable without a debugger.
 
 use std::io;
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use std::path::PathBuf;
 /// A failure in `net`: namespaces, links, addresses, routes, sysctls.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// The network namespace path could not be opened, is not a network namespace, or could
-    /// not be entered. The lead maps this to CNI `InvalidNetNS` (code 8 in rscni).
+    /// The network namespace path could not be opened, is not a pod's network namespace, or
+    /// could not be entered: CNI `InvalidNetNS` (code 8), the only variant with its own code.
     #[error("network namespace {path}: {source}")]
     NetNs { path: PathBuf, source: io::Error },
 
@@ -24,7 +24,7 @@ pub enum NetError {
         source: rtnetlink::Error,
     },
 
-    /// The netlink socket or the tokio runtime could not be created.
+    /// The netlink socket, the tokio runtime or the namespace thread could not be created.
     #[error("{what}: {source}")]
     Setup {
         what: &'static str,

@@ -1,13 +1,16 @@
 //! Looking up, bringing up and deleting links by name, shared by the bridge, veth and pod code.
 
+use std::fs::File;
+
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{Handle, LinkUnspec};
 
 use super::error::netlink_errno;
 use super::names::hex;
+use super::netns::netns_id;
 use super::NetError;
 
 const ENODEV: i32 = libc::ENODEV;
@@ -34,10 +37,13 @@ pub struct LinkDetails {
     pub controller: Option<u32>,
     /// IFF_UP: what we asked for.
     pub admin_up: bool,
-    /// IF_OPER_UP: carrier is there too (a veth is only up when both ends are).
-    pub oper_up: bool,
     /// Hairpin mode of the bridge port, when the link is a bridge port.
     pub hairpin: Option<bool>,
+    /// `IFLA_LINK`: a veth's peer, by its index in its own namespace.
+    pub link_index: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the peer's namespace, by the id this namespace
+    /// gives it; `None` when the peer is in this namespace.
+    pub link_netnsid: Option<i32>,
 }
 
 impl LinkDetails {
@@ -58,8 +64,9 @@ impl LinkDetails {
             kind: None,
             controller: None,
             admin_up: msg.header.flags.contains(LinkFlags::Up),
-            oper_up: false,
             hairpin: None,
+            link_index: None,
+            link_netnsid: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -67,7 +74,8 @@ impl LinkDetails {
                 LinkAttribute::Address(a) => d.mac = hex(a, ":"),
                 LinkAttribute::Mtu(m) => d.mtu = Some(*m),
                 LinkAttribute::Controller(c) => d.controller = Some(*c),
-                LinkAttribute::OperState(s) => d.oper_up = *s == State::Up,
+                LinkAttribute::Link(l) => d.link_index = Some(*l),
+                LinkAttribute::LinkNetNsId(n) => d.link_netnsid = Some(*n),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -116,6 +124,18 @@ pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<LinkDetails>
         Err(e) if netlink_errno(&e) == Some(ENODEV) => Ok(None),
         Err(e) => Err(NetError::netlink("get link", format!("#{index}"))(e)),
     }
+}
+
+/// The index of `name`'s peer (a veth's other end) if that peer is in the
+/// namespace `ns`; `None` if it has no peer there, or no link is `name`.
+pub async fn peer_in(h: &Handle, name: &str, ns: &File) -> Result<Option<u32>, NetError> {
+    let Some(link) = link_by_name(h, name).await? else {
+        return Ok(None);
+    };
+    let (Some(index), Some(nsid)) = (link.link_index, link.link_netnsid) else {
+        return Ok(None);
+    };
+    Ok((netns_id(h, ns).await? == Some(nsid)).then_some(index))
 }
 
 /// Every link enslaved to the bridge `bridge_index`.

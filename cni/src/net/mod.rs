@@ -12,7 +12,6 @@ pub mod names;
 pub mod netns;
 pub mod pod;
 pub mod sysctl;
-pub mod tc;
 pub mod veth;
 
 #[cfg(test)]

@@ -11,8 +11,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use futures::StreamExt;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::Handle;
 
 use super::NetError;
@@ -141,4 +145,39 @@ where
         conn.abort();
         out
     })?
+}
+
+/// The id the handle's namespace gives the namespace `ns` (`RTM_GETNSID`, as
+/// `IFLA_LINK_NETNSID` names a peer's namespace); `None` if it gave none.
+pub async fn netns_id(h: &Handle, ns: &File) -> Result<Option<i32>, NetError> {
+    const WHAT: &str = "get the id of a namespace in";
+    let mut msg = NsidMessage::default();
+    msg.attributes
+        .push(NsidAttribute::Fd(ns.as_raw_fd() as u32));
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+    request.header.flags = NLM_F_REQUEST;
+    let mut answers = h
+        .clone()
+        .request(request)
+        .map_err(NetError::netlink(WHAT, "this namespace"))?;
+    while let Some(answer) = answers.next().await {
+        match answer.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                return Ok(m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                    _ => None,
+                }))
+            }
+            NetlinkPayload::Error(e) => {
+                return Err(NetError::netlink(WHAT, "this namespace")(
+                    rtnetlink::Error::NetlinkError(e),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Err(NetError::NoAnswer {
+        op: WHAT,
+        link: "this namespace".into(),
+    })
 }

@@ -1,16 +1,18 @@
 //! CHECK: is the attachment still as ADD left it (per `prevResult`)?
 
-use podmeter_ebpf::{attach, maps::PinnedMaps, AttachMode};
+use std::{fs::File, path::Path};
+
+use podmeter_ebpf::{attach, maps::PinnedMaps};
 use rscni_plugin::types::CNIResult;
 
 use super::Invocation;
 use crate::{
     error::PluginError,
     net::{
-        link::link_by_name,
+        link::{link_by_name, peer_in},
         netns::{in_netns, with_netlink},
         pod::pod_interface_state,
-        tc::bpf_filter_names,
+        NetError,
     },
 };
 
@@ -25,22 +27,8 @@ pub fn check(inv: &Invocation) -> Result<(), PluginError> {
     let (netns, _) = inv.pod_netns()?;
     inv.ipam.check(&inv.ipam_context())?;
     let host_index = check_host_side(inv)?;
-    check_pod_side(inv, prev, netns)?;
+    check_pod_side(inv, prev, netns, host_index)?;
     check_metering(inv, host_index)
-}
-
-/// The BPF filter names at each clsact hook of the host veth, in the
-/// order of [`attach::hooks`].
-fn clsact_programs(host_index: u32) -> Result<Vec<(&'static str, Vec<String>)>, PluginError> {
-    attach::hooks()
-        .map(|hook| {
-            let names =
-                with_netlink(
-                    |h| async move { bpf_filter_names(&h, host_index, hook.ingress).await },
-                )?;
-            Ok((hook.name, names))
-        })
-        .collect()
 }
 
 fn fail(msg: String) -> Result<(), PluginError> {
@@ -74,28 +62,53 @@ fn check_host_side(inv: &Invocation) -> Result<u32, PluginError> {
     Ok(host.index)
 }
 
-/// The pod interface has the MAC, addresses and routes of `prevResult`.
+/// The pod interface is the peer of the host veth (index `host_index`),
+/// and has the MAC, addresses and routes of `prevResult`.
 fn check_pod_side(
     inv: &Invocation,
     prev: &CNIResult,
     netns: &std::path::Path,
+    host_index: u32,
 ) -> Result<(), PluginError> {
     let ifname = inv.ifname;
     let index = prev::pod_interface(prev, ifname)?;
-    let state = in_netns(netns, || {
-        with_netlink(|h| async move { pod_interface_state(&h, ifname).await })
-    })??
-    .ok_or_else(|| {
+    // The plugin's own namespace, as the pod's namespace names it below.
+    let own = Path::new("/proc/thread-self/ns/net");
+    let own = File::open(own).map_err(|source| NetError::NetNs {
+        path: own.to_owned(),
+        source,
+    })?;
+    let own = &own;
+    let (state, peer) = in_netns(netns, || {
+        with_netlink(|h| async move {
+            Ok((
+                pod_interface_state(&h, ifname).await?,
+                peer_in(&h, ifname, own).await?,
+            ))
+        })
+    })??;
+    let state = state.ok_or_else(|| {
         PluginError::Check(format!(
             "interface {ifname} is missing in {}",
             netns.display()
         ))
     })?;
+    if peer != Some(host_index) {
+        let host_name = inv.host_ifname();
+        let its = match peer {
+            Some(other) => format!("#{other}"),
+            None => "not in the plugin's namespace".into(),
+        };
+        fail(format!(
+            "interface {ifname} in {} is not the peer of host veth {host_name} (#{host_index}): its peer is {its}",
+            netns.display()
+        ))?;
+    }
     prev::compare(prev, index, ifname, &state)
 }
 
-/// The pod is registered with counters, and (under TCX) each hook carries
-/// exactly one of our programs.
+/// The pod is registered with counters, and each hook carries exactly one
+/// of our programs.
 fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> {
     let layout = inv.layout();
     if !layout.dir().exists() {
@@ -115,17 +128,12 @@ fn check_metering(inv: &Invocation, host_index: u32) -> Result<(), PluginError> 
         fail(format!("no counters for host interface {host_index}"))?;
     }
     let host_name = inv.host_ifname();
-    let mode = inv.plugin.tc_attach_mode;
-    let attached = if mode.resolve() == AttachMode::Tcx {
-        attach::tcx_programs(&host_name)?
-    } else {
-        clsact_programs(host_index)?
-    };
-    for ((hook, names), expected) in attached.into_iter().zip(attach::hooks()) {
-        let ours = names.iter().filter(|n| *n == expected.program).count();
+    for (hook, names) in attach::attached_programs(&host_name, inv.plugin.tc_attach_mode)? {
+        let ours = names.iter().filter(|n| *n == hook.program).count();
         if ours != 1 {
             fail(format!(
-                "{ours} podmeter programs at {hook} of {host_name} (expected 1)"
+                "{ours} podmeter programs at {} of {host_name} (expected 1)",
+                hook.name
             ))?;
         }
     }
