@@ -12,11 +12,14 @@ use std::{
     process::Command,
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuHashMap};
 use podmeter_ebpf::{
-    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo},
+    abi::{
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
+        RuleKeyData, RuleSet,
+    },
     object::DROP_TRACEPOINT,
-    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP},
     PinLayout,
 };
 use serde_json::{json, Value};
@@ -49,6 +52,8 @@ pub struct Leftovers {
     pub counters: usize,
     pub devices: usize,
     pub drops: usize,
+    /// Policy entries, rule CIDRs and tracked flows.
+    pub policy: usize,
     /// Per-pod TCX link pins (the node-wide drop tracer's link excluded).
     pub pins: Vec<String>,
     pub nft_rules: usize,
@@ -68,6 +73,9 @@ impl Leftovers {
             counters: map_keys::<PerCpuHashMap<_, CounterKey, PodCounter>>(&layout, COUNTERS_MAP),
             devices: map_keys::<HashMap<_, DevKey, Dev>>(&layout, DEVICES_MAP),
             drops: map_keys::<PerCpuHashMap<_, DropKey, PodCounter>>(&layout, DROPS_MAP),
+            policy: map_keys::<HashMap<_, u32, PolicyEntry>>(&layout, POLICY_MAP)
+                + map_keys::<LpmTrie<_, RuleKeyData, RuleSet>>(&layout, RULES_MAP)
+                + map_keys::<HashMap<_, FlowKey, Flow>>(&layout, FLOWS_MAP),
             pins: link_pins(&layout),
             nft_rules: nft_rules(&site.netns),
             processes: processes(site),
@@ -83,7 +91,7 @@ impl Leftovers {
     }
 
     /// One count per kind, in the order of [`Leftovers::KINDS`].
-    pub fn counts(&self) -> [usize; 11] {
+    pub fn counts(&self) -> [usize; 12] {
         [
             self.links.len(),
             self.addrs.len(),
@@ -93,15 +101,16 @@ impl Leftovers {
             self.counters,
             self.devices,
             self.drops,
+            self.policy,
             self.pins.len(),
             self.nft_rules,
             self.processes.len(),
         ]
     }
 
-    pub const KINDS: [&'static str; 11] = [
-        "links", "addrs", "routes", "leases", "registry", "counters", "devices", "drops", "pins",
-        "nft", "procs",
+    pub const KINDS: [&'static str; 12] = [
+        "links", "addrs", "routes", "leases", "registry", "counters", "devices", "drops", "policy",
+        "pins", "nft", "procs",
     ];
 
     pub fn is_clean(&self) -> bool {
@@ -112,7 +121,8 @@ impl Leftovers {
         json!({
             "links": self.links, "addrs": self.addrs, "routes": self.routes,
             "leases": self.leases, "registry": self.registry, "counters": self.counters,
-            "devices": self.devices, "drops": self.drops, "pins": self.pins,
+            "devices": self.devices, "drops": self.drops, "policy": self.policy,
+            "pins": self.pins,
             "nft": self.nft_rules, "procs": self.processes,
         })
     }
@@ -259,6 +269,12 @@ pub trait MapKeyCount {
 }
 
 impl<K: aya::Pod, V: aya::Pod> MapKeyCount for HashMap<MapData, K, V> {
+    fn key_count(&self) -> usize {
+        self.keys().count()
+    }
+}
+
+impl<K: aya::Pod, V: aya::Pod> MapKeyCount for LpmTrie<MapData, K, V> {
     fn key_count(&self) -> usize {
         self.keys().count()
     }
