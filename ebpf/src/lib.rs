@@ -17,6 +17,7 @@ pub mod netns_cookie;
 pub mod object;
 pub mod pin_dir;
 pub mod pins;
+mod pod_keys;
 pub mod policy;
 pub mod policy_store;
 pub mod registry;

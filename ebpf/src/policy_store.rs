@@ -16,16 +16,21 @@ use crate::{
     maps::open_typed,
     pin_dir,
     pins::{PinLayout, FLOWS_MAP, POLICY_MAP, RULES_MAP},
+    pod_keys::PodKeys,
     policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
     registry::{ignore_missing, with_map},
     Error,
 };
 
+type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
+type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
+type FlowsMap = HashMap<MapData, FlowKey, Flow>;
+
 pub struct PolicyStore {
     layout: PinLayout,
-    policy: HashMap<MapData, u32, PolicyEntry>,
-    rules: LpmTrie<MapData, RuleKeyData, RuleSet>,
-    flows: HashMap<MapData, FlowKey, Flow>,
+    policy: PolicyMap,
+    rules: RulesMap,
+    flows: FlowsMap,
 }
 
 impl PolicyStore {
@@ -287,33 +292,11 @@ impl PolicyStore {
 /// remove; each problem is returned.
 pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     [
-        with_map(
-            layout,
-            POLICY_MAP,
-            |m: &mut HashMap<MapData, u32, PolicyEntry>| ignore_missing(m.remove(&ifindex)),
-        ),
-        with_map(
-            layout,
-            RULES_MAP,
-            |m: &mut LpmTrie<MapData, RuleKeyData, RuleSet>| {
-                let keys = m
-                    .keys()
-                    .filter(|k| k.as_ref().map_or(true, |k| k.data().ifindex == ifindex))
-                    .collect::<Result<Vec<_>, _>>()?;
-                keys.iter().try_for_each(|k| ignore_missing(m.remove(k)))
-            },
-        ),
-        with_map(
-            layout,
-            FLOWS_MAP,
-            |m: &mut HashMap<MapData, FlowKey, Flow>| {
-                let keys = m
-                    .keys()
-                    .filter(|k| k.as_ref().map_or(true, |k| k.ifindex == ifindex))
-                    .collect::<Result<Vec<_>, _>>()?;
-                keys.iter().try_for_each(|k| ignore_missing(m.remove(k)))
-            },
-        ),
+        with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
+            m.remove_pod(ifindex)
+        }),
+        with_map(layout, RULES_MAP, |m: &mut RulesMap| m.remove_pod(ifindex)),
+        with_map(layout, FLOWS_MAP, |m: &mut FlowsMap| m.remove_pod(ifindex)),
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -323,35 +306,14 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
 /// Host ifindexes with a policy entry, rules or flows.
 pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     let mut found = BTreeSet::new();
-    with_map(
-        layout,
-        POLICY_MAP,
-        |m: &mut HashMap<MapData, u32, PolicyEntry>| {
-            for key in m.keys() {
-                found.insert(key?);
-            }
-            Ok(())
-        },
-    )?;
-    with_map(
-        layout,
-        RULES_MAP,
-        |m: &mut LpmTrie<MapData, RuleKeyData, RuleSet>| {
-            for key in m.keys() {
-                found.insert(key?.data().ifindex);
-            }
-            Ok(())
-        },
-    )?;
-    with_map(
-        layout,
-        FLOWS_MAP,
-        |m: &mut HashMap<MapData, FlowKey, Flow>| {
-            for key in m.keys() {
-                found.insert(key?.ifindex);
-            }
-            Ok(())
-        },
-    )?;
+    with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
+        m.collect_ifindexes(&mut found)
+    })?;
+    with_map(layout, RULES_MAP, |m: &mut RulesMap| {
+        m.collect_ifindexes(&mut found)
+    })?;
+    with_map(layout, FLOWS_MAP, |m: &mut FlowsMap| {
+        m.collect_ifindexes(&mut found)
+    })?;
     Ok(found)
 }

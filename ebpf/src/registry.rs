@@ -12,6 +12,7 @@ use crate::{
     maps::{open_typed, PinnedMaps},
     pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    pod_keys::PodKeys,
     policy_store, Error,
 };
 
@@ -133,7 +134,11 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
         [
             with_map(layout, DEVICES_MAP, |m| remove_devices(m, ifindex)),
             with_map(layout, COUNTERS_MAP, |m| remove_counters(m, ifindex)),
-            with_map(layout, DROPS_MAP, |m| remove_drops(m, ifindex)),
+            with_map(
+                layout,
+                DROPS_MAP,
+                |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| m.remove_pod(ifindex),
+            ),
         ]
         .into_iter()
         .filter_map(Result::err),
@@ -198,22 +203,12 @@ pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     with_map(
         layout,
         COUNTERS_MAP,
-        |m: &mut PerCpuHashMap<MapData, CounterKey, PodCounter>| {
-            for key in m.keys() {
-                found.insert(key?.ifindex);
-            }
-            Ok(())
-        },
+        |m: &mut PerCpuHashMap<MapData, CounterKey, PodCounter>| m.collect_ifindexes(&mut found),
     )?;
     with_map(
         layout,
         DROPS_MAP,
-        |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| {
-            for key in m.keys() {
-                found.insert(key?.ifindex);
-            }
-            Ok(())
-        },
+        |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| m.collect_ifindexes(&mut found),
     )?;
     found.extend(policy_store::ifindexes(layout)?);
     Ok(found.difference(&registered).copied().collect())
@@ -269,23 +264,6 @@ fn remove_counters(
 ) -> Result<(), MapError> {
     for direction in Direction::ALL {
         ignore_missing(counters.remove(&CounterKey::new(ifindex, direction)))?;
-    }
-    Ok(())
-}
-
-fn remove_drops(
-    drops: &mut PerCpuHashMap<MapData, DropKey, PodCounter>,
-    ifindex: u32,
-) -> Result<(), MapError> {
-    let mut keys = Vec::new();
-    for key in drops.keys() {
-        let key = key?;
-        if key.ifindex == ifindex {
-            keys.push(key);
-        }
-    }
-    for key in keys {
-        ignore_missing(drops.remove(&key))?;
     }
     Ok(())
 }

@@ -274,13 +274,19 @@ impl Node {
                 .expect("pod has counters")
         });
         let as_kernel = |packets, bytes| PodCounter { packets, bytes };
+        let drops: Vec<_> = maps
+            .drops()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.ifindex == ifindex)
+            .collect();
         assert_eq!(
             (ours.receive, ours.transmit),
             (
                 as_kernel(kernel.tx_packets, kernel.tx_bytes),
                 as_kernel(kernel.rx_packets, kernel.rx_bytes)
             ),
-            "podmeter (receive, transmit) vs kernel {kernel:?} of {host_ifname}"
+            "podmeter (receive, transmit) vs kernel {kernel:?} of {host_ifname} (drops {drops:?})"
         );
         ours
     }

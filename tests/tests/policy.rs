@@ -19,11 +19,19 @@ use podmeter_ebpf::{
 use podmeter_tests::{
     leftovers::link_pins,
     traffic::{pings, tcp_talks, udp_refused, TcpServer},
-    NetNs, Node, Pod,
+    NetNs, Node, Pod, TwoPods,
 };
 use serde_json::{json, Value};
 
 const QUICK: Duration = Duration::from_secs(2);
+
+/// A node with pods `a`, `b` and `c` (dropped before the node).
+fn three_pods() -> (Node, [Pod; 3]) {
+    let node = Node::new();
+    let conf = node.conf("1.1.0");
+    let pods = ["a", "b", "c"].map(|name| node.add_pod(name, &conf));
+    (node, pods)
+}
 
 fn ctl_ok(node: &Node, args: &[&str]) -> String {
     let out = node.ctl(args);
@@ -134,9 +142,7 @@ impl<'a> OutCounter<'a> {
 #[test]
 fn a_transmit_deny_stops_one_port_and_nothing_else() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let (a, b) = (node.add_pod("a", &conf), node.add_pod("b", &conf));
+    let TwoPods { node, a, b, .. } = TwoPods::new();
     let (a_ip, b_ip) = (a.ips()[0].clone(), b.ips()[0].clone());
     let _servers = [
         TcpServer::start(&b.ns, 8080),
@@ -200,13 +206,7 @@ fn a_transmit_deny_stops_one_port_and_nothing_else() {
 #[test]
 fn a_receive_default_deny_keeps_replies_and_icmp_errors() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let (a, b, c) = (
-        node.add_pod("a", &conf),
-        node.add_pod("b", &conf),
-        node.add_pod("c", &conf),
-    );
+    let (node, [a, b, c]) = three_pods();
     let (a_ip, b_ip, c_ip) = (a.ips()[0].clone(), b.ips()[0].clone(), c.ips()[0].clone());
     let _servers = [TcpServer::start(&b.ns, 80), TcpServer::start(&c.ns, 9000)];
     let cidr = format!("{a_ip}/32");
@@ -265,13 +265,7 @@ fn a_receive_default_deny_keeps_replies_and_icmp_errors() {
 #[test]
 fn the_longest_prefix_wins_in_both_families() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let (a, b, c) = (
-        node.add_pod("a", &conf),
-        node.add_pod("b", &conf),
-        node.add_pod("c", &conf),
-    );
+    let (node, [a, b, c]) = three_pods();
     let _servers = [
         TcpServer::start(&b.ns, 9000),
         TcpServer::start(&b.ns, 8050),
@@ -383,13 +377,7 @@ fn attached(node: &Node, pod: &Pod) -> Vec<(u64, Vec<u32>, u32)> {
 #[test]
 fn rules_change_at_runtime_without_reload() {
     podmeter_testkit::needs_root!();
-    let node = Node::new();
-    let conf = node.conf("1.1.0");
-    let (a, b, c) = (
-        node.add_pod("a", &conf),
-        node.add_pod("b", &conf),
-        node.add_pod("c", &conf),
-    );
+    let (node, [a, b, c]) = three_pods();
     let b_ip = b.ips()[0].clone();
     let before: Vec<_> = [&a, &b, &c].iter().map(|p| attached(&node, p)).collect();
     // C streams pings to B throughout; its counters must stay exact.

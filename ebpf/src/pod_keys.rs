@@ -1,0 +1,72 @@
+//! The keys of podmeter's per-pod maps, each of which names the pod by its
+//! host ifindex: for collecting which pods a map holds entries of, and for
+//! removing one pod's entries, whatever the map's type.
+
+use std::collections::BTreeSet;
+
+use aya::maps::{lpm_trie::LpmTrie, HashMap, MapData, MapError, PerCpuHashMap};
+
+use crate::{
+    abi::{CounterKey, DropKey, FlowKey, RuleKeyData},
+    registry::ignore_missing,
+};
+
+/// A map whose keys carry a pod's host ifindex.
+pub(crate) trait PodKeys {
+    type Key;
+    fn ifindex(key: &Self::Key) -> u32;
+    fn key_list(&self) -> Result<Vec<Self::Key>, MapError>;
+    fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError>;
+
+    /// Adds the ifindex of every entry to `found`.
+    fn collect_ifindexes(&self, found: &mut BTreeSet<u32>) -> Result<(), MapError> {
+        found.extend(self.key_list()?.iter().map(Self::ifindex));
+        Ok(())
+    }
+
+    /// Removes every entry of the pod. A failed read is an error, not fewer
+    /// entries: DEL must not report a pod gone whose entries it did not see.
+    fn remove_pod(&mut self, ifindex: u32) -> Result<(), MapError> {
+        let keys = self.key_list()?;
+        keys.iter()
+            .filter(|k| Self::ifindex(k) == ifindex)
+            .try_for_each(|k| ignore_missing(self.remove_key(k)))
+    }
+}
+
+macro_rules! pod_keys {
+    ($map:ident, $key:ty, $value:ty, |$k:ident| $ifindex:expr) => {
+        impl PodKeys for $map<MapData, $key, $value> {
+            type Key = $key;
+            fn ifindex($k: &$key) -> u32 {
+                $ifindex
+            }
+            fn key_list(&self) -> Result<Vec<$key>, MapError> {
+                self.keys().collect()
+            }
+            fn remove_key(&mut self, key: &$key) -> Result<(), MapError> {
+                self.remove(key)
+            }
+        }
+    };
+}
+
+pod_keys!(PerCpuHashMap, CounterKey, crate::abi::PodCounter, |k| k
+    .ifindex);
+pod_keys!(PerCpuHashMap, DropKey, crate::abi::PodCounter, |k| k
+    .ifindex);
+pod_keys!(HashMap, u32, crate::abi::PolicyEntry, |k| *k);
+pod_keys!(HashMap, FlowKey, crate::abi::Flow, |k| k.ifindex);
+
+impl PodKeys for LpmTrie<MapData, RuleKeyData, crate::abi::RuleSet> {
+    type Key = aya::maps::lpm_trie::Key<RuleKeyData>;
+    fn ifindex(key: &Self::Key) -> u32 {
+        key.data().ifindex
+    }
+    fn key_list(&self) -> Result<Vec<Self::Key>, MapError> {
+        self.keys().collect()
+    }
+    fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
