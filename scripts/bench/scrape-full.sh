@@ -136,9 +136,12 @@ if [ -n "$BASE_EXPORTER" ]; then
   echo
   echo "this build / BASE_EXPORTER ($BASE_EXPORTER), medians:"
   for n in $SIZES; do
-    same=$(cmp -s <(grep -v '^podmeter_exporter_scrape_duration_seconds ' "$WORK/body.$n") \
-      <(grep -v '^podmeter_exporter_scrape_duration_seconds ' "$WORK/body.$n-base") && echo identical || echo DIFFER)
-    echo "  $n pods: x$(ratio "${MED[$n]}" "${MED[$n-base]}") time; last bodies $same (but for the scrape_duration sample)"
+    # Not the samples that move between two scrapes: the scrape's duration
+    # and the programs' run stats (while kernel.bpf_stats_enabled=1).
+    moving='^podmeter_(exporter_scrape_duration_seconds|bpf_program_run_[a-z]*_total)[{ ]'
+    same=$(cmp -s <(grep -Ev "$moving" "$WORK/body.$n") <(grep -Ev "$moving" "$WORK/body.$n-base") &&
+      echo identical || echo DIFFER)
+    echo "  $n pods: x$(ratio "${MED[$n]}" "${MED[$n-base]}") time; last bodies $same (but for duration and program stats)"
   done
 fi
 echo
