@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod attach;
+pub mod batch;
 pub mod counters;
 pub mod drop_reasons;
 pub mod error;

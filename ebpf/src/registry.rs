@@ -341,7 +341,7 @@ fn untext(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-fn decode(info: &PodInfo) -> PodIdentity {
+pub(crate) fn decode(info: &PodInfo) -> PodIdentity {
     let n = (info.n_ips as usize).min(MAX_IPS);
     let ips = info.ips[..n]
         .iter()

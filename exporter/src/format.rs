@@ -1,12 +1,18 @@
 //! Exposition formats: OpenMetrics or the Prometheus text format 0.0.4,
 //! chosen by the request's `Accept` header.
 
-use std::fmt;
+use std::{
+    fmt,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use prometheus_client::{
     encoding::{prometheus_text, text},
     registry::Registry,
 };
+
+/// The length of the last response [`Format::render`] made.
+static LAST_LEN: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -56,12 +62,16 @@ impl Format {
     }
 
     pub fn render(self, registry: &Registry) -> Result<String, fmt::Error> {
-        let mut out = String::new();
+        // Sized as the last response plus a margin: a full node's is tens
+        // of MB, and growing it by doubling copied it several times.
+        let last = LAST_LEN.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16);
         match self {
             // Ends with `# EOF`.
             Self::OpenMetrics => text::encode(&mut out, registry)?,
             Self::Text => prometheus_text::encode(&mut out, registry)?,
         }
+        LAST_LEN.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 }

@@ -114,7 +114,7 @@ start_exporter() {
   PIDS+=($!)
   EXPORTER_ADDR=
   for _ in $(seq 100); do
-    EXPORTER_ADDR=$(grep -o 'address=[0-9.:]*' "$log" | head -1 | cut -d= -f2 || true)
+    EXPORTER_ADDR=$(grep -o 'address=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
     [ -n "$EXPORTER_ADDR" ] && return 0
     sleep 0.1
   done
