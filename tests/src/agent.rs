@@ -16,6 +16,7 @@ use std::{
 use nix::{
     mount::{mount, umount2, MntFlags, MsFlags},
     sched::{unshare, CloneFlags},
+    sys::signal::Signal,
 };
 
 use crate::{
@@ -267,8 +268,7 @@ impl Agent {
 
     /// Sends SIGTERM and waits (up to [`EVENTUALLY`]) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) }, 0);
+        crate::signal(self.pid(), Signal::SIGTERM);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.lock().unwrap().try_wait().unwrap() {

@@ -246,8 +246,8 @@ impl<'a> Containerd<'a> {
         let Some(mut child) = self.daemon.take() else {
             return true;
         };
-        // SAFETY: kill(2) on our own child (nsenter execs containerd).
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // nsenter execs containerd: the child is containerd.
+        crate::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
         while let Ok(None) = child.try_wait() {
             if start.elapsed() > PATIENCE {

@@ -79,8 +79,10 @@ impl Exporter {
 
     /// Sends `signal` (e.g. `libc::SIGKILL`) to the exporter.
     pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        crate::signal(
+            self.child.id(),
+            nix::sys::signal::Signal::try_from(signal).unwrap(),
+        );
     }
 
     /// Waits for the exporter to exit (after a signal).

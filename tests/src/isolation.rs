@@ -157,9 +157,12 @@ pub fn kill_leftovers(alive: impl Fn() -> Vec<u32>, grace: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for pid in alive() {
-        // SAFETY: kill(2) on a pid of the runtime under test (our mount
-        // namespace or cgroup).
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // A pid of the runtime under test (our mount namespace or cgroup),
+        // which may have exited meanwhile.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -49,6 +49,12 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Sends `signal` to our own child `pid`; panics if it is gone.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("kill {pid} {signal}: {e}"));
+}
+
 /// A name unique to this process and call, for namespaces, pins and dirs.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -56,10 +56,8 @@ impl NetNs {
         let file = std::fs::File::open(self.path()).unwrap();
         std::thread::scope(|s| {
             s.spawn(move || {
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on a namespace fd we own; affects this thread only.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                // Affects this thread only.
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
                 f()
             })
             .join()

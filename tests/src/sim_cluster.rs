@@ -208,8 +208,7 @@ impl SimCluster {
     /// SIGKILLs node `i`'s agent and waits for it to be gone.
     pub fn kill_agent(&mut self, i: usize) {
         let agent = self.nodes[i - 1].agent.take().expect("no agent running");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) }, 0);
+        crate::signal(agent.pid(), nix::sys::signal::Signal::SIGKILL);
         drop(agent); // reaps it
     }
 
