@@ -205,9 +205,7 @@ impl PolicyStore {
     /// config, at ADD, before the pod's links are up).
     pub fn apply(&mut self, ifindex: u32, policy: &PodPolicy) -> Result<(), Error> {
         policy.validate().map_err(|e| Error::Policy(e.0))?;
-        if let Some(e) = forget(&self.layout, ifindex).into_iter().next() {
-            return Err(e);
-        }
+        self.clear(ifindex)?;
         if policy.is_empty() {
             return Ok(());
         }
@@ -277,13 +275,24 @@ impl PolicyStore {
     fn drop_policy_if_idle(&mut self, ifindex: u32) -> Result<(), Error> {
         let idle =
             self.defaults(ifindex)? == Some([Action::Allow; 2]) && self.rules(ifindex)?.is_empty();
-        if !idle {
-            return Ok(());
+        if idle {
+            self.clear(ifindex)?;
         }
-        match forget(&self.layout, ifindex).into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+
+    /// Removes the pod's policy entry, rules and flows, in that order (as
+    /// [`forget`], on the maps already open).
+    fn clear(&mut self, ifindex: u32) -> Result<(), Error> {
+        self.policy
+            .remove_pod(ifindex)
+            .map_err(|e| self.error(POLICY_MAP, e))?;
+        self.rules
+            .remove_pod(ifindex)
+            .map_err(|e| self.error(RULES_MAP, e))?;
+        self.flows
+            .remove_pod(ifindex)
+            .map_err(|e| self.error(FLOWS_MAP, e))
     }
 }
 

@@ -44,6 +44,11 @@ impl Bench {
         let node = Node::new();
         let mut conf = node.conf("1.1.0");
         conf["ipMasq"] = json!(true);
+        // A policy from the config: ADD writes rules and a policy entry,
+        // DEL removes them first.
+        conf["policy"] = json!({
+            "receive": {"default": "deny", "rules": [{"action": "allow", "proto": "icmp"}]}
+        });
         let logs = tempfile::tempdir().unwrap();
         // The first ADD loads the programs: a sequence no later ADD repeats.
         let cold = node.add_pod("cold", &conf);
@@ -169,6 +174,34 @@ fn is(call: &Call, name: &str, arg: &str) -> bool {
     call.name == name && call.line.contains(arg)
 }
 
+/// The main thread's first update of the pinned map `name`: of an fd a
+/// `BPF_OBJ_GET` of that pin returned and no `close` has released since.
+fn first_update_of<'t>(trace: &'t Trace, name: &str) -> &'t Call {
+    let tid = main_thread(trace);
+    let ret = |c: &Call| {
+        c.line
+            .rsplit("= ")
+            .next()
+            .and_then(|r| r.trim().parse::<u32>().ok())
+    };
+    let mut fds = std::collections::BTreeSet::new();
+    for c in trace.calls.iter().filter(|c| c.tid == tid) {
+        if c.name == "close" {
+            let closed = c.line.split(['(', ')']).nth(1).and_then(|f| f.parse().ok());
+            fds.remove(&closed.unwrap_or(u32::MAX));
+        } else if is(c, "bpf", "BPF_OBJ_GET") && c.line.contains(&format!("/{name}\"")) {
+            fds.extend(ret(c));
+        } else if is(c, "bpf", "BPF_MAP_UPDATE_ELEM")
+            && fds
+                .iter()
+                .any(|fd| c.line.contains(&format!("map_fd={fd},")))
+        {
+            return c;
+        }
+    }
+    panic!("no update of {name} in the trace");
+}
+
 // Killed right after the kernel created the veth pair, before it is
 // registered: only DEL (by its hashed name) or GC can find it.
 #[test]
@@ -203,6 +236,24 @@ fn kill_add_after_the_first_map_update() {
         is(c, "bpf", "BPF_MAP_UPDATE_ELEM")
     });
     b.fault(Verb::Add, b.add.after(update), "signal=KILL");
+}
+
+// Killed after the config policy's first rule was written, before the
+// pod's policy entry: DEL must find the rule by the pod's ifindex.
+#[test]
+fn kill_add_after_the_first_rule_is_written() {
+    podmeter_testkit::needs_root!();
+    let b = Bench::new();
+    let rule = first_update_of(&b.add, "pm_rules");
+    b.fault(Verb::Add, b.add.after(rule), "signal=KILL");
+}
+
+// Writing the config policy's first rule fails: ADD rolls back.
+#[test]
+fn eio_on_writing_the_first_rule() {
+    podmeter_testkit::needs_root!();
+    let b = Bench::new();
+    b.fault(Verb::Add, first_update_of(&b.add, "pm_rules"), "error=EIO");
 }
 
 // Killed after the ingress TCX link was pinned, before the egress one.
