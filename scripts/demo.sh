@@ -85,6 +85,15 @@ bg $(in_pod frontend iperf3 -c "${IP[backend]}" -b 20M -t 86400)
 bg $(in_pod backend busybox ping -s 400 -i 0.05 "${IP[db]}")
 bg $(in_pod db busybox ping -i 0.5 10.88.0.1)
 
+# Policy, enforced by the same programs: db takes pings from backend only.
+# frontend's pings are denied (counted as POLICY_DENIED drops); db's own
+# pings to its gateway still get their replies.
+ctl() { "$BIN/podmeterctl" --bpf.pin-path "$PIN" "$@"; }
+ctl policy default shop/db --direction receive --action deny
+ctl policy add shop/db --direction receive --action allow --cidr "${IP[backend]}/32" --proto icmp >/dev/null
+bg $(in_pod frontend busybox ping -i 0.2 "${IP[db]}")
+echo; echo "policy of shop/db (podmeterctl policy list shop/db):"; ctl policy list shop/db | sed 's/^/  /'
+
 cat <<INFO
 
 exporter:   http://$EXPORTER/metrics      (curl it, or: $BIN/podmeterctl --bpf.pin-path $PIN pods)
@@ -100,7 +109,7 @@ while :; do
   join <(promql 'sum by (pod) (rate(podmeter_pod_receive_bytes_total{namespace="shop"}[5s]))' | sort) \
        <(promql 'sum by (pod) (rate(podmeter_pod_transmit_bytes_total{namespace="shop"}[5s]))' | sort) |
     while read -r pod rx tx; do printf '  %-10s %14.0f %14.0f\n' "$pod" "$rx" "$tx"; done
-  echo "  kernel drops/s by reason: $(promql 'sum by (reason) (rate(podmeter_pod_drop_packets_total{namespace="shop"}[5s]))' | tr '\n' ' ')"
+  echo "  drops/s by reason (kernel, and POLICY_DENIED): $(promql 'sum by (reason) (rate(podmeter_pod_drop_packets_total{namespace="shop"}[5s]))' | tr '\n' ' ')"
   round=$((round + 1))
   [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && break
   sleep 5

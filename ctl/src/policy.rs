@@ -75,20 +75,20 @@ pub fn run(
                 for d in Direction::ALL {
                     writeln!(
                         out,
-                        "default {:<8} {}",
+                        "default {:<9} {}",
                         d.as_str(),
                         defaults[d as usize].as_str()
                     )?;
                 }
                 writeln!(
                     out,
-                    "{:>4}  {:<8}  {:<6}  {:<6}  {:<20}  PORTS",
+                    "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  PORTS",
                     "ID", "DIRECTION", "ACTION", "PROTO", "CIDR"
                 )?;
                 for r in rules {
                     writeln!(
                         out,
-                        "{:>4}  {:<8}  {:<6}  {:<6}  {:<20}  {}",
+                        "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  {}",
                         r.id,
                         r.direction.as_str(),
                         r.spec.action.as_str(),
