@@ -132,7 +132,7 @@ impl PolicyStore {
         spec.validate().map_err(|e| Error::Policy(e.0))?;
         let id = self.rules(ifindex)?.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         let entry = spec.entry(id);
-        // Check every family's set first: a rule is stored whole or not at all.
+        // Every family's set is checked for room before any is written.
         let mut sets = Vec::new();
         for (family, addr, len) in spec.prefixes() {
             let key = policy::rule_key(ifindex, direction, family, addr, len);
