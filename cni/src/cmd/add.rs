@@ -36,6 +36,7 @@ use crate::{
         veth::create_veth,
         NetError,
     },
+    timing,
 };
 
 pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
@@ -48,12 +49,14 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     // half-made pod for a leftover.
     let _adding = PinLock::shared(layout)?;
     let mut maps = PinnedMaps::open(layout)?;
+    timing::mark("open maps");
 
     let mut rollback = Rollback::default();
     let leased = inv.ipam.add(&inv.ipam_context())?;
     rollback.push("release addresses", || {
         inv.ipam.del(&inv.ipam_context()).map_err(|e| e.to_string())
     });
+    timing::mark("ipam");
     let plan = Plan::new(&inv.plugin, &leased)?;
     if inv.plugin.is_gateway {
         enable_forwarding(&plan.addrs)?;
@@ -63,6 +66,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     // Async blocks below borrow; they must not take these by value.
     let (plan, peer_name, netns) = (&plan, peer_name.as_str(), &netns);
     let (bridge, host) = create_links(inv, plan, peer_name, netns)?;
+    timing::mark("netlink: bridge, veth");
     // Undo steps own what they need: they run after this function's locals are gone.
     let (host_name, host_index) = (host.name.clone(), host.index);
     rollback.push("delete veth", move || {
@@ -71,6 +75,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .map_err(|e| e.to_string())
     });
     set_accept_ra(&host.name, 0)?;
+    timing::mark("sysctls");
 
     let pod_ref = PodRef::from_cni_args(inv.cni_args);
     let identity = PodIdentity {
@@ -88,6 +93,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .collect(),
     };
     let devices = pod_devices(netns_path, peer_name)?;
+    timing::mark("netlink: pod end, cookies");
     // Pushed before the step it undoes, which may fail halfway (one map
     // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
@@ -100,10 +106,12 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     if !inv.plugin.policy.is_empty() {
         PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
     }
+    timing::mark("map writes");
     rollback.push("detach", move || {
         attach::detach(layout, host_index).map_err(|e| e.to_string())
     });
     programs.attach(layout, &host.name, host.index, inv.plugin.tc_attach_mode)?;
+    timing::mark("attach");
 
     let pod = in_netns(netns_path, || {
         with_netlink(|h| async move {
@@ -111,6 +119,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         })
     })??;
     with_netlink(|h| async move { set_up(&h, host.index).await })?;
+    timing::mark("netlink: pod side, host up");
 
     if PluginConfig::ip_masq(inv.conf) {
         rollback.push("remove masquerade rules", || {
@@ -123,6 +132,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             &plan.addrs,
             &inv.plugin.cluster_cidrs,
         )?;
+        timing::mark("masquerade");
     }
 
     rollback.commit();

@@ -10,12 +10,14 @@ use crate::{
     error::PluginError,
     masq,
     net::{link::link_by_name, netns::with_netlink, NetError},
+    timing,
 };
 
 /// Loads (or reopens) the programs, and checks the attach mode, `nft` for
 /// `ipMasq` and that the bridge's name is free or a bridge.
 pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
     let programs = loader::ensure_loaded(&inv.layout())?;
+    timing::mark("programs: load or reopen");
     let mode = inv.plugin.tc_attach_mode;
     if mode == AttachMode::Tcx && !attach::tcx_available() {
         return Err(PluginError::NotAvailable(
@@ -33,5 +35,6 @@ pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
             kind: link.kind.unwrap_or_else(|| "link without a kind".into()),
         }));
     }
+    timing::mark("preflight: netlink, nft");
     Ok(programs)
 }
