@@ -20,7 +20,11 @@
 #             which syscalls the time goes to (strace slows the process
 #             itself; the kernel-side waits it shows are real), fsyncs, and
 #             aya's feature probes.
-# Times include nsenter's exec (the same for every variant).
+# Sequential times are taken by a shell inside the node netns around the
+# fork, exec and wait of the plugin, as a runtime runs it: neither nsenter
+# nor the benchmark's own pipes and helpers are in them. Parallel batches
+# are timed from outside and include nsenter's exec (the same for every
+# variant).
 #
 # BASE_BIN=/path/to/an/older/podmeter adds the variants base and base-clsact:
 # that binary, measured in the same run (e.g. before and after a change).
@@ -81,17 +85,30 @@ cni() {
   shift 3
   conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$WORK/out.$pod" 2>&1
 }
-# timed VARIANT COMMAND POD PHASE: runs cni, records its wall time.
-timed() {
-  local t0 t1
-  t0=${EPOCHREALTIME/./}
-  if ! cni "$1" "$2" "$3"; then
-    echo "bench: $1 $2 $3 failed:" >&2
-    cat "$WORK/out.$3" >&2
+# cni_timed VARIANT COMMAND POD: one invocation, output in $WORK/out.POD,
+# timed by a shell already inside the node netns: it forks and execs the
+# plugin (config from a file) and waits for it, as a runtime does. Sets
+# T0 and T1 (microseconds since the epoch); fails the benchmark if the
+# plugin fails.
+cni_timed() {
+  local v=$1 cmd=$2 pod=$3 rc
+  conf "$v" >"$WORK/conf.$v"
+  read -r rc T0 T1 < <(CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" CNI_NETNS="/run/netns/$pod" \
+    CNI_IFNAME=eth0 CNI_PATH="$CNI_PATH" \
+    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$pod;K8S_POD_UID=uid-$pod" \
+    nsenter --net="/run/netns/${NODE[$v]}" bash -c '
+      t0=${EPOCHREALTIME/./}; "$1" <"$2" >"$3" 2>&1; rc=$?; t1=${EPOCHREALTIME/./}
+      echo "$rc $t0 $t1"' _ "$(plugin "$v")" "$WORK/conf.$v" "$WORK/out.$pod") || rc="nsenter failed"
+  if [ "$rc" != 0 ]; then
+    echo "bench: $v $cmd $pod failed:" >&2
+    cat "$WORK/out.$pod" >&2
     exit 1
   fi
-  t1=${EPOCHREALTIME/./}
-  echo "$1 $4 $((t1 - t0))" >>"$RAW"
+}
+# timed VARIANT COMMAND POD PHASE: one timed invocation, recorded in $RAW.
+timed() {
+  cni_timed "$1" "$2" "$3"
+  echo "$1 $4 $((T1 - T0))" >>"$RAW"
 }
 # rotated I: the variants, rotated by I.
 rotated() {
@@ -183,14 +200,8 @@ for ((i = 0; i < PHASES; i++)); do
   for cmd in ADD DEL; do
     for v in $(rotated "$i"); do
       pod=$TAG-$v-t$i
-      t0=${EPOCHREALTIME/./}
-      if ! PODMETER_LOG=podmeter::timing=debug NO_COLOR=1 cni "$v" "$cmd" "$pod"; then
-        echo "bench: $v $cmd $pod failed:" >&2
-        cat "$WORK/out.$pod" >&2
-        exit 1
-      fi
-      t1=${EPOCHREALTIME/./}
-      # exec and start: from before the exec to main; exit: from the
+      PODMETER_LOG=podmeter::timing=debug NO_COLOR=1 cni_timed "$v" "$cmd" "$pod"
+      # exec and start: from before the fork to main; exit: from the
       # plugin's last line to the shell seeing it gone.
       perl -ne '
         BEGIN { ($v, $c, $t0, $t1) = splice @ARGV, 0, 4 }
@@ -200,7 +211,7 @@ for ((i = 0; i < PHASES; i++)); do
         elsif (/ phase phase="([^"]*)" ms=([\d.]+)/) { print "$v\t$c\t$1\t$2\n" }
         elsif (/ end epoch_us=(\d+)/) { printf "%s\t%s\texit\t%.3f\n", $v, $c, ($t1 - $1) / 1000 }
         END { printf "%s\t%s\ttotal (wall)\t%.3f\n", $v, $c, ($t1 - $t0) / 1000 }
-      ' "$v" "$cmd" "$t0" "$t1" "$WORK/out.$pod" >>"$PH"
+      ' "$v" "$cmd" "$T0" "$T1" "$WORK/out.$pod" >>"$PH"
     done
   done
   for v in "${VARIANTS[@]}"; do ip netns del "$TAG-$v-t$i"; done
@@ -277,7 +288,7 @@ if [ "$PHASES" -gt 0 ]; then
   echo "phases ($PHASES ADDs and DELs each, alternating; PODMETER_LOG=podmeter::timing=debug):"
   echo "median ms per invocation; each phase ends where the next starts, so the rows add up"
   echo "to about the total (medians do not add exactly). exec and start: from before the"
-  echo "exec of nsenter to podmeter's main; exit: from its last log line until the shell saw it end."
+  echo "fork to podmeter's main; exit: from its last log line until the shell saw it end."
   perl -e '
     my ($file, @vs) = @ARGV; my (%ms, @order, %seen, %cols);
     open my $fh, "<", $file or die;

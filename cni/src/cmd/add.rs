@@ -52,7 +52,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     timing::mark("open maps");
 
     let mut rollback = Rollback::default();
-    let leased = inv.ipam.add(&inv.ipam_context())?;
+    let (leased, syncing) = inv.ipam.add(&inv.ipam_context())?;
     rollback.push("release addresses", || {
         inv.ipam.del(&inv.ipam_context()).map_err(|e| e.to_string())
     });
@@ -135,6 +135,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         timing::mark("masquerade");
     }
 
+    // The leases' fsyncs ran meanwhile: durable before we answer.
+    syncing.wait()?;
+    timing::mark("ipam: wait for fsyncs");
     rollback.commit();
     Ok(result(
         inv,
