@@ -45,6 +45,12 @@ command -v strace >/dev/null || PROFILE=0
 [ -x "$CNI_PATH/bridge" ] && [ -x "$CNI_PATH/host-local" ] ||
   { echo "bench: $CNI_PATH/bridge and host-local are missing (containernetworking-plugins)" >&2; exit 1; }
 WORK=$(mktmp)
+# The plugins' stdout and stderr go to tmpfs, as a runtime reads them from
+# pipes: a file on the disk that holds the IPAM data would make a log line
+# wait behind the journal commit of an fsync (only this script would pay).
+# The IPAM data dirs stay on the disk, under $WORK.
+OUT=$(mktemp -d "/dev/shm/$TAG.XXXXXX")
+TMPS+=("$OUT")
 RAW=$WORK/raw # lines: variant phase microseconds
 
 declare -A NODE PIN DATA
@@ -79,13 +85,13 @@ plugin() {
   esac
 }
 
-# cni VARIANT COMMAND POD [WRAPPER...]: one invocation; output in $WORK/out.POD.
+# cni VARIANT COMMAND POD [WRAPPER...]: one invocation; output in $OUT/out.POD.
 cni() {
   local v=$1 cmd=$2 pod=$3
   shift 3
-  conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$WORK/out.$pod" 2>&1
+  conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$OUT/out.$pod" 2>&1
 }
-# cni_timed VARIANT COMMAND POD: one invocation, output in $WORK/out.POD,
+# cni_timed VARIANT COMMAND POD: one invocation, output in $OUT/out.POD,
 # timed by a shell already inside the node netns: it forks and execs the
 # plugin (config from a file) and waits for it, as a runtime does. Sets
 # T0 and T1 (microseconds since the epoch); fails the benchmark if the
@@ -98,10 +104,10 @@ cni_timed() {
     CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$pod;K8S_POD_UID=uid-$pod" \
     nsenter --net="/run/netns/${NODE[$v]}" bash -c '
       t0=${EPOCHREALTIME/./}; "$1" <"$2" >"$3" 2>&1; rc=$?; t1=${EPOCHREALTIME/./}
-      echo "$rc $t0 $t1"' _ "$(plugin "$v")" "$WORK/conf.$v" "$WORK/out.$pod") || rc="nsenter failed"
+      echo "$rc $t0 $t1"' _ "$(plugin "$v")" "$WORK/conf.$v" "$OUT/out.$pod") || rc="nsenter failed"
   if [ "$rc" != 0 ]; then
     echo "bench: $v $cmd $pod failed:" >&2
-    cat "$WORK/out.$pod" >&2
+    cat "$OUT/out.$pod" >&2
     exit 1
   fi
 }
@@ -147,7 +153,7 @@ for ((i = 0; i < N; i++)); do
     phase=add
     [ "$i" = 0 ] && phase=seq-first-add
     timed "$v" ADD "$pod" "$phase"
-    jq -e '.ips[0].address' "$WORK/out.$pod" >/dev/null
+    jq -e '.ips[0].address' "$OUT/out.$pod" >/dev/null
   done
 done
 for ((i = 0; i < N; i++)); do
@@ -173,10 +179,10 @@ par() { # par VARIANT COMMAND ROUND
   # A failed DEL is what a runtime retries: retry it once, untimed, and keep
   # the first error for the report. A failed ADD ends the benchmark.
   for j in "${failed[@]}"; do
-    cp "$WORK/out.$TAG-$v-p$r-$j" "$WORK/failed.$v.$phase.$r.$j"
+    cp "$OUT/out.$TAG-$v-p$r-$j" "$WORK/failed.$v.$phase.$r.$j"
     if [ "$cmd" = ADD ] || ! cni "$v" "$cmd" "$TAG-$v-p$r-$j"; then
       echo "bench: parallel $cmd ($v) failed:" >&2
-      cat "$WORK/out.$TAG-$v-p$r-$j" >&2
+      cat "$OUT/out.$TAG-$v-p$r-$j" >&2
       exit 1
     fi
   done
@@ -211,7 +217,7 @@ for ((i = 0; i < PHASES; i++)); do
         elsif (/ phase phase="([^"]*)" ms=([\d.]+)/) { print "$v\t$c\t$1\t$2\n" }
         elsif (/ end epoch_us=(\d+)/) { printf "%s\t%s\texit\t%.3f\n", $v, $c, ($t1 - $1) / 1000 }
         END { printf "%s\t%s\ttotal (wall)\t%.3f\n", $v, $c, ($t1 - $t0) / 1000 }
-      ' "$v" "$cmd" "$T0" "$T1" "$WORK/out.$pod" >>"$PH"
+      ' "$v" "$cmd" "$T0" "$T1" "$OUT/out.$pod" >>"$PH"
     done
   done
   for v in "${VARIANTS[@]}"; do ip netns del "$TAG-$v-t$i"; done
