@@ -40,7 +40,7 @@ fn threads_with_their_own_stores_never_share_an_address() {
                     (0..5)
                         .map(|i| {
                             let id = format!("t{t}-{i}");
-                            let result = add(&conf, &ctx(&id, "eth0")).unwrap();
+                            let result = add(conf, &ctx(&id, "eth0")).unwrap();
                             (id, result.ips[0].address.addr())
                         })
                         .collect::<Vec<_>>()
