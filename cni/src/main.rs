@@ -9,6 +9,7 @@ mod error;
 mod ipam;
 mod masq;
 mod net;
+mod timing;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -23,10 +24,13 @@ fn main() {
             EnvFilter::try_from_env("PODMETER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
+    timing::start();
     // No about text: with one, rscni (like the Go skel) answers a missing
     // CNI_COMMAND with help and success; a runtime's mistake should be the
     // spec's error 4 instead.
-    match catch_unwind(AssertUnwindSafe(|| Plugin::default().run(&cmd::Podmeter))) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| Plugin::default().run(&cmd::Podmeter)));
+    timing::finish();
+    match outcome {
         Ok(Ok(())) => {}
         // The error result is already on stdout.
         Ok(Err(_)) => std::process::exit(1),

@@ -51,7 +51,7 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
-            SchedClassifier::from_pin(layout.program(spec.name))
+            reopen(layout, spec)
                 .map(|p| (*spec, p))
                 .map_err(|source| Error::Program {
                     name: spec.name,
@@ -60,6 +60,16 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Programs { programs })
+}
+
+/// Reopens a pinned tc program under the name we gave it. Not
+/// `SchedClassifier::from_pin`: that asks aya's feature table whether the
+/// kernel names programs, and filling the table probes the kernel with 17
+/// `bpf()` calls (BTF and program loads, map creations), for nothing here:
+/// the programs are loaded already.
+fn reopen(layout: &PinLayout, spec: &ProgramSpec) -> Result<SchedClassifier, ProgramError> {
+    let info = ProgramInfo::from_pin(layout.program(spec.name))?;
+    SchedClassifier::from_program_info(info, spec.name.into())
 }
 
 /// Runs the verifier and pins programs and maps. Dropping the `Ebpf`

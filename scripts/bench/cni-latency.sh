@@ -13,10 +13,21 @@
 #             variant creates its bridge here) and the second ADD.
 #   seq:      N sequential ADDs per variant, then N sequential DELs.
 #   parallel: PAR ADDs started at once (then PAR DELs), PAR_ROUNDS rounds.
+#   phases:   PHASES ADDs and DELs of every variant, the podmeter ones with
+#             PODMETER_LOG=podmeter::timing=debug: their wall time split into
+#             exec and start (until main), the plugin's own phases, and exit.
 #   profile:  PROFILE ADDs and DELs of each podmeter variant under `strace -ff -T`:
 #             which syscalls the time goes to (strace slows the process
-#             itself; the kernel-side waits it shows are real).
-# Times include nsenter's exec (the same for every variant).
+#             itself; the kernel-side waits it shows are real), fsyncs, and
+#             aya's feature probes.
+# Sequential times are taken by a shell inside the node netns around the
+# fork, exec and wait of the plugin, as a runtime runs it: neither nsenter
+# nor the benchmark's own pipes and helpers are in them. Parallel batches
+# are timed from outside and include nsenter's exec (the same for every
+# variant).
+#
+# BASE_BIN=/path/to/an/older/podmeter adds the variants base and base-clsact:
+# that binary, measured in the same run (e.g. before and after a change).
 source "$(dirname "$0")/lib.sh"
 
 N=${N:-50}
@@ -24,13 +35,22 @@ COLD=${COLD:-5}
 PAR=${PAR:-50}
 PAR_ROUNDS=${PAR_ROUNDS:-4}
 PROFILE=${PROFILE:-5}
-VARIANTS=(${VARIANTS:-podmeter reference podmeter-clsact})
+PHASES=${PHASES:-20}
+BASE_BIN=${BASE_BIN:-}
+DEFAULT_VARIANTS="podmeter reference podmeter-clsact${BASE_BIN:+ base base-clsact}"
+VARIANTS=(${VARIANTS:-$DEFAULT_VARIANTS})
 
 bench_init cni-latency
 command -v strace >/dev/null || PROFILE=0
 [ -x "$CNI_PATH/bridge" ] && [ -x "$CNI_PATH/host-local" ] ||
   { echo "bench: $CNI_PATH/bridge and host-local are missing (containernetworking-plugins)" >&2; exit 1; }
 WORK=$(mktmp)
+# The plugins' stdout and stderr go to tmpfs, as a runtime reads them from
+# pipes: a file on the disk that holds the IPAM data would make a log line
+# wait behind the journal commit of an fsync (only this script would pay).
+# The IPAM data dirs stay on the disk, under $WORK.
+OUT=$(mktemp -d "/dev/shm/$TAG.XXXXXX")
+TMPS+=("$OUT")
 RAW=$WORK/raw # lines: variant phase microseconds
 
 declare -A NODE PIN DATA
@@ -53,28 +73,48 @@ conf() {
   case $1 in
     reference) ref_conf "${DATA[$1]}" ;;
     podmeter) pm_conf "${PIN[$1]}" "${DATA[$1]}" auto ;;
-    podmeter-clsact) pm_conf "${PIN[$1]}" "${DATA[$1]}" clsact ;;
+    podmeter-clsact | base-clsact) pm_conf "${PIN[$1]}" "${DATA[$1]}" clsact ;;
+    base) pm_conf "${PIN[$1]}" "${DATA[$1]}" auto ;;
   esac
 }
-plugin() { if [ "$1" = reference ]; then echo "$CNI_PATH/bridge"; else echo "$BIN/podmeter"; fi; }
+plugin() {
+  case $1 in
+    reference) echo "$CNI_PATH/bridge" ;;
+    base*) echo "$BASE_BIN" ;;
+    *) echo "$BIN/podmeter" ;;
+  esac
+}
 
-# cni VARIANT COMMAND POD [WRAPPER...]: one invocation; output in $WORK/out.POD.
+# cni VARIANT COMMAND POD [WRAPPER...]: one invocation; output in $OUT/out.POD.
 cni() {
   local v=$1 cmd=$2 pod=$3
   shift 3
-  conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$WORK/out.$pod" 2>&1
+  conf "$v" | cni_call "${NODE[$v]}" "$(plugin "$v")" "$cmd" "$pod" "$@" >"$OUT/out.$pod" 2>&1
 }
-# timed VARIANT COMMAND POD PHASE: runs cni, records its wall time.
-timed() {
-  local t0 t1
-  t0=${EPOCHREALTIME/./}
-  if ! cni "$1" "$2" "$3"; then
-    echo "bench: $1 $2 $3 failed:" >&2
-    cat "$WORK/out.$3" >&2
+# cni_timed VARIANT COMMAND POD: one invocation, output in $OUT/out.POD,
+# timed by a shell already inside the node netns: it forks and execs the
+# plugin (config from a file) and waits for it, as a runtime does. Sets
+# T0 and T1 (microseconds since the epoch); fails the benchmark if the
+# plugin fails.
+cni_timed() {
+  local v=$1 cmd=$2 pod=$3 rc
+  conf "$v" >"$WORK/conf.$v"
+  read -r rc T0 T1 < <(CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" CNI_NETNS="/run/netns/$pod" \
+    CNI_IFNAME=eth0 CNI_PATH="$CNI_PATH" \
+    CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$pod;K8S_POD_UID=uid-$pod" \
+    nsenter --net="/run/netns/${NODE[$v]}" bash -c '
+      t0=${EPOCHREALTIME/./}; "$1" <"$2" >"$3" 2>&1; rc=$?; t1=${EPOCHREALTIME/./}
+      echo "$rc $t0 $t1"' _ "$(plugin "$v")" "$WORK/conf.$v" "$OUT/out.$pod") || rc="nsenter failed"
+  if [ "$rc" != 0 ]; then
+    echo "bench: $v $cmd $pod failed:" >&2
+    cat "$OUT/out.$pod" >&2
     exit 1
   fi
-  t1=${EPOCHREALTIME/./}
-  echo "$1 $4 $((t1 - t0))" >>"$RAW"
+}
+# timed VARIANT COMMAND POD PHASE: one timed invocation, recorded in $RAW.
+timed() {
+  cni_timed "$1" "$2" "$3"
+  echo "$1 $4 $((T1 - T0))" >>"$RAW"
 }
 # rotated I: the variants, rotated by I.
 rotated() {
@@ -82,8 +122,9 @@ rotated() {
   for ((j = 0; j < k; j++)); do echo "${VARIANTS[(($1 + j) % k)]}"; done
 }
 
-echo "cni-latency: variants ${VARIANTS[*]}; N=$N COLD=$COLD PAR=$PAR x$PAR_ROUNDS PROFILE=$PROFILE"
+echo "cni-latency: variants ${VARIANTS[*]}; N=$N COLD=$COLD PAR=$PAR x$PAR_ROUNDS PHASES=$PHASES PROFILE=$PROFILE"
 machine_line
+[ -n "$BASE_BIN" ] && echo "base: $BASE_BIN ($(sha256sum "$BASE_BIN" | cut -c1-12))"
 
 # cold: first and second ADD on a fresh node.
 for ((r = 0; r < COLD; r++)); do
@@ -112,7 +153,7 @@ for ((i = 0; i < N; i++)); do
     phase=add
     [ "$i" = 0 ] && phase=seq-first-add
     timed "$v" ADD "$pod" "$phase"
-    jq -e '.ips[0].address' "$WORK/out.$pod" >/dev/null
+    jq -e '.ips[0].address' "$OUT/out.$pod" >/dev/null
   done
 done
 for ((i = 0; i < N; i++)); do
@@ -138,10 +179,10 @@ par() { # par VARIANT COMMAND ROUND
   # A failed DEL is what a runtime retries: retry it once, untimed, and keep
   # the first error for the report. A failed ADD ends the benchmark.
   for j in "${failed[@]}"; do
-    cp "$WORK/out.$TAG-$v-p$r-$j" "$WORK/failed.$v.$phase.$r.$j"
+    cp "$OUT/out.$TAG-$v-p$r-$j" "$WORK/failed.$v.$phase.$r.$j"
     if [ "$cmd" = ADD ] || ! cni "$v" "$cmd" "$TAG-$v-p$r-$j"; then
       echo "bench: parallel $cmd ($v) failed:" >&2
-      cat "$WORK/out.$TAG-$v-p$r-$j" >&2
+      cat "$OUT/out.$TAG-$v-p$r-$j" >&2
       exit 1
     fi
   done
@@ -153,6 +194,33 @@ for ((r = 0; r < PAR_ROUNDS; r++)); do
     par "$v" DEL "$r"
     for ((j = 0; j < PAR; j++)); do ip netns del "$TAG-$v-p$r-$j"; done
   done
+done
+
+# phases: every variant alternating as above (the seq node of each is
+# reused), the podmeter ones logging their phases. Lines of $PH:
+# variant<TAB>command<TAB>phase<TAB>ms
+PH=$WORK/phases
+: >"$PH"
+for ((i = 0; i < PHASES; i++)); do
+  for v in "${VARIANTS[@]}"; do mknetns "$TAG-$v-t$i"; done
+  for cmd in ADD DEL; do
+    for v in $(rotated "$i"); do
+      pod=$TAG-$v-t$i
+      PODMETER_LOG=podmeter::timing=debug NO_COLOR=1 cni_timed "$v" "$cmd" "$pod"
+      # exec and start: from before the fork to main; exit: from the
+      # plugin's last line to the shell seeing it gone.
+      perl -ne '
+        BEGIN { ($v, $c, $t0, $t1) = splice @ARGV, 0, 4 }
+        s/\e\[[0-9;]*m//g;
+        next unless /podmeter::timing/;
+        if (/ main epoch_us=(\d+)/) { printf "%s\t%s\texec and start\t%.3f\n", $v, $c, ($1 - $t0) / 1000 }
+        elsif (/ phase phase="([^"]*)" ms=([\d.]+)/) { print "$v\t$c\t$1\t$2\n" }
+        elsif (/ end epoch_us=(\d+)/) { printf "%s\t%s\texit\t%.3f\n", $v, $c, ($t1 - $1) / 1000 }
+        END { printf "%s\t%s\ttotal (wall)\t%.3f\n", $v, $c, ($t1 - $t0) / 1000 }
+      ' "$v" "$cmd" "$T0" "$T1" "$OUT/out.$pod" >>"$PH"
+    done
+  done
+  for v in "${VARIANTS[@]}"; do ip netns del "$TAG-$v-t$i"; done
 done
 
 # profile: the podmeter variants' slow syscalls (> 1 ms), by kind.
@@ -221,6 +289,36 @@ done
 printf '  podmeter first ADD / its second ADD: %s\n' \
   "$(ratio "$(median_of podmeter first-add)" "$(median_of podmeter second-add)")"
 
+if [ "$PHASES" -gt 0 ]; then
+  echo
+  echo "phases ($PHASES ADDs and DELs each, alternating; PODMETER_LOG=podmeter::timing=debug):"
+  echo "median ms per invocation; each phase ends where the next starts, so the rows add up"
+  echo "to about the total (medians do not add exactly). exec and start: from before the"
+  echo "fork to podmeter's main; exit: from its last log line until the shell saw it end."
+  perl -e '
+    my ($file, @vs) = @ARGV; my (%ms, @order, %seen, %cols);
+    open my $fh, "<", $file or die;
+    while (<$fh>) {
+      chomp; my ($v, $c, $p, $t) = split /\t/;
+      push @{$ms{"$v $c"}{$p}}, $t; $cols{"$v $c"} = 1;
+      push @order, $p unless $seen{$p}++ or $p eq "total (wall)";
+    }
+    my @cols = grep { $cols{$_} } map { my $v = $_; map { "$v $_" } qw(ADD DEL) } @vs;
+    sub med { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+    printf "| %-32s |%s\n", "phase", join "", map { sprintf " %-20s |", $_ } @cols;
+    printf "| %s |%s\n", "-" x 32, join "", map { " " . "-" x 20 . " |" } @cols;
+    for my $p (@order, "total (wall)") {
+      printf "| %-32s |%s\n", $p, join "", map {
+        my $s = $ms{$_}{$p}; sprintf " %20s |", $s ? sprintf("%.2f", med(@$s)) : "" } @cols;
+    }
+    my $ref = sub { my $s = $ms{"reference $_[0]"}{"total (wall)"}; $s ? med(@$s) : 0 };
+    for my $c (@cols) {
+      my ($v, $cmd) = split / /, $c; next if $v eq "reference" or !$ref->($cmd);
+      printf "  %-20s / reference %s: %.2f\n", $c, $cmd, med(@{$ms{$c}{"total (wall)"}}) / $ref->($cmd);
+    }
+  ' "$PH" "${VARIANTS[@]}"
+fi
+
 if [ "$PROFILE" -gt 0 ]; then
   echo
   echo "under strace -ff -T ($PROFILE ADDs and DELs each, alternating): time in syscalls that took > 1 ms,"
@@ -257,12 +355,23 @@ if [ "$PROFILE" -gt 0 ]; then
       ' "$v $cmd" "$PROFILE" "$WORK"/strace."$v"."$cmd".*.*
     done
   done
-  v=${PROF_VARIANTS[0]}
-  f0=$(cat "$WORK"/strace."$v".ADD.0.*)
-  probe_ms=$(for i in $(seq 0 $((PROFILE - 1))); do
-    cat "$WORK"/strace."$v".ADD."$i".* | perl -ne '$s += $1 if /^bpf\(BPF_(?:BTF_LOAD|PROG_LOAD|MAP_CREATE).*<(\d+\.\d+)>\s*$/; END { printf "%.2f\n", $s * 1000 }'
-  done | stats | cut -d' ' -f2)
-  echo "  bpf() calls in one $v ADD: $(grep -c '^bpf(' <<<"$f0"), of which BPF_PROG_LOAD $(grep -c '^bpf(BPF_PROG_LOAD' <<<"$f0"),"
-  echo "  BPF_BTF_LOAD $(grep -c '^bpf(BPF_BTF_LOAD' <<<"$f0"), BPF_MAP_CREATE $(grep -c '^bpf(BPF_MAP_CREATE' <<<"$f0") (aya's feature probes, on every invocation:"
-  echo "  median $probe_ms ms inside those syscalls per ADD)"
+  # Per invocation, median over the runs: bpf() calls, aya's feature probes
+  # among them (BTF_LOAD, PROG_LOAD and MAP_CREATE: nothing else creates
+  # objects once the programs are pinned), fsyncs, and the time inside them.
+  echo "  per invocation (median of $PROFILE): bpf() calls | feature probes (BTF_LOAD, PROG_LOAD,"
+  echo "  MAP_CREATE) | ms inside them | fsync+fdatasync calls | ms inside them"
+  for v in "${PROF_VARIANTS[@]}"; do
+    for cmd in ADD DEL; do
+      counts=$(for ((i = 0; i < PROFILE; i++)); do
+        cat "$WORK"/strace."$v"."$cmd"."$i".* | perl -ne '
+          $b++ if /^bpf\(/;
+          if (/^bpf\(BPF_(?:BTF_LOAD|PROG_LOAD|MAP_CREATE).*<(\d+\.\d+)>\s*$/) { $p++; $ps += $1 }
+          if (/^f(?:data)?sync\(.*<(\d+\.\d+)>\s*$/) { $f++; $fs += $1 }
+          END { printf "%d %d %.2f %d %.2f\n", $b, $p, $ps * 1000, $f, $fs * 1000 }'
+      done)
+      printf '  %-20s' "$v $cmd"
+      for k in 1 2 3 4 5; do printf ' | %6s' "$(cut -d' ' -f$k <<<"$counts" | stats | cut -d' ' -f2)"; done
+      echo
+    done
+  done
 fi

@@ -45,17 +45,18 @@ bench_cleanup() {
 }
 
 # A run killed hard (SIGKILL) leaves its pmbench-<bench>-<pid>* namespaces,
-# pins and temp dirs behind: remove those whose pid is gone. Only names with
+# pins and temp dirs (/tmp, /dev/shm) behind: remove those whose pid is gone. Only names with
 # our prefix are looked at.
 sweep_stale() {
   local name pid
-  for name in $(ls /run/netns 2>/dev/null) $(ls /sys/fs/bpf) $(ls /tmp); do
+  for name in $(ls /run/netns 2>/dev/null) $(ls /sys/fs/bpf) $(ls /tmp) $(ls /dev/shm); do
     [[ $name =~ ^pmbench-[a-z-]+-([0-9]+)([-.]|$) ]] || continue
     pid=${BASH_REMATCH[1]}
     kill -0 "$pid" 2>/dev/null && continue
     if [ -e "/run/netns/$name" ]; then ip netns del "$name" 2>/dev/null || true; fi
     if [ -d "/sys/fs/bpf/$name" ]; then rm -rf "/sys/fs/bpf/$name"; fi
     if [ -d "/tmp/$name" ]; then rm -rf "/tmp/$name"; fi
+    if [ -d "/dev/shm/$name" ]; then rm -rf "/dev/shm/$name"; fi
   done
 }
 

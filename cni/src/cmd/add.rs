@@ -28,14 +28,15 @@ use crate::{
     masq,
     net::{
         bridge::ensure_bridge,
-        link::{delete_link_by_name, link_by_name, set_up, LinkSummary},
+        link::{delete_link_by_name, set_up, LinkSummary},
         names::temp_peer_name,
-        netns::{in_netns, with_netlink},
+        netns::{in_netns, with_netlink, Netlink},
         pod::configure_pod_interface,
         sysctl::{set_accept_ra, write_sysctl},
         veth::create_veth,
         NetError,
     },
+    timing,
 };
 
 pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
@@ -43,17 +44,21 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let layout = &inv.layout();
     // A node that cannot do what the config asks fails here, before
     // anything is created.
-    let mut programs = preflight::node_ready(inv)?;
+    // One connection for every node-side step (rollback opens its own).
+    let netlink = &Netlink::open()?;
+    let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
     let _adding = PinLock::shared(layout)?;
     let mut maps = PinnedMaps::open(layout)?;
+    timing::mark("open maps");
 
     let mut rollback = Rollback::default();
-    let leased = inv.ipam.add(&inv.ipam_context())?;
+    let (leased, syncing) = inv.ipam.add(&inv.ipam_context())?;
     rollback.push("release addresses", || {
         inv.ipam.del(&inv.ipam_context()).map_err(|e| e.to_string())
     });
+    timing::mark("ipam");
     let plan = Plan::new(&inv.plugin, &leased)?;
     if inv.plugin.is_gateway {
         enable_forwarding(&plan.addrs)?;
@@ -62,7 +67,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let peer_name = temp_peer_name();
     // Async blocks below borrow; they must not take these by value.
     let (plan, peer_name, netns) = (&plan, peer_name.as_str(), &netns);
-    let (bridge, host) = create_links(inv, plan, peer_name, netns)?;
+    let (bridge, host) = create_links(inv, netlink, plan, peer_name, netns)?;
+    timing::mark("netlink: bridge, veth");
     // Undo steps own what they need: they run after this function's locals are gone.
     let (host_name, host_index) = (host.name.clone(), host.index);
     rollback.push("delete veth", move || {
@@ -71,6 +77,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .map_err(|e| e.to_string())
     });
     set_accept_ra(&host.name, 0)?;
+    timing::mark("sysctls");
 
     let pod_ref = PodRef::from_cni_args(inv.cni_args);
     let identity = PodIdentity {
@@ -87,7 +94,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .map(|a| (a.addr(), a.prefix_len()))
             .collect(),
     };
-    let devices = pod_devices(netns_path, peer_name)?;
+    let devices = pod_devices(netns_path, peer_name, host.peer_index)?;
+    timing::mark("netlink: pod end, cookies");
     // Pushed before the step it undoes, which may fail halfway (one map
     // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
@@ -100,17 +108,20 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     if !inv.plugin.policy.is_empty() {
         PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
     }
+    timing::mark("map writes");
     rollback.push("detach", move || {
         attach::detach(layout, host_index).map_err(|e| e.to_string())
     });
     programs.attach(layout, &host.name, host.index, inv.plugin.tc_attach_mode)?;
+    timing::mark("attach");
 
     let pod = in_netns(netns_path, || {
         with_netlink(|h| async move {
             configure_pod_interface(&h, peer_name, inv.ifname, &plan.addrs, &plan.routes).await
         })
     })??;
-    with_netlink(|h| async move { set_up(&h, host.index).await })?;
+    netlink.run(|h| async move { set_up(&h, host.index).await })?;
+    timing::mark("netlink: pod side, host up");
 
     if PluginConfig::ip_masq(inv.conf) {
         rollback.push("remove masquerade rules", || {
@@ -123,8 +134,12 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             &plan.addrs,
             &inv.plugin.cluster_cidrs,
         )?;
+        timing::mark("masquerade");
     }
 
+    // The leases' fsyncs ran meanwhile: durable before we answer.
+    syncing.wait()?;
+    timing::mark("ipam: wait for fsyncs");
     rollback.commit();
     Ok(result(
         inv,
@@ -142,13 +157,14 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
 /// is another attachment's and stays.
 fn create_links(
     inv: &Invocation,
+    netlink: &Netlink,
     plan: &Plan,
     peer_name: &str,
     netns: &File,
 ) -> Result<(LinkSummary, LinkSummary), PluginError> {
     let host_name = inv.host_ifname();
     let name = host_name.as_str();
-    let created = with_netlink(|h| async move {
+    let created = netlink.run(|h| async move {
         let bridge =
             ensure_bridge(&h, &inv.plugin.bridge, inv.plugin.mtu, &plan.bridge_addrs).await?;
         let host = create_veth(
@@ -178,28 +194,31 @@ fn delete_host_veth(name: &str) -> Result<bool, NetError> {
 }
 
 /// Where the two veth ends live, so the drop tracer can attribute drops on
-/// either to the pod. The pod end still has its temporary name here.
-fn pod_devices(netns: &std::path::Path, peer_name: &str) -> Result<PodDevices, PluginError> {
+/// either to the pod. The pod end's index is the host end's `IFLA_LINK`
+/// (the kernel reports a veth's peer by its index in the peer's namespace);
+/// only the pod's netns cookie needs a thread in that namespace.
+fn pod_devices(
+    netns: &std::path::Path,
+    peer_name: &str,
+    peer_index: Option<u32>,
+) -> Result<PodDevices, PluginError> {
     let cookie = |e: std::io::Error| {
         PluginError::Net(NetError::Setup {
             what: "read netns cookie",
             source: e,
         })
     };
-    let node_netns_cookie = current_netns_cookie().map_err(cookie)?;
-    let (pod_netns_cookie, pod) = in_netns(netns, || {
-        let pod = with_netlink(|h| async move { link_by_name(&h, peer_name).await });
-        (current_netns_cookie(), pod)
-    })?;
-    let pod = pod?.ok_or_else(|| {
+    let pod_ifindex = peer_index.ok_or_else(|| {
         PluginError::Net(NetError::LinkNotFound {
             name: peer_name.to_owned(),
         })
     })?;
+    let node_netns_cookie = current_netns_cookie().map_err(cookie)?;
+    let pod_netns_cookie = in_netns(netns, current_netns_cookie)?.map_err(cookie)?;
     Ok(PodDevices {
         node_netns_cookie,
-        pod_netns_cookie: pod_netns_cookie.map_err(cookie)?,
-        pod_ifindex: pod.index,
+        pod_netns_cookie,
+        pod_ifindex,
     })
 }
 

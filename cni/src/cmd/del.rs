@@ -15,6 +15,7 @@ use crate::{
         link::{delete_link_by_name, link_by_name},
         netns::with_netlink,
     },
+    timing,
 };
 
 pub fn del(inv: &Invocation) -> Result<(), PluginError> {
@@ -35,6 +36,7 @@ pub fn del(inv: &Invocation) -> Result<(), PluginError> {
     let registered =
         registry::find_attachment(&layout, inv.network(), inv.container_id, inv.ifname);
     ifindexes.extend(run.pins("read the registry", registered).flatten());
+    timing::mark("look up veth, registry");
 
     remove_pod_interface(&mut run, &layout, &ifindexes, &host_name);
     if PluginConfig::ip_masq(inv.conf) {
@@ -42,8 +44,10 @@ pub fn del(inv: &Invocation) -> Result<(), PluginError> {
             "remove masquerade rules",
             masq::del(inv.network(), inv.container_id, inv.ifname),
         );
+        timing::mark("masquerade");
     }
     run.step("release addresses", inv.ipam.del(&inv.ipam_context()));
+    timing::mark("ipam");
     run.finish()
 }
 
@@ -63,10 +67,12 @@ pub(super) fn remove_pod_interface(
         "delete the host veth",
         with_netlink(|h| async move { delete_link_by_name(&h, &name).await }),
     );
+    timing::mark("netlink: delete veth");
     for &ifindex in ifindexes {
         run.step("remove link pins", attach::detach(layout, ifindex));
         forget(run, layout, ifindex);
     }
+    timing::mark("unpin links, map deletes");
 }
 
 /// Removes the map entries of `ifindex` from every map there is.

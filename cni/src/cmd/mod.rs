@@ -29,6 +29,7 @@ use crate::{
     error::PluginError,
     ipam::{Ipam, IpamContext},
     net::{names::host_veth_name, netns::open_pod_netns},
+    timing,
 };
 
 /// The plugin, as `rscni_plugin` dispatches to it.
@@ -79,6 +80,7 @@ impl<'a> Invocation<'a> {
         validate::validate(&ipam)?;
         let raw_config =
             serde_json::to_vec(conf).map_err(|e| PluginError::Config(e.to_string()))?;
+        timing::mark("config");
         Ok(Self {
             conf,
             plugin,

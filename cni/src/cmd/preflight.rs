@@ -9,13 +9,15 @@ use crate::{
     config::PluginConfig,
     error::PluginError,
     masq,
-    net::{link::link_by_name, netns::with_netlink, NetError},
+    net::{link::link_by_name, netns::Netlink, NetError},
+    timing,
 };
 
 /// Loads (or reopens) the programs, and checks the attach mode, `nft` for
 /// `ipMasq` and that the bridge's name is free or a bridge.
-pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
+pub fn node_ready(inv: &Invocation, netlink: &Netlink) -> Result<Programs, PluginError> {
     let programs = loader::ensure_loaded(&inv.layout())?;
+    timing::mark("programs: load or reopen");
     let mode = inv.plugin.tc_attach_mode;
     if mode == AttachMode::Tcx && !attach::tcx_available() {
         return Err(PluginError::NotAvailable(
@@ -26,12 +28,13 @@ pub fn node_ready(inv: &Invocation) -> Result<Programs, PluginError> {
         masq::check_available()?;
     }
     let name = inv.plugin.bridge.clone();
-    let link = with_netlink(|h| async move { link_by_name(&h, &name).await })?;
+    let link = netlink.run(|h| async move { link_by_name(&h, &name).await })?;
     if let Some(link) = link.filter(|l| l.kind.as_deref() != Some("bridge")) {
         return Err(PluginError::Net(NetError::NotABridge {
             name: link.name,
             kind: link.kind.unwrap_or_else(|| "link without a kind".into()),
         }));
     }
+    timing::mark("preflight: netlink, nft");
     Ok(programs)
 }

@@ -60,11 +60,12 @@ impl Ipam {
         }
     }
 
-    /// Leases one address per range set (or runs the delegate's ADD).
-    pub fn add(&self, ctx: &IpamContext) -> Result<CNIResult, IpamError> {
+    /// Leases one address per range set (or runs the delegate's ADD). The leases
+    /// are durable once the [`Syncing`] is waited for: before ADD answers.
+    pub fn add(&self, ctx: &IpamContext) -> Result<(CNIResult, Syncing), IpamError> {
         match self {
             Self::Builtin(conf) => conf.add(ctx),
-            Self::Delegated(delegate) => delegate.add(ctx),
+            Self::Delegated(delegate) => delegate.add(ctx).map(|r| (r, Syncing::done())),
         }
     }
 
@@ -97,6 +98,33 @@ impl Ipam {
         match self {
             Self::Builtin(conf) => conf.status(ctx),
             Self::Delegated(delegate) => delegate.status(ctx),
+        }
+    }
+}
+
+/// The fsyncs that make an ADD's leases durable, running while the ADD wires the
+/// pod. Dropped without [`wait`](Self::wait) (the ADD failed and gives its leases
+/// back), they finish or not: nobody counts on them.
+#[must_use = "the leases are durable only once waited for"]
+pub struct Syncing(Option<std::thread::JoinHandle<Result<(), IpamError>>>);
+
+impl Syncing {
+    pub(crate) fn new(thread: std::thread::JoinHandle<Result<(), IpamError>>) -> Self {
+        Self(Some(thread))
+    }
+
+    /// Nothing left to make durable (a delegate's own business).
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    /// Waits until the leases are durable, or their fsync failed.
+    pub fn wait(self) -> Result<(), IpamError> {
+        match self.0 {
+            None => Ok(()),
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
         }
     }
 }

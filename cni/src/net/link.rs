@@ -22,6 +22,8 @@ pub struct LinkSummary {
     pub index: u32,
     /// Lowercase, colon separated ("aa:bb:cc:dd:ee:ff").
     pub mac: String,
+    /// `IFLA_LINK`: a veth's peer, by its index in its own namespace.
+    pub peer_index: Option<u32>,
 }
 
 /// A link as the kernel reports it, for CHECK and for deciding whether to create it.
@@ -52,6 +54,7 @@ impl LinkDetails {
             name: self.name.clone(),
             index: self.index,
             mac: self.mac.clone(),
+            peer_index: self.link_index,
         }
     }
 

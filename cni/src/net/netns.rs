@@ -112,19 +112,52 @@ pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T,
     })
 }
 
-/// Runs a future to completion on a new current-thread tokio runtime on this thread.
-///
-/// rtnetlink needs a reactor; the plugin is otherwise synchronous, so a runtime lives only as
-/// long as one batch of netlink work.
-pub fn block_on<F: Future>(f: F) -> Result<F::Output, NetError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread tokio runtime: rtnetlink needs a reactor; the plugin is otherwise
+/// synchronous, so a runtime lives only as long as one verb's netlink work.
+fn runtime() -> Result<tokio::runtime::Runtime, NetError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map_err(|source| NetError::Setup {
             what: "build tokio runtime",
             source,
-        })?;
-    Ok(rt.block_on(f))
+        })
+}
+
+/// A netlink connection and the runtime that drives it, for several batches of work in
+/// the namespace the opening thread was in: one socket and one runtime for a verb's
+/// node-side steps rather than one per step. Between batches nothing runs.
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a connection in the calling thread's namespace (call it inside
+    /// [`in_netns`] for pod-side work).
+    pub fn open() -> Result<Self, NetError> {
+        let rt = runtime()?;
+        let handle = {
+            let _in_runtime = rt.enter();
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|source| NetError::Setup {
+                    what: "open netlink socket",
+                    source,
+                })?;
+            // Dropped with the runtime.
+            rt.spawn(conn);
+            handle
+        };
+        Ok(Self { rt, handle })
+    }
+
+    /// Runs `f` with this connection.
+    pub fn run<T, Fut>(&self, f: impl FnOnce(Handle) -> Fut) -> Result<T, NetError>
+    where
+        Fut: Future<Output = Result<T, NetError>>,
+    {
+        self.rt.block_on(f(self.handle.clone()))
+    }
 }
 
 /// Opens a netlink connection in the calling thread's namespace and runs `f` with it.
@@ -135,16 +168,7 @@ pub fn with_netlink<T, Fut>(f: impl FnOnce(Handle) -> Fut) -> Result<T, NetError
 where
     Fut: Future<Output = Result<T, NetError>>,
 {
-    block_on(async move {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Setup {
-            what: "open netlink socket",
-            source,
-        })?;
-        let conn = tokio::spawn(conn);
-        let out = f(handle).await;
-        conn.abort();
-        out
-    })?
+    Netlink::open()?.run(f)
 }
 
 /// The id the handle's namespace gives the namespace `ns` (`RTM_GETNSID`, as

@@ -14,7 +14,9 @@ use super::{
 };
 use crate::ipam::IpamError;
 
-/// Leases one address per range set to `owner`, all or nothing.
+/// Leases one address per range set to `owner`, all or nothing. The leases are
+/// visible at once; the caller makes them durable ([`LeaseStore::sync`]) before it
+/// answers.
 pub fn allocate(
     sets: &[RangeSet],
     store: &mut impl LeaseStore,
@@ -44,16 +46,24 @@ pub fn allocate(
             Err(err) => {
                 // A half-done dual-stack ADD would leak the first family's address: the
                 // runtime answers a failed ADD with DEL at best, and maybe not at all.
-                for config in &configs {
-                    if let Err(undo) = store.release(config.address.addr()) {
-                        tracing::warn!(ip = %config.address.addr(), %undo, "rollback of a lease failed");
-                    }
-                }
+                take_back(store, &configs);
                 return Err(err);
             }
         }
     }
     Ok(configs)
+}
+
+/// Releases the leases of a failed ADD, best effort.
+fn take_back(store: &mut impl LeaseStore, configs: &[IpConfig]) {
+    for config in configs {
+        if let Err(undo) = store.release(config.address.addr()) {
+            tracing::warn!(ip = %config.address.addr(), %undo, "rollback of a lease failed");
+        }
+    }
+    if let Err(undo) = store.sync() {
+        tracing::warn!(%undo, "rollback of leases: fsync failed");
+    }
 }
 
 fn allocate_from_set(
@@ -93,6 +103,9 @@ pub fn release(store: &mut impl LeaseStore, owner: Owner) -> Result<Vec<IpAddr>,
         .collect();
     for &ip in &mine {
         store.release(ip)?;
+    }
+    if !mine.is_empty() {
+        store.sync()?;
     }
     Ok(mine)
 }
@@ -135,6 +148,9 @@ pub fn gc(store: &mut impl LeaseStore, valid: &[GcAttachment]) -> Result<Vec<IpA
         .collect();
     for &ip in &stale {
         store.release(ip)?;
+    }
+    if !stale.is_empty() {
+        store.sync()?;
     }
     Ok(stale)
 }

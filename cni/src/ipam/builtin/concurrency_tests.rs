@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::json;
 
-use super::disk_tests::{conf, ctx};
+use super::disk_tests::{add, conf, ctx};
 
 /// Asserts 50 distinct addresses were handed out and are on disk with their owners.
 fn assert_fifty_distinct(data_dir: &Path, leased: &[(String, IpAddr)]) {
@@ -40,7 +40,7 @@ fn threads_with_their_own_stores_never_share_an_address() {
                     (0..5)
                         .map(|i| {
                             let id = format!("t{t}-{i}");
-                            let result = conf.add(&ctx(&id, "eth0")).unwrap();
+                            let result = add(conf, &ctx(&id, "eth0")).unwrap();
                             (id, result.ips[0].address.addr())
                         })
                         .collect::<Vec<_>>()
@@ -68,7 +68,7 @@ fn child_process_allocator() {
     let conf = conf(Path::new(data_dir), json!({"subnet": "10.0.0.0/24"}));
     for i in 0..10 {
         let id = format!("{prefix}-{i}");
-        let result = conf.add(&ctx(&id, "eth0")).unwrap();
+        let result = add(&conf, &ctx(&id, "eth0")).unwrap();
         println!("LEASED {id} {}", result.ips[0].address.addr());
     }
 }

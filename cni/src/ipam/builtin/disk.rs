@@ -2,9 +2,18 @@
 //! ours: `<dataDir>/<network>/` holds one file per leased IP, named by the IP and
 //! containing `"<containerID>\r\n<ifname>"`, plus `last_reserved_ip.<set>` and `lock`.
 //!
-//! Every write goes to a temp file that is fsynced and then renamed (or linked) into
-//! place, followed by an fsync of the directory, so a crash leaves either the old file
-//! or the complete new one, never an empty lease.
+//! Every write goes to a temp file that is renamed (or linked) into place, so another
+//! process never sees a half-written file. Durability comes once per verb, before it
+//! answers ([`LeaseStore::sync`], or for ADD [`DiskStore::sync_in_background`]): an
+//! fsync of each new lease file, then one of the directory, after all the verb's links,
+//! renames and unlinks (two fsyncs for an ADD of one address, one for a DEL). ADD runs
+//! them on a thread of their own, after it let go of the lock, while it wires the pod.
+//! A power loss before a verb answered can therefore leave an empty lease file: it
+//! keeps its address from being handed out (held by no attachment) until GC removes it,
+//! and the runtime, which got no answer, does not count on it. `last_reserved_ip` is
+//! only where the next scan starts: its content is never fsynced, and if a crash loses
+//! or empties it (it is then ignored with a warning), the scan starts over, still never
+//! handing out a leased address.
 //!
 //! Entries that are not what their name promises never fail a verb (see [`scan`]):
 //! an IP-named regular file whose content is no lease is held by no attachment (only
@@ -28,7 +37,7 @@ use super::{
     scan::{self, Content, Entry, Name, LAST_RESERVED_PREFIX, LOCK_FILE, TEMP_PREFIX},
     store::{Holder, Lease, LeaseStore, Owner},
 };
-use crate::ipam::IpamError;
+use crate::ipam::{IpamError, Syncing};
 
 /// Far above any lease (a container ID and an ifname) or `last_reserved_ip`: a larger
 /// file is none of ours, and reading it whole would only cost memory.
@@ -43,6 +52,8 @@ pub struct DiskStore {
     dir: PathBuf,
     /// Kept open to fsync the directory after renames and unlinks.
     dir_handle: File,
+    /// Lease files linked but not fsynced yet.
+    unsynced: Vec<(PathBuf, File)>,
     _lock: DirLock,
 }
 
@@ -73,6 +84,7 @@ impl DiskStore {
         let store = Self {
             dir: dir.to_path_buf(),
             dir_handle,
+            unsynced: Vec::new(),
             _lock: lock,
         };
         store.sweep_temp_files()?;
@@ -95,28 +107,29 @@ impl DiskStore {
     }
 
     /// Creates `name` with `content` unless something of that name exists
-    /// (`Ok(false)`): link(2) fails on an existing target, unlike rename. The caller
-    /// fsyncs the directory.
-    fn create_file(&self, name: &str, content: &[u8]) -> Result<bool, IpamError> {
-        let temp = self.write_temp(content)?;
+    /// (`Ok(false)`): link(2) fails on an existing target, unlike rename. The file is
+    /// fsynced later, with the directory.
+    fn create_file(&mut self, name: &str, content: &[u8]) -> Result<bool, IpamError> {
+        let (temp, file) = self.write_temp(content)?;
         let target = self.dir.join(name);
         match fs::hard_link(&temp.0, &target) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.unsynced.push((target, file));
+                Ok(true)
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(IpamError::io("link into", &target)(e)),
         }
     }
 
-    /// Atomically replaces `name` and makes every change to the directory so far
-    /// durable.
+    /// Atomically replaces `name`, a hint only: its content is never fsynced.
     fn replace_file(&self, name: &str, content: &[u8]) -> Result<(), IpamError> {
-        let temp = self.write_temp(content)?;
+        let (temp, _) = self.write_temp(content)?;
         let target = self.dir.join(name);
-        fs::rename(&temp.0, &target).map_err(IpamError::io("rename into", &target))?;
-        self.sync_dir()
+        fs::rename(&temp.0, &target).map_err(IpamError::io("rename into", &target))
     }
 
-    fn write_temp(&self, content: &[u8]) -> Result<TempFile, IpamError> {
+    fn write_temp(&self, content: &[u8]) -> Result<(TempFile, File), IpamError> {
         let serial = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
@@ -130,14 +143,7 @@ impl DiskStore {
         let temp = TempFile(path);
         file.write_all(content)
             .map_err(IpamError::io("write", &temp.0))?;
-        file.sync_all().map_err(IpamError::io("fsync", &temp.0))?;
-        Ok(temp)
-    }
-
-    fn sync_dir(&self) -> Result<(), IpamError> {
-        self.dir_handle
-            .sync_all()
-            .map_err(IpamError::io("fsync directory", &self.dir))
+        Ok((temp, file))
     }
 
     /// The lease in the entry named `ip`, `None` if it vanished since it was listed.
@@ -204,8 +210,7 @@ impl LeaseStore for DiskStore {
             return Ok(false);
         }
         // The lease exists from here on. Whatever fails now fails the ADD, and no one
-        // would release an address whose ADD failed: take it back first. Replacing
-        // `last_reserved_ip` also fsyncs the directory, for both files.
+        // would release an address whose ADD failed: take it back first.
         let last = format!("{LAST_RESERVED_PREFIX}{range_set}");
         if let Err(err) = self.replace_file(&last, name.as_bytes()) {
             if let Err(undo) = self.release(ip) {
@@ -219,10 +224,18 @@ impl LeaseStore for DiskStore {
     fn release(&mut self, ip: IpAddr) -> Result<(), IpamError> {
         let path = self.dir.join(ip.to_string());
         match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(IpamError::io("remove", path)(e)),
         }
+    }
+
+    fn sync(&mut self) -> Result<(), IpamError> {
+        sync_all(
+            std::mem::take(&mut self.unsynced),
+            &self.dir_handle,
+            &self.dir,
+        )
     }
 
     fn last_reserved(&self, range_set: usize) -> Result<Option<IpAddr>, IpamError> {
@@ -252,6 +265,37 @@ impl LeaseStore for DiskStore {
 /// A temp file of ours, removed when dropped: after it was linked or renamed into
 /// place (it is gone then), or when writing failed. A removal that fails leaves a file
 /// the next store's sweep removes, so it is reported rather than failing the verb.
+impl DiskStore {
+    /// Makes every change so far durable, like [`LeaseStore::sync`], on a thread of
+    /// its own: the lock is released now (what the store changed is visible to the next
+    /// holder at once), and the caller waits for durability only before it answers.
+    pub fn sync_in_background(mut self) -> Result<Syncing, IpamError> {
+        let files = std::mem::take(&mut self.unsynced);
+        let dir = self.dir.clone();
+        let handle = self
+            .dir_handle
+            .try_clone()
+            .map_err(IpamError::io("open directory", &dir))?;
+        drop(self);
+        let on_error = IpamError::io("start a thread to fsync", dir.clone());
+        let thread = std::thread::Builder::new()
+            .name("ipam-fsync".into())
+            .spawn(move || sync_all(files, &handle, &dir))
+            .map_err(on_error)?;
+        Ok(Syncing::new(thread))
+    }
+}
+
+/// fsyncs `files`, then the directory `handle` (at `dir`) that they are linked in.
+fn sync_all(files: Vec<(PathBuf, File)>, handle: &File, dir: &Path) -> Result<(), IpamError> {
+    for (path, file) in files {
+        file.sync_all().map_err(IpamError::io("fsync", &path))?;
+    }
+    handle
+        .sync_all()
+        .map_err(IpamError::io("fsync directory", dir))
+}
+
 struct TempFile(PathBuf);
 
 impl Drop for TempFile {

@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, fs, net::IpAddr, path::Path, time::Duration};
 
-use rscni_plugin::{error::Error as CniError, types::GcAttachment};
+use rscni_plugin::{
+    error::Error as CniError,
+    types::{CNIResult, GcAttachment},
+};
 use serde_json::{json, Value};
 
 use super::{
@@ -31,6 +34,13 @@ pub(super) fn conf(data_dir: &Path, ipam: Value) -> BuiltinConfig {
     let mut map: HashMap<String, Value> = serde_json::from_value(ipam).unwrap();
     map.insert("dataDir".into(), json!(data_dir));
     BuiltinConfig::parse(&map).unwrap()
+}
+
+/// ADD as the plugin runs it: leased, then durable.
+pub(super) fn add(conf: &BuiltinConfig, ctx: &IpamContext) -> Result<CNIResult, IpamError> {
+    let (leased, syncing) = conf.add(ctx)?;
+    syncing.wait()?;
+    Ok(leased)
 }
 
 pub(super) fn ctx<'a>(container_id: &'a str, ifname: &'a str) -> IpamContext<'a> {
@@ -167,17 +177,17 @@ fn add_check_del_gc_round_trip() {
         tmp.path(),
         json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]], "routes": [{"dst": "0.0.0.0/0"}]}),
     );
-    let result = conf.add(&ctx("a", "eth0")).unwrap();
+    let result = add(&conf, &ctx("a", "eth0")).unwrap();
     let addrs: Vec<_> = result.ips.iter().map(|c| c.address.to_string()).collect();
     assert_eq!(addrs, ["10.0.0.2/24", "fd00::2/64"]);
     assert_eq!(result.routes, conf.routes);
     assert!(result.dns.is_none() && result.interfaces.is_empty());
-    conf.add(&ctx("b", "eth0")).unwrap();
+    add(&conf, &ctx("b", "eth0")).unwrap();
     let net = tmp.path().join("net1");
     assert!(net.join("10.0.0.3").exists() && net.join("fd00::3").exists());
 
     conf.check(&ctx("a", "eth0")).unwrap();
-    let err = conf.add(&ctx("a", "eth0")).unwrap_err();
+    let err = add(&conf, &ctx("a", "eth0")).unwrap_err();
     assert!(matches!(CniError::from(err), CniError::Custom(101, ..)));
 
     conf.del(&ctx("a", "eth0")).unwrap();
@@ -220,8 +230,8 @@ fn status_reports_an_unusable_data_dir_as_code_50() {
 fn exhaustion_maps_to_code_100() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = conf(tmp.path(), json!({"subnet": "10.0.0.0/30"}));
-    conf.add(&ctx("a", "eth0")).unwrap();
-    let err = conf.add(&ctx("b", "eth0")).unwrap_err();
+    add(&conf, &ctx("a", "eth0")).unwrap();
+    let err = add(&conf, &ctx("b", "eth0")).unwrap_err();
     assert!(matches!(CniError::from(err), CniError::Custom(100, ..)));
 }
 
@@ -233,7 +243,7 @@ fn a_failure_after_the_lease_was_linked_takes_the_lease_back() {
     // Renaming the new last_reserved_ip.0 over a directory fails (EISDIR) after the
     // lease file was linked into place.
     fs::create_dir_all(net.join("last_reserved_ip.0")).unwrap();
-    let err = conf.add(&ctx("a", "eth0")).unwrap_err();
+    let err = add(&conf, &ctx("a", "eth0")).unwrap_err();
     assert!(
         err.to_string().contains("rename into") && err.to_string().contains("last_reserved_ip.0"),
         "{err}"
@@ -246,6 +256,6 @@ fn a_failure_after_the_lease_was_linked_takes_the_lease_back() {
     );
 
     fs::remove_dir(net.join("last_reserved_ip.0")).unwrap();
-    let result = conf.add(&ctx("a", "eth0")).unwrap();
+    let result = add(&conf, &ctx("a", "eth0")).unwrap();
     assert_eq!(result.ips[0].address.to_string(), "10.0.0.2/24");
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{
     disk::DiskStore,
-    disk_tests::{conf, ctx},
+    disk_tests::{add, conf, ctx},
     store::{Holder, LeaseStore},
 };
 
@@ -61,12 +61,12 @@ fn hostile_entries_break_no_verb() {
         drop(store);
 
         let conf = conf(&data, json!({"subnet": "10.0.0.0/29"}));
-        let added = conf.add(&ctx("a", "eth0")).unwrap();
+        let added = add(&conf, &ctx("a", "eth0")).unwrap();
         conf.check(&ctx("a", "eth0")).unwrap();
         conf.del(&ctx("a", "eth0")).unwrap();
         // GC with nothing valid: frees the garbage lease, leaves what is not a file.
         conf.gc(&ctx("", ""), &[]).unwrap();
-        let after_gc = conf.add(&ctx("b", "eth0")).unwrap();
+        let after_gc = add(&conf, &ctx("b", "eth0")).unwrap();
         (holders, added, after_gc)
     });
 

@@ -19,7 +19,7 @@ pub use config::BuiltinConfig;
 use disk::DiskStore;
 use store::{LeaseStore, Owner};
 
-use super::{IpamContext, IpamError};
+use super::{IpamContext, IpamError, Syncing};
 
 impl BuiltinConfig {
     /// The network's lease directory. The name is validated by the caller; refusing
@@ -33,14 +33,26 @@ impl BuiltinConfig {
         Ok(self.data_dir.join(network))
     }
 
-    pub fn add(&self, ctx: &IpamContext) -> Result<CNIResult, IpamError> {
+    /// Leases the addresses; they are durable once the [`Syncing`] returned is waited
+    /// for.
+    pub fn add(&self, ctx: &IpamContext) -> Result<(CNIResult, Syncing), IpamError> {
         let mut store = DiskStore::open(&self.network_dir(ctx.network)?, self.lock_timeout)?;
         let ips = allocator::allocate(&self.range_sets, &mut store, owner(ctx))?;
-        Ok(CNIResult {
+        let leased = CNIResult {
             ips,
             routes: self.routes.clone(),
             ..CNIResult::default()
-        })
+        };
+        match store.sync_in_background() {
+            Ok(syncing) => Ok((leased, syncing)),
+            Err(err) => {
+                // Not durable, and maybe no thread to make it so: give the leases back.
+                if let Err(undo) = self.del(ctx) {
+                    tracing::warn!(%undo, "rollback of leases failed");
+                }
+                Err(err)
+            }
+        }
     }
 
     pub fn del(&self, ctx: &IpamContext) -> Result<(), IpamError> {

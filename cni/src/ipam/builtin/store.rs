@@ -100,6 +100,12 @@ pub trait LeaseStore {
     /// Drops the lease on `ip`; releasing a free address is not an error.
     fn release(&mut self, ip: IpAddr) -> Result<(), IpamError>;
 
+    /// Makes every reservation and release so far durable. Each is visible at once
+    /// (to the next holder of the store), but survives a crash only after this: a verb
+    /// calls it once, after its last change and before it answers (ADD through
+    /// `DiskStore::sync_in_background`).
+    fn sync(&mut self) -> Result<(), IpamError>;
+
     /// Where the previous scan of `range_set` stopped, if known.
     fn last_reserved(&self, range_set: usize) -> Result<Option<IpAddr>, IpamError>;
 }
@@ -142,6 +148,10 @@ mod fake {
 
         fn release(&mut self, ip: IpAddr) -> Result<(), IpamError> {
             self.leases.remove(&ip);
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<(), IpamError> {
             Ok(())
         }
 
