@@ -253,6 +253,57 @@ static __always_inline void flow_touch(struct pm_flow *f, __u64 now)
 		f->last_seen_ns = now;
 }
 
+/*
+ * The flow this CPU last let through, as the flow table had it: a stream's
+ * packets come one after another on one CPU, and skip the table's lookup (a
+ * hash of the 28-byte key) while the pod's policy generation stands and the
+ * table's entry was refreshed less than PM_FLOW_TOUCH_NS ago (so the table
+ * still sees the flow as used). Not pinned: a cache of the programs' own.
+ */
+struct pm_flow_cache {
+	struct pm_flow_key key;
+	__u32 opened_by;
+	__u32 generation;
+	__u32 pad;
+	__u64 checked_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pm_flow_cache);
+} pm_flow_cache SEC(".maps");
+
+static __always_inline int flow_key_eq(const struct pm_flow_key *a, const struct pm_flow_key *b)
+{
+	const __u32 *x = (const void *)a, *y = (const void *)b;
+	__u32 diff = 0;
+
+	for (int i = 0; i < sizeof(*a) / sizeof(__u32); i++)
+		diff |= x[i] ^ y[i];
+	return !diff;
+}
+
+/* A packet of a known flow passes without the rules if it is a reply, or
+ * if the rules allowed the flow under the pod's current generation. */
+static __always_inline int flow_allows(__u32 opened_by, __u32 flow_generation, __u32 dir,
+				       __u32 generation)
+{
+	return opened_by != dir || flow_generation == generation;
+}
+
+static __always_inline void flow_remember(struct pm_flow_cache *c, const struct pm_flow_key *k,
+					  __u32 opened_by, __u32 generation, __u64 now)
+{
+	if (!c)
+		return;
+	c->key = *k;
+	c->opened_by = opened_by;
+	c->generation = generation;
+	c->checked_ns = now;
+}
+
 /* What the rule walk needs of the packet, and what it found. */
 struct pm_rule_walk {
 	struct pm_rule_key key;
@@ -325,7 +376,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 	__u32 generation = pol->generation;
 	struct pm_packet p = {};
 	struct pm_flow_key k = {};
+	struct pm_flow_cache *cache;
 	struct pm_flow *f;
+	__u32 opened_by, zero = 0;
 	int live;
 	__u64 now;
 
@@ -342,11 +395,16 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 			return 1;
 	}
 	flow_key(&k, ifindex, dir, &p.t);
+	cache = bpf_map_lookup_elem(&pm_flow_cache, &zero);
+	if (cache && now - cache->checked_ns < PM_FLOW_TOUCH_NS && flow_key_eq(&cache->key, &k) &&
+	    flow_allows(cache->opened_by, cache->generation, dir, generation))
+		return 1;
 	f = bpf_map_lookup_elem(&pm_flows, &k);
 	live = f && flow_live(f, k.proto, now);
 	/* A reply, or a flow the current rules already let through. */
-	if (live && (f->opened_by != dir || f->generation == generation)) {
+	if (live && flow_allows(f->opened_by, f->generation, dir, generation)) {
 		flow_touch(f, now);
+		flow_remember(cache, &k, f->opened_by, f->generation, now);
 		return 1;
 	}
 	if (rule_action(ifindex, dir, &p.t, default_action) != PM_ACTION_ALLOW)
@@ -354,6 +412,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 	if (live) {
 		f->generation = generation;
 		flow_touch(f, now);
+		opened_by = f->opened_by;
 	} else {
 		struct pm_flow opened = {
 			.last_seen_ns = now,
@@ -362,7 +421,9 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 		};
 
 		bpf_map_update_elem(&pm_flows, &k, &opened, BPF_ANY);
+		opened_by = dir;
 	}
+	flow_remember(cache, &k, opened_by, generation, now);
 	return 1;
 }
 

@@ -83,7 +83,11 @@ impl PolicyStore {
     fn write_defaults(&mut self, ifindex: u32, defaults: [Action; 2]) -> Result<(), Error> {
         let generation = match self.policy.get(&ifindex, 0) {
             Ok(entry) => entry.generation.wrapping_add(1),
-            Err(MapError::KeyNotFound) => 0,
+            // From the clock: a pod whose policy was removed and made again
+            // must not meet its old generation in a CPU's flow cache.
+            Err(MapError::KeyNotFound) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32),
             Err(e) => return Err(self.error(POLICY_MAP, e)),
         };
         let entry = PolicyEntry {
