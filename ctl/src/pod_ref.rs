@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use podmeter_ebpf::{maps::PinnedMaps, PinLayout, PodIdentity};
 
 /// The pin path's layout, if podmeter has pinned anything there.
-pub fn layout(pin_path: &Path) -> anyhow::Result<PinLayout> {
+fn layout(pin_path: &Path) -> anyhow::Result<PinLayout> {
     let layout = PinLayout::new(pin_path);
     let dir = layout.dir();
     let pinned = dir

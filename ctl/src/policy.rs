@@ -23,8 +23,8 @@ pub fn run(
     command: &PolicyCommand,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let layout = pod_ref::layout(pin_path)?;
     let maps = pod_ref::open(pin_path)?;
+    let layout = maps.layout().clone();
     let pod = |query: &str| pod_ref::resolve(&maps, query).map(|(ifindex, _)| ifindex);
     match command {
         PolicyCommand::Add {
