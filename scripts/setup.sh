@@ -18,8 +18,7 @@ PACKAGES=(
   containernetworking-plugins podman runc containerd protobuf-compiler
   prometheus prometheus-node-exporter
   python3-pip curl strace util-linux libcap2-bin
-  # bpftool: the policy tests read attached program and link ids; the
-  # per-packet benchmark runs BPF_PROG_TEST_RUN.
+  # bpftool: the per-packet benchmark runs BPF_PROG_TEST_RUN through it.
   bpftool
   # The image scripts (readelf: static check) and script linting in check-assets.
   binutils shellcheck
