@@ -135,6 +135,21 @@ impl PolicyStore {
     ) -> Result<u32, Error> {
         spec.validate().map_err(|e| Error::Policy(e.0))?;
         let id = self.rules(ifindex)?.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        self.store_rule(ifindex, direction, spec, id)?;
+        let defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+        self.write_defaults(ifindex, defaults)?;
+        Ok(id)
+    }
+
+    /// Writes rule `id` into its CIDRs' rule sets (without the policy entry
+    /// that makes the programs look at them).
+    fn store_rule(
+        &mut self,
+        ifindex: u32,
+        direction: Direction,
+        spec: &RuleSpec,
+        id: u32,
+    ) -> Result<(), Error> {
         let entry = spec.entry(id);
         // Every family's set is checked for room before any is written.
         let mut sets = Vec::new();
@@ -163,9 +178,7 @@ impl PolicyStore {
                 .insert(&key, set, 0)
                 .map_err(|e| self.error(RULES_MAP, e))?;
         }
-        let defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-        self.write_defaults(ifindex, defaults)?;
-        Ok(id)
+        Ok(())
     }
 
     /// Removes rule `id` of the pod; false if it has none such.
@@ -213,10 +226,13 @@ impl PolicyStore {
         if policy.is_empty() {
             return Ok(());
         }
-        for direction in Direction::ALL {
-            for spec in &policy.direction(direction).rules {
-                self.add(ifindex, direction, spec)?;
-            }
+        // The pod has no rules now: ids are 1, 2, ... in config order, and
+        // the policy entry is written once, after every rule.
+        let specs = Direction::ALL
+            .into_iter()
+            .flat_map(|d| policy.direction(d).rules.iter().map(move |spec| (d, spec)));
+        for ((direction, spec), id) in specs.zip(1..) {
+            self.store_rule(ifindex, direction, spec, id)?;
         }
         let defaults =
             Direction::ALL.map(|d| policy.direction(d).default_action.unwrap_or(Action::Allow));
