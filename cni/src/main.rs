@@ -14,15 +14,13 @@ mod timing;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rscni_plugin::cni::Plugin;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{filter::Targets, prelude::*};
 
 fn main() {
     // The runtime captures stderr; stdout must carry nothing but the result.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("PODMETER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(log_filter())
         .init();
     timing::start();
     // No about text: with one, rscni (like the Go skel) answers a missing
@@ -45,5 +43,20 @@ fn main() {
             println!("{}", error::internal_error(&msg));
             std::process::exit(1);
         }
+    }
+}
+
+/// `PODMETER_LOG`: `warn` unless it says otherwise, in `EnvFilter`'s
+/// `target=level,…` syntax. `Targets`, not `EnvFilter`: the latter links
+/// regex and its Unicode tables, whose relocations alone made every start
+/// of this short-lived process ~0.3 ms slower.
+fn log_filter() -> Targets {
+    let default = Targets::new().with_default(tracing::Level::WARN);
+    match std::env::var("PODMETER_LOG") {
+        Err(_) => default,
+        Ok(spec) => spec.parse().unwrap_or_else(|e| {
+            eprintln!("podmeter: ignoring PODMETER_LOG={spec:?}: {e}");
+            default
+        }),
     }
 }
