@@ -4,7 +4,7 @@
 //! plugin process; removing the pin (or the veth) detaches it. Older kernels
 //! get a clsact filter, which lives as long as the interface.
 
-use std::{collections::HashSet, fs};
+use std::{collections::HashSet, fs, path::PathBuf};
 
 use aya::{
     programs::{
@@ -78,21 +78,32 @@ impl Programs {
         for (spec, program) in &mut self.programs {
             match mode {
                 AttachMode::Clsact => attach_clsact(spec, program, ifname)?,
-                _ => attach_tcx(layout, spec, program, ifname, ifindex)?,
+                _ => attach_tcx(spec, program, ifname, layout.link(ifindex, spec.hook))?,
             }
+        }
+        Ok(())
+    }
+
+    /// Attaches both programs to `ifname` with TCX, each link pinned at
+    /// `pin(spec)`: what the veth pool's filler does ahead of any pod.
+    pub(crate) fn attach_pinned(
+        &mut self,
+        ifname: &str,
+        pin: impl Fn(&ProgramSpec) -> PathBuf,
+    ) -> Result<(), Error> {
+        for (spec, program) in &mut self.programs {
+            attach_tcx(spec, program, ifname, pin(spec))?;
         }
         Ok(())
     }
 }
 
 fn attach_tcx(
-    layout: &PinLayout,
     spec: &ProgramSpec,
     program: &mut SchedClassifier,
     ifname: &str,
-    ifindex: u32,
+    path: PathBuf,
 ) -> Result<(), Error> {
-    let path = layout.link(ifindex, spec.hook);
     remove_if_exists(&path)?;
     let err = |source| Error::Program {
         name: spec.name,

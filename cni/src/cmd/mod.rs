@@ -7,6 +7,7 @@ mod check;
 mod del;
 mod gc;
 mod plan;
+mod pooled;
 mod preflight;
 mod rollback;
 mod status;
