@@ -6,6 +6,9 @@
 #
 #   bash scripts/bench/pool.sh      # N=30 PAR=50 PAR_ROUNDS=3; ~2 min
 #
+# podmeter-pool8 (parallel only): a batch of PAR against a pool of 8 that a
+# filler loop tops up during the batch, as the node agent would.
+#
 # podmeter-pool: before each timed ADD (and before each parallel batch, to
 # PAR entries: every ADD of the batch finds one) `podmeterctl pool fill`
 # tops the node's pool up, untimed, as the node agent does between pod
@@ -40,7 +43,7 @@ done
 conf() {
   case $1 in
     reference) ref_conf "${DATA[$1]}" ;;
-    podmeter | podmeter-pool) pm_conf "${PIN[$1]}" "${DATA[$1]}" auto ;;
+    podmeter | podmeter-pool*) pm_conf "${PIN[$1]}" "${DATA[$1]}" auto ;;
     podmeter-clsact) pm_conf "${PIN[$1]}" "${DATA[$1]}" clsact ;;
   esac
 }
@@ -120,6 +123,22 @@ for ((r = 0; r < PAR_ROUNDS; r++)); do
     for ((j = 0; j < PAR; j++)); do ip netns del "$TAG-$v-p$r-$j"; done
   done
 done
+# burst: a batch larger than the pool, as a deployment's scale-up meets a
+# node agent's pool of 8 that it refills meanwhile (a filler loop runs
+# through the batch, as the agent's does): variant podmeter-pool8.
+NODE[podmeter-pool8]=${NODE[podmeter-pool]} PIN[podmeter-pool8]=${PIN[podmeter-pool]} DATA[podmeter-pool8]=${DATA[podmeter-pool]}
+for ((r = 0; r < PAR_ROUNDS; r++)); do
+  for ((j = 0; j < PAR; j++)); do mknetns "$TAG-podmeter-pool8-p$r-$j"; done
+  fill 8
+  (while :; do fill 8; sleep 0.25; done) &
+  filler=$!
+  PIDS+=("$filler")
+  par podmeter-pool8 ADD "$r"
+  kill "$filler"
+  wait "$filler" 2>/dev/null || true
+  par podmeter-pool8 DEL "$r"
+  for ((j = 0; j < PAR; j++)); do ip netns del "$TAG-podmeter-pool8-p$r-$j"; done
+done
 in_ns "${NODE[podmeter-pool]}" "$BIN/podmeterctl" --bpf.pin-path "${PIN[podmeter-pool]}" pool drain >/dev/null
 
 # ---- report ----
@@ -130,22 +149,24 @@ echo "wall time per invocation (parallel: of the whole batch), ms"
 echo "| phase | variant | n | median | p90 | min-max | / reference |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 for phase in add del par-ADD par-DEL; do
-  for v in "${VARIANTS[@]}"; do
+  for v in "${VARIANTS[@]}" podmeter-pool8; do
     read -r n med p90 min max <<<"$(col "$v" "$phase" | stats)"
+    [ "$n" = 0 ] && continue
     printf '| %s | %s | %s | %.1f | %.1f | %.1f-%.1f | %s |\n' "$phase" "$v" "$n" "$med" "$p90" "$min" "$max" \
       "$(ratio "$med" "$(median_of reference "$phase")")"
   done
 done
 echo
-printf 'podmeter-pool / podmeter (TCX): ADD %s, %s ADD parallel %s\n' \
+printf 'podmeter-pool / podmeter (TCX): ADD %s, %s ADD parallel %s, %s ADD parallel with a pool of 8 refilled meanwhile %s\n' \
   "$(ratio "$(median_of podmeter-pool add)" "$(median_of podmeter add)")" "$PAR" \
-  "$(ratio "$(median_of podmeter-pool par-ADD)" "$(median_of podmeter par-ADD)")"
+  "$(ratio "$(median_of podmeter-pool par-ADD)" "$(median_of podmeter par-ADD)")" "$PAR" \
+  "$(ratio "$(median_of podmeter-pool8 par-ADD)" "$(median_of podmeter par-ADD)")"
 echo
 echo "sequential ADD phases above 1 ms (median ms):"
 for v in podmeter podmeter-pool podmeter-clsact; do
   awk -F'\t' -v v="$v" '$1 == v && $2 == "ADD" { print $3 }' "$PH" | sort -u | while read -r p; do
     m=$(awk -F'\t' -v v="$v" -v p="$p" '$1 == v && $2 == "ADD" && $3 == p { print $4 }' "$PH" | stats | cut -d' ' -f2)
-    awk -v m="$m" 'BEGIN { exit !(m > 1) }' && printf '  %-16s %-45s %6.1f\n' "$v" "$p" "$m"
+    if awk -v m="$m" 'BEGIN { exit !(m > 1) }'; then printf '  %-16s %-45s %6.1f\n' "$v" "$p" "$m"; fi
   done
 done
 exit 0
