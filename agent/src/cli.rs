@@ -90,11 +90,6 @@ pub struct Args {
     #[arg(long = "routes.enabled", value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub routes: bool,
 
-    /// Veth pairs kept ready with the programs attached (TCX only), so
-    /// that pod starts pay no attach; 0 turns the pool off.
-    #[arg(long = "pool.size", value_name = "N", default_value_t = 8)]
-    pub pool_size: usize,
-
     /// Address of `/readyz`, `/healthz` and `/metrics` (`127.0.0.1:0` picks a free
     /// port; the bound address is logged as `listening address=...`).
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = DEFAULT_LISTEN_ADDRESS)]
@@ -149,7 +144,6 @@ mod tests {
         assert_eq!(args.listen_address, DEFAULT_LISTEN_ADDRESS.parse().unwrap());
         assert!(args.cluster_cidrs.is_empty());
         assert!(args.routes);
-        assert_eq!(args.pool_size, 8);
     }
 
     #[test]

@@ -10,7 +10,6 @@ mod bpffs;
 mod cli;
 mod install;
 mod metrics;
-mod pool;
 mod ready;
 mod route_table;
 mod routes;
@@ -77,17 +76,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         install::Outcome::Unchanged => info!(path = %plugin.display(), "the plugin is up to date"),
     }
 
-    let layout = podmeter_ebpf::PinLayout::new(&args.pin_path);
-    let pool = if args.pool_size > 0 && podmeter_ebpf::attach::tcx_available() {
-        info!(size = args.pool_size, "keeping a warm veth pool");
-        Some(
-            pool::Filler::start(layout.clone(), args.pool_size)
-                .context("starting the veth pool")?,
-        )
-    } else {
-        None
-    };
-
     let readiness = ready::Readiness::default();
     let metrics = Arc::new(metrics::Metrics::default());
     // Before anything else touches the node's routes: a node without
@@ -130,12 +118,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Err(e) => anyhow::Error::new(e).context("the readiness server panicked"),
         }),
     };
-    if let Some(pool) = pool {
-        let drain = args.uninstall;
-        tokio::task::spawn_blocking(move || pool.stop(&layout, drain))
-            .await
-            .context("stopping the veth pool")?;
-    }
     if args.uninstall {
         // Uninstalling: the runtime should report the network not ready
         // rather than wire pods with a plugin nobody maintains.

@@ -30,19 +30,6 @@ pub enum Command {
     /// Per-pod policy: rules and default actions, per direction.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// The warm veth pool (TCX): pairs with the programs attached, which
-    /// ADD takes instead of attaching. The node agent keeps it filled
-    /// (`--pool.size`); these run in the node's network namespace.
-    #[command(subcommand)]
-    Pool(PoolCommand),
-}
-
-#[derive(Subcommand)]
-pub enum PoolCommand {
-    /// Removes stale entries and tops the pool up to SIZE entries.
-    Fill { size: usize },
-    /// Removes every entry, its veths and pins.
-    Drain,
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

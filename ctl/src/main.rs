@@ -1,5 +1,5 @@
 //! `podmeterctl`: reads podmeter's pins on this node (pods, counters,
-//! drops), edits per-pod policy and fills or drains the veth pool. No daemon is involved: the pinned maps
+//! drops) and edits per-pod policy. No daemon is involved: the pinned maps
 //! are the state, and a change takes effect at the pod's next packet.
 
 mod cli;
@@ -7,7 +7,6 @@ mod output;
 mod pod_ref;
 mod pods;
 mod policy;
-mod pool;
 
 use std::{io, process::ExitCode};
 
@@ -21,7 +20,6 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Pods(args) => pods::run(&cli.pin_path, args, &mut out),
         Command::Policy(cmd) => policy::run(&cli.pin_path, cmd, &mut out),
-        Command::Pool(cmd) => pool::run(&cli.pin_path, cmd, &mut out),
     }
     .and_then(|code| out.flush().map(|()| code));
     match result {

@@ -4,7 +4,7 @@
 //! plugin process; removing the pin (or the veth) detaches it. Older kernels
 //! get a clsact filter, which lives as long as the interface.
 
-use std::{collections::HashSet, fs, path::PathBuf};
+use std::{collections::HashSet, fs};
 
 use aya::{
     programs::{
@@ -78,32 +78,21 @@ impl Programs {
         for (spec, program) in &mut self.programs {
             match mode {
                 AttachMode::Clsact => attach_clsact(spec, program, ifname)?,
-                _ => attach_tcx(spec, program, ifname, layout.link(ifindex, spec.hook))?,
+                _ => attach_tcx(layout, spec, program, ifname, ifindex)?,
             }
-        }
-        Ok(())
-    }
-
-    /// Attaches both programs to `ifname` with TCX, each link pinned at
-    /// `pin(spec)`: what the veth pool's filler does ahead of any pod.
-    pub(crate) fn attach_pinned(
-        &mut self,
-        ifname: &str,
-        pin: impl Fn(&ProgramSpec) -> PathBuf,
-    ) -> Result<(), Error> {
-        for (spec, program) in &mut self.programs {
-            attach_tcx(spec, program, ifname, pin(spec))?;
         }
         Ok(())
     }
 }
 
 fn attach_tcx(
+    layout: &PinLayout,
     spec: &ProgramSpec,
     program: &mut SchedClassifier,
     ifname: &str,
-    path: PathBuf,
+    ifindex: u32,
 ) -> Result<(), Error> {
+    let path = layout.link(ifindex, spec.hook);
     remove_if_exists(&path)?;
     let err = |source| Error::Program {
         name: spec.name,

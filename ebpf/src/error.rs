@@ -83,13 +83,6 @@ pub enum Error {
         source: aya::programs::tc::TcError,
     },
 
-    #[error("veth pool: {what}: {source}")]
-    Pool {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
-
     #[error("listing the tc filters of {ifname}: {source}")]
     TcList {
         ifname: String,

@@ -11,7 +11,6 @@ pub mod batch;
 pub mod counters;
 pub mod drop_reasons;
 pub mod error;
-pub mod link_info;
 pub mod loader;
 pub mod lock;
 pub mod maps;
@@ -22,7 +21,6 @@ pub mod pins;
 mod pod_keys;
 pub mod policy;
 pub mod policy_store;
-pub mod pool;
 pub mod registry;
 
 pub use abi::{Direction, PodCounter};

@@ -24,8 +24,8 @@ use crate::{pins::PinLayout, Error};
 const WRITABLE_BY_OTHERS: u32 = 0o022;
 const STICKY: u32 = 0o1000;
 
-/// Creates the pin path, its versioned directory, the links and the pool
-/// directories (each mode 0700) where missing, after checking every directory above.
+/// Creates the pin path, its versioned directory and the links directory
+/// (each mode 0700) where missing, after checking every directory above.
 pub fn ensure(layout: &PinLayout) -> Result<(), Error> {
     check_ancestors(layout.pin_path())?;
     for dir in own_dirs(layout) {
@@ -64,12 +64,11 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, Error> {
 }
 
 /// podmeter's own directories, outermost first.
-fn own_dirs(layout: &PinLayout) -> [PathBuf; 4] {
+fn own_dirs(layout: &PinLayout) -> [PathBuf; 3] {
     [
         layout.pin_path().to_path_buf(),
         layout.dir(),
         layout.links_dir(),
-        layout.pool_dir(),
     ]
 }
 

@@ -14,7 +14,6 @@
 //! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
 //! <pin path>/v<ABI>/links/<ifindex>_<hook>   TCX links (one per pod and hook)
 //! <pin path>/v<ABI>/links/kfree_skb      the drop tracer's link
-//! <pin path>/v<ABI>/pool/<ifindex>_<hook>    TCX links of the warm veth pool (see `pool`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -73,15 +72,6 @@ impl PinLayout {
 
     pub fn link(&self, ifindex: u32, hook: &str) -> PathBuf {
         self.links_dir().join(format!("{ifindex}_{hook}"))
-    }
-
-    pub fn pool_dir(&self) -> PathBuf {
-        self.dir().join("pool")
-    }
-
-    /// A TCX link of a pool entry, named as in `links/`.
-    pub fn pool_link(&self, ifindex: u32, hook: &str) -> PathBuf {
-        self.pool_dir().join(format!("{ifindex}_{hook}"))
     }
 }
 

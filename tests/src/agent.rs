@@ -99,10 +99,6 @@ pub struct Flags {
     /// it on for an agent in a node namespace: an agent in the machine's
     /// own namespace must not route there.
     pub routes: bool,
-    /// The warm veth pool's size (`--pool.size`). 0 unless a test sets it
-    /// for an agent in a node namespace with a pin path of its own: the pool
-    /// is veths in the agent's namespace.
-    pub pool_size: usize,
     /// Appended as they are (`--cni.uninstall`).
     pub extra: Vec<String>,
 }
@@ -121,7 +117,6 @@ impl Flags {
             plugin_source: crate::binary("podmeter"),
             data_dir: dirs.data_dir.clone(),
             routes: false,
-            pool_size: 0,
             extra: Vec::new(),
         }
     }
@@ -145,7 +140,6 @@ impl Flags {
             .arg("--ipam.data-dir")
             .arg(&self.data_dir)
             .arg(format!("--routes.enabled={}", self.routes))
-            .arg(format!("--pool.size={}", self.pool_size))
             .args([
                 "--web.listen-address",
                 "127.0.0.1:0",

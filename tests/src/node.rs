@@ -362,23 +362,6 @@ impl Node {
         crate::leftovers::link_pins(&self.layout())
     }
 
-    /// Tops the node's veth pool up to `size` entries, as the agent does.
-    pub fn fill_pool(&self, size: usize) -> podmeter_ebpf::pool::Filled {
-        let layout = self.layout();
-        self.ns
-            .run_in(|| podmeter_ebpf::pool::fill(&layout, size))
-            .expect("fill the veth pool")
-    }
-
-    /// Removes the node's veth pool (its veths are links a leftover count
-    /// would see); returns how many veths went.
-    pub fn drain_pool(&self) -> usize {
-        let layout = self.layout();
-        self.ns
-            .run_in(|| podmeter_ebpf::pool::drain(&layout))
-            .expect("drain the veth pool")
-    }
-
     /// Where this node keeps its state, for counting what is left there.
     pub fn site(&self, pods: &[&NetNs]) -> Site {
         Site {

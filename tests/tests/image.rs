@@ -280,9 +280,6 @@ fn the_image_runs_as_the_daemonset_and_its_plugin_and_exporter_serve_three_pods(
     // The conflist stays for the next agent (no --cni.uninstall in the
     // manifest); nothing else of the pods or the DaemonSet's pod is left.
     assert!(conf_dir.join("10-podmeter.conflist").exists());
-    // So does the agent's warm veth pool (no --cni.uninstall), by design:
-    // the next agent or ADD uses it. Drained here to count the rest.
-    node.drain_pool();
     let left = pod_leftovers(&node);
     assert!(left.is_clean(), "left: {left}");
 }

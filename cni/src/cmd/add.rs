@@ -2,8 +2,7 @@
 //!
 //! The order is what makes the counters exact: the veth pair is created
 //! down, the pod is registered (zeroed counters, the config's policy) and
-//! the programs attached (or, under TCX, the pair is taken from the node
-//! agent's warm pool with the programs already attached: see `pooled`),
+//! the programs attached,
 //! and only then do the links come up, so the programs see every packet the
 //! kernel's own veth counters see.
 
@@ -12,13 +11,13 @@ use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
     attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
-    policy_store::PolicyStore, registry, AttachMode, PodDevices, PodIdentity,
+    policy_store::PolicyStore, registry, PodDevices, PodIdentity,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
 use super::{
     plan::{Plan, POD_INTERFACE},
-    pooled, preflight,
+    preflight,
     rollback::Rollback,
     Invocation,
 };
@@ -68,38 +67,15 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let peer_name = temp_peer_name();
     // Async blocks below borrow; they must not take these by value.
     let (plan, peer_name, netns) = (&plan, peer_name.as_str(), &netns);
-    let pooled = match inv.plugin.tc_attach_mode.resolve() {
-        AttachMode::Tcx => {
-            let claimed = pooled::claim(
-                inv,
-                layout,
-                netlink,
-                plan,
-                (peer_name, netns),
-                &mut rollback,
-            )?;
-            timing::mark("pool: claim, netlink: bridge, adopt veth");
-            claimed
-        }
-        _ => None,
-    };
-    let attached = pooled.is_some();
-    let (bridge, host) = match pooled {
-        Some(links) => links,
-        None => {
-            let (bridge, host) = create_links(inv, netlink, plan, peer_name, netns)?;
-            timing::mark("netlink: bridge, veth");
-            // Undo steps own what they need: they run after this function's locals are gone.
-            let host_name = host.name.clone();
-            rollback.push("delete veth", move || {
-                delete_host_veth(&host_name)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            });
-            (bridge, host)
-        }
-    };
-    let host_index = host.index;
+    let (bridge, host) = create_links(inv, netlink, plan, peer_name, netns)?;
+    timing::mark("netlink: bridge, veth");
+    // Undo steps own what they need: they run after this function's locals are gone.
+    let (host_name, host_index) = (host.name.clone(), host.index);
+    rollback.push("delete veth", move || {
+        delete_host_veth(&host_name)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     set_accept_ra(&host.name, 0)?;
     timing::mark("sysctls");
 
@@ -133,13 +109,11 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
         PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
     }
     timing::mark("map writes");
-    if !attached {
-        rollback.push("detach", move || {
-            attach::detach(layout, host_index).map_err(|e| e.to_string())
-        });
-        programs.attach(layout, &host.name, host.index, inv.plugin.tc_attach_mode)?;
-        timing::mark("attach");
-    }
+    rollback.push("detach", move || {
+        attach::detach(layout, host_index).map_err(|e| e.to_string())
+    });
+    programs.attach(layout, &host.name, host.index, inv.plugin.tc_attach_mode)?;
+    timing::mark("attach");
 
     let pod = in_netns(netns_path, || {
         with_netlink(|h| async move {

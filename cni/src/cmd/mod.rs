@@ -7,7 +7,6 @@ mod check;
 mod del;
 mod gc;
 mod plan;
-mod pooled;
 mod preflight;
 mod rollback;
 mod status;

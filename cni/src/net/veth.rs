@@ -48,43 +48,6 @@ pub async fn create_veth(
     finish(h, host_name, hairpin).await
 }
 
-/// Makes a pair of the warm pool this pod's: one RTM_SETLINK renames the
-/// host end (`(host, peer)` are the ends' indexes) to `host_name`,
-/// enslaves it to `bridge_index` and sets its MTU; one moves the peer into
-/// `pod_netns` as `peer_temp_name`, with the MTU. Both ends stay down, as
-/// [`create_veth`] leaves them; a failure halfway leaves the pair for the
-/// caller to delete.
-pub async fn adopt_veth(
-    h: &Handle,
-    (host_index, peer_index): (u32, u32),
-    (host_name, peer_temp_name): (&str, &str),
-    mtu: Option<u32>,
-    bridge_index: u32,
-    hairpin: bool,
-    pod_netns: BorrowedFd<'_>,
-) -> Result<LinkSummary, NetError> {
-    validate_ifname(host_name)?;
-    validate_ifname(peer_temp_name)?;
-    let mut host = LinkUnspec::new_with_index(host_index)
-        .name(host_name)
-        .controller(bridge_index);
-    let mut peer = LinkUnspec::new_with_index(peer_index)
-        .name(peer_temp_name)
-        .setns_by_fd(pod_netns.as_raw_fd());
-    if let Some(m) = mtu {
-        host = host.mtu(m);
-        peer = peer.mtu(m);
-    }
-    for (msg, what) in [(host, "adopt veth"), (peer, "move the pod end of")] {
-        h.link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(NetError::netlink(what, host_name))?;
-    }
-    finish(h, host_name, hairpin).await
-}
-
 async fn finish(h: &Handle, host_name: &str, hairpin: bool) -> Result<LinkSummary, NetError> {
     let link = link_by_name(h, host_name)
         .await?
