@@ -37,14 +37,16 @@ pub struct Drops {
     pub dropped: PodCounter,
 }
 
-/// Reads the pods and their counters. The registry is read before and after
-/// the counters, and only identities seen unchanged in both, with counters,
-/// are kept: ADD writes the identity after the counters, DEL removes it
-/// after them (so that a DEL killed halfway leaves it for the next one), so
-/// a pod being deleted may lose its counters a scrape before its identity,
-/// and is then left out. Counters of a new pod are only taken for an old
-/// identity if its ifindex was reused between two registry reads, which the
-/// kernel's cyclic ifindex allocation makes practically impossible.
+/// Reads the pods and their counters: the counters first, then the
+/// registry, and only identities with counters are kept. ADD writes a pod's
+/// counters before its identity and DEL removes them before it (so that a
+/// DEL killed halfway leaves the identity for the next one): a pod being
+/// added or deleted has no identity or no counters and is left out. The
+/// counters of an identity read after them are its own unless its ifindex
+/// was freed and reused between the two reads, which the kernel's cyclic
+/// ifindex allocation makes practically impossible. (A second registry
+/// read, before the counters, rested on the same assumption and cost as
+/// much as the counters' read.)
 ///
 /// `reasons` names the kernel's drop reasons; one it lacks is exported as
 /// its number. No pins yet means no pods.
@@ -60,13 +62,11 @@ pub fn read(
         }
         Err(e) => return Err(e),
     };
-    let before = maps.pods_batched()?;
     // Batched: reading a full node (8,192 pods, up to 16 drop entries
     // each) one syscall pair per entry was most of a scrape.
     let counters = maps.counters_batched()?;
     let drops = maps.drops_batched()?;
-    let after = maps.pods_batched()?.into_iter().collect();
-    let mut pods = join(before, &counters, &after);
+    let mut pods = join(maps.pods_batched()?, &counters);
     // Grouped once by interface (the drops come sorted by it): a scan of
     // every drop for every pod would make a full node's scrape quadratic.
     // Each reason is named once.
@@ -92,58 +92,31 @@ pub fn read(
     Ok(pods)
 }
 
-/// Pods registered in both registry reads, with counters; at most one per
-/// `(namespace, pod, interface)`, the newest interface (highest ifindex), since
-/// duplicate series would fail the whole scrape. Sorted for a stable output.
-fn join(
-    before: Vec<(u32, PodIdentity)>,
-    counters: &BTreeMap<u32, PodCounters>,
-    after: &HashMap<u32, PodIdentity>,
-) -> Vec<PodSample> {
-    let mut by_labels: BTreeMap<PodLabels, PodSample> = BTreeMap::new();
-    for (ifindex, identity) in before {
-        if after.get(&ifindex) != Some(&identity) {
-            continue;
-        }
-        let Some(&counters) = counters.get(&ifindex) else {
-            continue;
-        };
-        let labels = PodLabels::of(&identity);
-        if by_labels
-            .get(&labels)
-            .is_some_and(|kept| kept.ifindex > ifindex)
-        {
-            continue;
-        }
-        let sample = PodSample {
-            ifindex,
-            identity,
-            counters,
-            drops: Vec::new(),
-        };
-        by_labels.insert(labels, sample);
-    }
-    by_labels.into_values().collect()
+/// Registered pods with counters; at most one per `(namespace, pod,
+/// interface)`, the newest interface (highest ifindex), since duplicate
+/// series would fail the whole scrape. Sorted for a stable output.
+fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) -> Vec<PodSample> {
+    let mut pods: Vec<PodSample> = pods
+        .into_iter()
+        .filter_map(|(ifindex, identity)| {
+            Some(PodSample {
+                ifindex,
+                counters: *counters.get(&ifindex)?,
+                identity,
+                drops: Vec::new(),
+            })
+        })
+        .collect();
+    pods.sort_unstable_by(|a, b| labels(a).cmp(&labels(b)).then(b.ifindex.cmp(&a.ifindex)));
+    // Keeps the first of each run: the newest.
+    pods.dedup_by(|later, kept| labels(later) == labels(kept));
+    pods
 }
 
-/// The labels every per-pod series carries: a pod is one series per
-/// `(namespace, pod, interface)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct PodLabels {
-    namespace: String,
-    pod: String,
-    /// The pod-side interface name.
-    interface: String,
-}
-
-impl PodLabels {
-    fn of(p: &PodIdentity) -> Self {
-        Self {
-            namespace: p.namespace.clone(),
-            pod: p.pod.clone(),
-            interface: p.ifname.clone(),
-        }
-    }
+/// The labels that name a pod's series.
+fn labels(p: &PodSample) -> (&str, &str, &str) {
+    let p = &p.identity;
+    (&p.namespace, &p.pod, &p.ifname)
 }
 
 /// A counter family whose value is read from a `T` ([`PodCounters`] for
@@ -223,8 +196,10 @@ const DROPS: [Counter<PodCounter>; 2] = [
 /// to `out`. Each pod's labels are escaped once, for all its series.
 pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
     let labels: Vec<Labels> = pods.iter().map(|p| pod_labels(&p.identity)).collect();
-    // The labels after the pod's, rewritten for each series.
+    // The labels after the pod's, and the `ips` label's value: rewritten
+    // for each series, in place.
     let mut more = Labels::default();
+    let mut addrs = String::new();
 
     let mut info = Family::start(out, format, &INFO);
     for (pod, l) in pods.iter().zip(&labels) {
@@ -233,7 +208,8 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
         more.push("uid", &p.uid);
         more.push("container_id", &p.container_id);
         more.push("host_interface", &p.host_ifname);
-        more.push("ips", &ips(p));
+        ips(&mut addrs, p);
+        more.push("ips", &addrs);
         info.sample(&[l, &more], 1u8);
     }
 
@@ -258,22 +234,22 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
 }
 
 fn pod_labels(p: &PodIdentity) -> Labels {
-    let mut l = Labels::default();
+    // Room for the labels of most pods: one allocation each.
+    let mut l = Labels::with_capacity(128);
     l.push("namespace", &p.namespace);
     l.push("pod", &p.pod);
     l.push("interface", &p.ifname);
     l
 }
 
-/// The `ips` label: `addr/prefix`, comma-separated.
-fn ips(p: &PodIdentity) -> String {
-    let mut ips = String::new();
+/// Sets `out` to the `ips` label: `addr/prefix`, comma-separated.
+fn ips(out: &mut String, p: &PodIdentity) {
+    out.clear();
     for (addr, prefix) in &p.ips {
-        let sep = if ips.is_empty() { "" } else { "," };
+        let sep = if out.is_empty() { "" } else { "," };
         // Writing to a String cannot fail.
-        let _ = write!(ips, "{sep}{addr}/{prefix}");
+        let _ = write!(out, "{sep}{addr}/{prefix}");
     }
-    ips
 }
 
 #[cfg(test)]
@@ -316,13 +292,11 @@ mod tests {
     fn half_registered_pods_are_skipped() {
         let a = identity("a", "eth0");
         let b = identity("b", "eth0");
-        let c = identity("c", "eth0");
-        let before = vec![(1, a.clone()), (2, b.clone()), (3, c.clone())];
-        // 2 has no counters (ADD half-way); 4 has counters only (DEL half-way);
-        // 3 was replaced by another pod while the counters were read.
-        let counters = BTreeMap::from([(1, counters(1)), (3, counters(3)), (4, counters(4))]);
-        let after = HashMap::from([(1, a.clone()), (2, b), (3, identity("d", "eth0"))]);
-        let pods = join(before, &counters, &after);
+        let registered = vec![(1, a.clone()), (2, b)];
+        // 2 has no counters (ADD or DEL half-way); 4 has counters only
+        // (ADD half-way).
+        let counters = BTreeMap::from([(1, counters(1)), (4, counters(4))]);
+        let pods = join(registered, &counters);
         assert_eq!(
             pods,
             vec![PodSample {
@@ -342,10 +316,9 @@ mod tests {
             ..old.clone()
         };
         let other_if = identity("web-0", "net1");
-        let before = vec![(9, new.clone()), (5, old.clone()), (7, other_if.clone())];
+        let registered = vec![(9, new), (5, old), (7, other_if)];
         let counters = BTreeMap::from([(5, counters(5)), (7, counters(7)), (9, counters(9))]);
-        let after = before.iter().cloned().collect();
-        let pods = join(before, &counters, &after);
+        let pods = join(registered, &counters);
         let kept: Vec<(u32, &str)> = pods
             .iter()
             .map(|p| (p.ifindex, p.identity.uid.as_str()))
@@ -399,7 +372,11 @@ mod tests {
                     uid: p.uid.clone(),
                     container_id: p.container_id.clone(),
                     host_interface: p.host_ifname.clone(),
-                    ips: ips(p),
+                    ips: {
+                        let mut addrs = String::new();
+                        ips(&mut addrs, p);
+                        addrs
+                    },
                 };
                 ConstGauge::new(1i64).encode(m.encode_family(&info)?)?;
             }
@@ -491,11 +468,14 @@ mod tests {
     #[test]
     fn ips_label_lists_addr_slash_prefix() {
         let mut p = identity("a", "eth0");
-        assert_eq!(ips(&p), "");
+        let mut addrs = "left over".to_owned();
+        ips(&mut addrs, &p);
+        assert_eq!(addrs, "");
         p.ips = vec![
             ("10.22.0.5".parse().unwrap(), 24),
             ("fd00:22::5".parse().unwrap(), 64),
         ];
-        assert_eq!(ips(&p), "10.22.0.5/24,fd00:22::5/64");
+        ips(&mut addrs, &p);
+        assert_eq!(addrs, "10.22.0.5/24,fd00:22::5/64");
     }
 }
