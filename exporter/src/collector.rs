@@ -3,10 +3,10 @@
 use std::{
     fmt,
     sync::atomic::{AtomicU64, Ordering},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{drop_reasons::DropReasons, PinLayout};
+use podmeter_ebpf::{drop_reasons::DropReasons, loader::ProgramStats, PinLayout};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -15,17 +15,10 @@ use prometheus_client::{
 };
 use tracing::{error, warn};
 
-use crate::{bpf_stats, pods};
-
-/// Builds the registry the HTTP handler encodes on each scrape.
-pub fn registry(layout: PinLayout) -> Registry {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(PodmeterCollector::new(layout)));
-    registry
-}
+use crate::{bpf_stats, format::Format, pods};
 
 #[derive(Debug)]
-pub struct PodmeterCollector {
+pub struct Scraper {
     layout: PinLayout,
     /// Names of the running kernel's drop reasons: fixed for its uptime.
     reasons: DropReasons,
@@ -33,12 +26,7 @@ pub struct PodmeterCollector {
     scrape_errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-}
-
-impl PodmeterCollector {
+impl Scraper {
     pub fn new(layout: PinLayout) -> Self {
         let reasons = DropReasons::of_running_kernel().unwrap_or_else(|e| {
             warn!(error = %chain(&e), "drop reasons are exported as numbers");
@@ -51,16 +39,10 @@ impl PodmeterCollector {
         }
     }
 
-    fn failed(&self, what: &str, err: &dyn std::error::Error) {
-        self.scrape_errors.fetch_add(1, Ordering::Relaxed);
-        error!(pin_path = %self.layout.pin_path().display(), error = %chain(err), "{what} failed");
-    }
-}
-
-impl Collector for PodmeterCollector {
-    /// A failed read leaves out only the families it feeds; the health
+    /// One scrape: reads the pins and renders every family in `format`. A
+    /// failed read leaves out only the families it feeds; the health
     /// families are always there.
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    pub fn render(&self, format: Format) -> Result<String, fmt::Error> {
         let start = Instant::now();
         let pods = pods::read(&self.layout, &self.reasons)
             .inspect_err(|e| self.failed("reading the pinned maps", e))
@@ -69,19 +51,51 @@ impl Collector for PodmeterCollector {
             .inspect_err(|e| self.failed("reading the eBPF program stats", e))
             .ok()
             .flatten();
-        let elapsed = start.elapsed();
+        let others = OtherFamilies {
+            pods: pods.as_ref().map(Vec::len),
+            programs,
+            read_time: start.elapsed(),
+            scrape_errors: self.scrape_errors.load(Ordering::Relaxed),
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(others));
+        format.render(pods.as_deref(), &registry)
+    }
 
-        if let Some(pods) = &pods {
-            pods::encode(pods, &mut encoder)?;
+    fn failed(&self, what: &str, err: &dyn std::error::Error) {
+        self.scrape_errors.fetch_add(1, Ordering::Relaxed);
+        error!(pin_path = %self.layout.pin_path().display(), error = %chain(err), "{what} failed");
+    }
+}
+
+/// A scrape's families but the per-pod ones: a few series, encoded by
+/// prometheus-client.
+#[derive(Debug)]
+struct OtherFamilies {
+    /// Pods exported, if the maps could be read.
+    pods: Option<usize>,
+    programs: Option<Vec<ProgramStats>>,
+    read_time: Duration,
+    scrape_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+impl Collector for OtherFamilies {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        if let Some(pods) = self.pods {
             gauge(
                 &mut encoder,
                 "podmeter_pods",
                 "Pod interfaces registered and exported.",
                 None,
-                pods.len() as i64,
+                pods as i64,
             )?;
         }
-        if let Some(programs) = &programs {
+        if let Some(programs) = &self.programs {
             bpf_stats::encode(programs, &mut encoder)?;
         }
 
@@ -99,16 +113,14 @@ impl Collector for PodmeterCollector {
             "podmeter_exporter_scrape_duration",
             "Time this scrape spent reading the pinned maps and programs.",
             Some(&Unit::Seconds),
-            elapsed.as_secs_f64(),
+            self.read_time.as_secs_f64(),
         )?;
-        ConstCounter::new(self.scrape_errors.load(Ordering::Relaxed)).encode(
-            encoder.encode_descriptor(
-                "podmeter_exporter_scrape_errors",
-                "Reads of the pinned maps or programs that failed, since the exporter started.",
-                None,
-                MetricType::Counter,
-            )?,
-        )
+        ConstCounter::new(self.scrape_errors).encode(encoder.encode_descriptor(
+            "podmeter_exporter_scrape_errors",
+            "Reads of the pinned maps or programs that failed, since the exporter started.",
+            None,
+            MetricType::Counter,
+        )?)
     }
 }
 
@@ -140,7 +152,6 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Format;
 
     fn scrape_errors(metrics: &str) -> u64 {
         metrics
@@ -153,9 +164,9 @@ mod tests {
 
     #[test]
     fn missing_pins_are_no_pods_and_no_error() {
-        let registry = registry(PinLayout::new("/nonexistent/podmeter"));
+        let scraper = Scraper::new(PinLayout::new("/nonexistent/podmeter"));
         for _ in 0..2 {
-            let metrics = Format::Text.render(&registry).unwrap();
+            let metrics = scraper.render(Format::Text).unwrap();
             assert!(metrics.contains("podmeter_exporter_build_info{version=\""));
             assert!(metrics.contains("\npodmeter_exporter_scrape_duration_seconds "));
             assert!(metrics.contains("\npodmeter_pods 0\n"), "{metrics}");
@@ -171,8 +182,8 @@ mod tests {
     #[test]
     fn a_pin_path_that_is_not_a_directory_counts_an_error() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        let registry = registry(PinLayout::new(file.path()));
-        let metrics = Format::Text.render(&registry).unwrap();
+        let scraper = Scraper::new(PinLayout::new(file.path()));
+        let metrics = scraper.render(Format::Text).unwrap();
         // Two if another test turned on kernel.bpf_stats_enabled meanwhile.
         assert!(scrape_errors(&metrics) >= 1, "{metrics}");
         assert!(!metrics.contains("podmeter_pods"), "{metrics}");

@@ -11,6 +11,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::pods::{self, PodSample};
+
 /// The length of the last response [`Format::render`] made.
 static LAST_LEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -61,11 +63,20 @@ impl Format {
         }
     }
 
-    pub fn render(self, registry: &Registry) -> Result<String, fmt::Error> {
+    /// The per-pod families of `pods` (if they could be read), then those
+    /// of `registry`.
+    pub fn render(
+        self,
+        pods: Option<&[PodSample]>,
+        registry: &Registry,
+    ) -> Result<String, fmt::Error> {
         // Sized as the last response plus a margin: a full node's is tens
         // of MB, and growing it by doubling copied it several times.
         let last = LAST_LEN.load(Ordering::Relaxed);
         let mut out = String::with_capacity(last + last / 16);
+        if let Some(pods) = pods {
+            pods::write(&mut out, self, pods);
+        }
         match self {
             // Ends with `# EOF`.
             Self::OpenMetrics => text::encode(&mut out, registry)?,
@@ -139,10 +150,7 @@ mod tests {
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::*;
-    use crate::{
-        bpf_stats,
-        pods::{self, Drops, PodSample},
-    };
+    use crate::{bpf_stats, pods::Drops};
 
     #[test]
     fn openmetrics_only_when_asked_for_at_least_as_much_as_text() {
@@ -174,18 +182,18 @@ mod tests {
         }
     }
 
-    /// The collector's encoding, on fixed data instead of the pins.
+    /// Program stats, on fixed data instead of the pins.
     #[derive(Debug)]
-    struct Fixed(Vec<PodSample>, Vec<ProgramStats>);
+    struct Fixed(Vec<ProgramStats>);
 
     impl Collector for Fixed {
         fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-            pods::encode(&self.0, &mut encoder)?;
-            bpf_stats::encode(&self.1, &mut encoder)
+            bpf_stats::encode(&self.0, &mut encoder)
         }
     }
 
-    fn registry() -> Registry {
+    /// A scrape's rendering, on fixed data instead of the pins.
+    fn render(format: Format) -> String {
         let pod = PodSample {
             ifindex: 7,
             identity: PodIdentity {
@@ -226,8 +234,8 @@ mod tests {
             run_time: Duration::from_micros(1500),
         };
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Fixed(vec![pod], vec![stats])));
-        registry
+        registry.register_collector(Box::new(Fixed(vec![stats])));
+        format.render(Some(&[pod]), &registry).unwrap()
     }
 
     const POD: &str = r#"{namespace="default",pod="web-0",interface="eth0"}"#;
@@ -236,7 +244,7 @@ mod tests {
 
     #[test]
     fn text_format_names_counter_families_with_total_and_has_no_eof() {
-        let out = Format::Text.render(&registry()).unwrap();
+        let out = render(Format::Text);
         let want = format!(
             "# HELP podmeter_pod_info Identity of each metered pod interface; always 1.
 # TYPE podmeter_pod_info gauge
@@ -273,7 +281,7 @@ podmeter_bpf_program_run_seconds_total{{program=\"pm_ingress\"}} 0.0015
 
     #[test]
     fn openmetrics_names_families_without_total_with_units_and_eof() {
-        let out = Format::OpenMetrics.render(&registry()).unwrap();
+        let out = render(Format::OpenMetrics);
         for line in [
             "# TYPE podmeter_pod_info gauge\n".to_owned(),
             format!("podmeter_pod_info{INFO}\n"),

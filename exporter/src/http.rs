@@ -12,14 +12,13 @@ use axum::{
     routing::get,
     Router,
 };
-use prometheus_client::registry::Registry;
 use tracing::error;
 
-use crate::{format::Format, limit};
+use crate::{collector::Scraper, format::Format, limit};
 
 /// `telemetry_path` must be absolute and not `/` (the flag parser checks);
 /// at most `max_requests` scrapes run at a time (0: no limit).
-pub fn router(registry: Arc<Registry>, telemetry_path: &str, max_requests: usize) -> Router {
+pub fn router(scraper: Arc<Scraper>, telemetry_path: &str, max_requests: usize) -> Router {
     let page = Html(landing_page(telemetry_path));
     Router::new()
         .route("/", get(move || std::future::ready(page.clone())))
@@ -27,12 +26,12 @@ pub fn router(registry: Arc<Registry>, telemetry_path: &str, max_requests: usize
             telemetry_path,
             limit::concurrent_requests(get(metrics), max_requests),
         )
-        .with_state(registry)
+        .with_state(scraper)
 }
 
-/// Encodes the registry, which reads the pins: blocking syscalls, so off
-/// the async workers.
-async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+/// Scrapes, which reads the pins: blocking syscalls, so off the async
+/// workers.
+async fn metrics(State(scraper): State<Arc<Scraper>>, headers: HeaderMap) -> Response {
     let accept = headers
         .get_all(ACCEPT)
         .iter()
@@ -40,7 +39,7 @@ async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> R
         .collect::<Vec<_>>()
         .join(",");
     let format = Format::negotiate(Some(&accept));
-    match tokio::task::spawn_blocking(move || format.render(&registry)).await {
+    match tokio::task::spawn_blocking(move || scraper.render(format)).await {
         Ok(Ok(body)) => (
             [(CONTENT_TYPE, format.content_type()), (VARY, "Accept")],
             body,

@@ -6,6 +6,7 @@ mod auth;
 mod bpf_stats;
 mod cli;
 mod collector;
+mod exposition;
 mod format;
 mod http;
 mod limit;
@@ -35,8 +36,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
-    let registry = Arc::new(collector::registry(PinLayout::new(&args.pin_path)));
-    let app = http::router(registry, &args.telemetry_path, args.max_requests);
+    let scraper = Arc::new(collector::Scraper::new(PinLayout::new(&args.pin_path)));
+    let app = http::router(scraper, &args.telemetry_path, args.max_requests);
     let (app, tls) = match &args.web_config_file {
         None => (app, None),
         Some(path) => {

@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fmt::{self, Write as _},
+    fmt::Write as _,
     sync::Arc,
 };
 
@@ -10,14 +10,14 @@ use podmeter_ebpf::{
     counters::PodCounters, drop_reasons::DropReasons, maps::PinnedMaps, Direction, PinLayout,
     PodCounter, PodIdentity,
 };
-use prometheus_client::{
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
-    registry::Unit,
-};
+use prometheus_client::registry::Unit;
 use tracing::debug;
 
-use crate::absent::not_pinned;
+use crate::{
+    absent::not_pinned,
+    exposition::{Descriptor, Family, Kind, Labels},
+    format::Format,
+};
 
 /// One pod interface with its counters and drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +37,16 @@ pub struct Drops {
     pub dropped: PodCounter,
 }
 
-/// Reads the pods and their counters. The registry is read before and after
-/// the counters, and only identities seen unchanged in both, with counters,
-/// are kept: ADD writes the identity after the counters, DEL removes it
-/// after them (so that a DEL killed halfway leaves it for the next one), so
-/// a pod being deleted may lose its counters a scrape before its identity,
-/// and is then left out. Counters of a new pod are only taken for an old
-/// identity if its ifindex was reused between two registry reads, which the
-/// kernel's cyclic ifindex allocation makes practically impossible.
+/// Reads the pods and their counters: the counters first, then the
+/// registry, and only identities with counters are kept. ADD writes a pod's
+/// counters before its identity and DEL removes them before it (so that a
+/// DEL killed halfway leaves the identity for the next one): a pod being
+/// added or deleted has no identity or no counters and is left out. The
+/// counters of an identity read after them are its own unless its ifindex
+/// was freed and reused between the two reads, which the kernel's cyclic
+/// ifindex allocation makes practically impossible. (A second registry
+/// read, before the counters, rested on the same assumption and cost as
+/// much as the counters' read.)
 ///
 /// `reasons` names the kernel's drop reasons; one it lacks is exported as
 /// its number. No pins yet means no pods.
@@ -60,13 +62,11 @@ pub fn read(
         }
         Err(e) => return Err(e),
     };
-    let before = maps.pods_batched()?;
     // Batched: reading a full node (8,192 pods, up to 16 drop entries
     // each) one syscall pair per entry was most of a scrape.
     let counters = maps.counters_batched()?;
     let drops = maps.drops_batched()?;
-    let after = maps.pods_batched()?.into_iter().collect();
-    let mut pods = join(before, &counters, &after);
+    let mut pods = join(maps.pods_batched()?, &counters);
     // Grouped once by interface (the drops come sorted by it): a scan of
     // every drop for every pod would make a full node's scrape quadratic.
     // Each reason is named once.
@@ -92,259 +92,177 @@ pub fn read(
     Ok(pods)
 }
 
-/// Pods registered in both registry reads, with counters; at most one per
-/// `(namespace, pod, interface)`, the newest interface (highest ifindex), since
-/// duplicate series would fail the whole scrape. Sorted for a stable output.
-fn join(
-    before: Vec<(u32, PodIdentity)>,
-    counters: &BTreeMap<u32, PodCounters>,
-    after: &HashMap<u32, PodIdentity>,
-) -> Vec<PodSample> {
-    let mut by_labels: BTreeMap<PodLabels, PodSample> = BTreeMap::new();
-    for (ifindex, identity) in before {
-        if after.get(&ifindex) != Some(&identity) {
-            continue;
-        }
-        let Some(&counters) = counters.get(&ifindex) else {
-            continue;
-        };
-        let labels = PodLabels::of(&identity);
-        if by_labels
-            .get(&labels)
-            .is_some_and(|kept| kept.ifindex > ifindex)
-        {
-            continue;
-        }
-        let sample = PodSample {
-            ifindex,
-            identity,
-            counters,
-            drops: Vec::new(),
-        };
-        by_labels.insert(labels, sample);
-    }
-    by_labels.into_values().collect()
+/// Registered pods with counters; at most one per `(namespace, pod,
+/// interface)`, the newest interface (highest ifindex), since duplicate
+/// series would fail the whole scrape. Sorted for a stable output.
+fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) -> Vec<PodSample> {
+    let mut pods: Vec<PodSample> = pods
+        .into_iter()
+        .filter_map(|(ifindex, identity)| {
+            Some(PodSample {
+                ifindex,
+                counters: *counters.get(&ifindex)?,
+                identity,
+                drops: Vec::new(),
+            })
+        })
+        .collect();
+    pods.sort_unstable_by(|a, b| labels(a).cmp(&labels(b)).then(b.ifindex.cmp(&a.ifindex)));
+    // Keeps the first of each run: the newest.
+    pods.dedup_by(|later, kept| labels(later) == labels(kept));
+    pods
 }
 
-/// The labels every per-pod series carries.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
-pub struct PodLabels {
-    pub namespace: String,
-    pub pod: String,
-    /// The pod-side interface name.
-    pub interface: String,
-}
-
-impl PodLabels {
-    fn of(p: &PodIdentity) -> Self {
-        Self {
-            namespace: p.namespace.clone(),
-            pod: p.pod.clone(),
-            interface: p.ifname.clone(),
-        }
-    }
-}
-
-/// [`PodLabels`] borrowed from a sample, encoded the same (the keys, in
-/// that order): a series costs no allocation.
-#[derive(Debug, Clone, Copy)]
-struct PodLabelsRef<'a> {
-    namespace: &'a str,
-    pod: &'a str,
-    interface: &'a str,
-}
-
-impl<'a> PodLabelsRef<'a> {
-    fn of(p: &'a PodIdentity) -> Self {
-        Self {
-            namespace: &p.namespace,
-            pod: &p.pod,
-            interface: &p.ifname,
-        }
-    }
-}
-
-impl EncodeLabelSet for PodLabelsRef<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        [
-            ("namespace", self.namespace),
-            ("pod", self.pod),
-            ("interface", self.interface),
-        ]
-        .encode(encoder)
-    }
-}
-
-/// The pod's labels, then `direction` and `reason`.
-#[derive(Debug)]
-struct DropLabels<'a> {
-    pod: PodLabelsRef<'a>,
-    direction: &'static str,
-    reason: &'a str,
-}
-
-impl EncodeLabelSet for DropLabels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        self.pod.encode(encoder)?;
-        [("direction", self.direction), ("reason", self.reason)].encode(encoder)
-    }
-}
-
-/// The pod's labels, then `uid`, `container_id`, `host_interface`, `ips`.
-#[derive(Debug)]
-struct PodInfoLabels<'a> {
-    pod: PodLabelsRef<'a>,
-    uid: &'a str,
-    container_id: &'a str,
-    host_interface: &'a str,
-    /// `addr/prefix`, comma-separated.
-    ips: String,
-}
-
-impl<'a> PodInfoLabels<'a> {
-    fn of(p: &'a PodIdentity) -> Self {
-        let mut ips = String::new();
-        for (addr, prefix) in &p.ips {
-            let sep = if ips.is_empty() { "" } else { "," };
-            // Writing to a String cannot fail.
-            let _ = write!(ips, "{sep}{addr}/{prefix}");
-        }
-        Self {
-            pod: PodLabelsRef::of(p),
-            uid: &p.uid,
-            container_id: &p.container_id,
-            host_interface: &p.host_ifname,
-            ips,
-        }
-    }
-}
-
-impl EncodeLabelSet for PodInfoLabels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        self.pod.encode(encoder)?;
-        [
-            ("uid", self.uid),
-            ("container_id", self.container_id),
-            ("host_interface", self.host_interface),
-            ("ips", self.ips.as_str()),
-        ]
-        .encode(encoder)
-    }
+/// The labels that name a pod's series.
+fn labels(p: &PodSample) -> (&str, &str, &str) {
+    let p = &p.identity;
+    (&p.namespace, &p.pod, &p.ifname)
 }
 
 /// A counter family whose value is read from a `T` ([`PodCounters`] for
-/// traffic, [`PodCounter`] for drops). With a unit, the exported name is
-/// `<name>_<unit>_total`, else `<name>_total`.
-struct Family<T> {
+/// traffic, [`PodCounter`] for drops).
+struct Counter<T> {
+    descriptor: Descriptor,
+    value: fn(&T) -> u64,
+}
+
+const fn counter<T>(
     name: &'static str,
     unit: Option<Unit>,
     help: &'static str,
     value: fn(&T) -> u64,
-}
-
-impl<T> Family<T> {
-    /// One counter series per `(labels, source)`.
-    fn encode<'a, L: EncodeLabelSet>(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        samples: impl Iterator<Item = (L, &'a T)>,
-    ) -> fmt::Result
-    where
-        T: 'a,
-    {
-        let mut metric = encoder.encode_descriptor(
-            self.name,
-            self.help,
-            self.unit.as_ref(),
-            MetricType::Counter,
-        )?;
-        for (labels, source) in samples {
-            ConstCounter::new((self.value)(source)).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
+) -> Counter<T> {
+    Counter {
+        descriptor: Descriptor {
+            name,
+            unit,
+            help,
+            kind: Kind::Counter,
+        },
+        value,
     }
 }
 
-fn traffic_families() -> [Family<PodCounters>; 4] {
-    [
-        Family {
-            name: "podmeter_pod_receive",
-            unit: Some(Unit::Bytes),
-            help: "Bytes received by the pod interface (host veth egress).",
-            value: |c| c.receive.bytes,
-        },
-        Family {
-            name: "podmeter_pod_transmit",
-            unit: Some(Unit::Bytes),
-            help: "Bytes transmitted by the pod interface (host veth ingress).",
-            value: |c| c.transmit.bytes,
-        },
-        Family {
-            name: "podmeter_pod_receive_packets",
-            unit: None,
-            help: "Packets received by the pod interface (host veth egress).",
-            value: |c| c.receive.packets,
-        },
-        Family {
-            name: "podmeter_pod_transmit_packets",
-            unit: None,
-            help: "Packets transmitted by the pod interface (host veth ingress).",
-            value: |c| c.transmit.packets,
-        },
-    ]
-}
+const INFO: Descriptor = Descriptor {
+    name: "podmeter_pod_info",
+    unit: None,
+    help: "Identity of each metered pod interface; always 1.",
+    kind: Kind::Gauge,
+};
 
-/// Encodes `podmeter_pod_info` and the traffic counters of `pods`.
-pub fn encode(pods: &[PodSample], encoder: &mut DescriptorEncoder) -> fmt::Result {
-    let labels: Vec<PodLabelsRef> = pods.iter().map(|p| PodLabelsRef::of(&p.identity)).collect();
-
-    let mut info = encoder.encode_descriptor(
-        "podmeter_pod_info",
-        "Identity of each metered pod interface; always 1.",
+const TRAFFIC: [Counter<PodCounters>; 4] = [
+    counter(
+        "podmeter_pod_receive",
+        Some(Unit::Bytes),
+        "Bytes received by the pod interface (host veth egress).",
+        |c| c.receive.bytes,
+    ),
+    counter(
+        "podmeter_pod_transmit",
+        Some(Unit::Bytes),
+        "Bytes transmitted by the pod interface (host veth ingress).",
+        |c| c.transmit.bytes,
+    ),
+    counter(
+        "podmeter_pod_receive_packets",
         None,
-        MetricType::Gauge,
-    )?;
-    for pod in pods {
-        ConstGauge::new(1i64).encode(info.encode_family(&PodInfoLabels::of(&pod.identity))?)?;
+        "Packets received by the pod interface (host veth egress).",
+        |c| c.receive.packets,
+    ),
+    counter(
+        "podmeter_pod_transmit_packets",
+        None,
+        "Packets transmitted by the pod interface (host veth ingress).",
+        |c| c.transmit.packets,
+    ),
+];
+
+const DROPS: [Counter<PodCounter>; 2] = [
+    counter(
+        "podmeter_pod_drop_packets",
+        None,
+        "Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
+        |c| c.packets,
+    ),
+    counter(
+        "podmeter_pod_drop",
+        Some(Unit::Bytes),
+        "Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
+        |c| c.bytes,
+    ),
+];
+
+/// Writes `podmeter_pod_info`, the traffic and the drop counters of `pods`
+/// to `out`. Each pod's labels are escaped once, for all its series.
+pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
+    let labels: Vec<Labels> = pods.iter().map(|p| pod_labels(&p.identity)).collect();
+    // The labels after the pod's, and the `ips` label's value: rewritten
+    // for each series, in place.
+    let mut more = Labels::default();
+    let mut addrs = String::new();
+
+    let mut info = Family::start(out, format, &INFO);
+    for (pod, l) in pods.iter().zip(&labels) {
+        let p = &pod.identity;
+        more.clear();
+        more.push("uid", &p.uid);
+        more.push("container_id", &p.container_id);
+        more.push("host_interface", &p.host_ifname);
+        ips(&mut addrs, p);
+        more.push("ips", &addrs);
+        info.sample(&[l, &more], 1u8);
     }
 
-    for family in traffic_families() {
-        let samples = pods.iter().zip(&labels).map(|(pod, &l)| (l, &pod.counters));
-        family.encode(encoder, samples)?;
+    for family in &TRAFFIC {
+        let mut f = Family::start(out, format, &family.descriptor);
+        for (pod, l) in pods.iter().zip(&labels) {
+            f.sample(&[l], (family.value)(&pod.counters));
+        }
     }
 
-    let drop_families: [Family<PodCounter>; 2] = [
-        Family {
-            name: "podmeter_pod_drop_packets",
-            unit: None,
-            help: "Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
-            value: |c| c.packets,
-        },
-        Family {
-            name: "podmeter_pod_drop",
-            unit: Some(Unit::Bytes),
-            help: "Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
-            value: |c| c.bytes,
-        },
-    ];
-    for family in drop_families {
-        let samples = pods.iter().zip(&labels).flat_map(|(pod, &l)| {
-            pod.drops.iter().map(move |d| {
-                let labels = DropLabels {
-                    pod: l,
-                    direction: d.direction.as_str(),
-                    reason: &d.reason,
-                };
-                (labels, &d.dropped)
-            })
-        });
-        family.encode(encoder, samples)?;
+    for family in &DROPS {
+        let mut f = Family::start(out, format, &family.descriptor);
+        for (pod, l) in pods.iter().zip(&labels) {
+            for d in &pod.drops {
+                more.clear();
+                more.push("direction", d.direction.as_str());
+                more.push("reason", &d.reason);
+                f.sample(&[l, &more], (family.value)(&d.dropped));
+            }
+        }
     }
-    Ok(())
+}
+
+fn pod_labels(p: &PodIdentity) -> Labels {
+    // Room for the labels of most pods: one allocation each.
+    let mut l = Labels::with_capacity(128);
+    l.push("namespace", &p.namespace);
+    l.push("pod", &p.pod);
+    l.push("interface", &p.ifname);
+    l
+}
+
+/// Sets `out` to the `ips` label: `addr/prefix`, comma-separated.
+fn ips(out: &mut String, p: &PodIdentity) {
+    out.clear();
+    for (addr, prefix) in &p.ips {
+        let sep = if out.is_empty() { "" } else { "," };
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{sep}{addr}/{prefix}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
+    use prometheus_client::{
+        collector::Collector,
+        encoding::{prometheus_text, text, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+        metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+        registry::Registry,
+    };
+
     use super::*;
 
     fn identity(pod: &str, ifname: &str) -> PodIdentity {
@@ -374,13 +292,11 @@ mod tests {
     fn half_registered_pods_are_skipped() {
         let a = identity("a", "eth0");
         let b = identity("b", "eth0");
-        let c = identity("c", "eth0");
-        let before = vec![(1, a.clone()), (2, b.clone()), (3, c.clone())];
-        // 2 has no counters (ADD half-way); 4 has counters only (DEL half-way);
-        // 3 was replaced by another pod while the counters were read.
-        let counters = BTreeMap::from([(1, counters(1)), (3, counters(3)), (4, counters(4))]);
-        let after = HashMap::from([(1, a.clone()), (2, b), (3, identity("d", "eth0"))]);
-        let pods = join(before, &counters, &after);
+        let registered = vec![(1, a.clone()), (2, b)];
+        // 2 has no counters (ADD or DEL half-way); 4 has counters only
+        // (ADD half-way).
+        let counters = BTreeMap::from([(1, counters(1)), (4, counters(4))]);
+        let pods = join(registered, &counters);
         assert_eq!(
             pods,
             vec![PodSample {
@@ -400,10 +316,9 @@ mod tests {
             ..old.clone()
         };
         let other_if = identity("web-0", "net1");
-        let before = vec![(9, new.clone()), (5, old.clone()), (7, other_if.clone())];
+        let registered = vec![(9, new), (5, old), (7, other_if)];
         let counters = BTreeMap::from([(5, counters(5)), (7, counters(7)), (9, counters(9))]);
-        let after = before.iter().cloned().collect();
-        let pods = join(before, &counters, &after);
+        let pods = join(registered, &counters);
         let kept: Vec<(u32, &str)> = pods
             .iter()
             .map(|p| (p.ifindex, p.identity.uid.as_str()))
@@ -411,92 +326,156 @@ mod tests {
         assert_eq!(kept, [(9, "uid-new"), (7, "uid-web-0")]);
     }
 
-    /// The label sets as the derive wrote them before labels were
-    /// borrowed: the borrowed ones must encode byte for byte the same.
+    /// Label sets as prometheus-client derives them.
     #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-    struct DerivedDrop {
-        #[prometheus(flatten)]
-        pod: PodLabels,
-        direction: &'static str,
-        reason: String,
+    struct RefPod {
+        namespace: String,
+        pod: String,
+        interface: String,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-    struct DerivedInfo {
+    struct RefInfo {
         #[prometheus(flatten)]
-        pod: PodLabels,
+        pod: RefPod,
         uid: String,
         container_id: String,
         host_interface: String,
         ips: String,
     }
 
-    /// One gauge series with `labels`, in both formats.
-    fn render(labels: impl EncodeLabelSet + Send + Sync + fmt::Debug + 'static) -> Vec<String> {
-        use prometheus_client::{collector::Collector, registry::Registry};
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct RefDrop {
+        #[prometheus(flatten)]
+        pod: RefPod,
+        direction: String,
+        reason: String,
+    }
 
-        #[derive(Debug)]
-        struct Series<L>(L);
-        impl<L: EncodeLabelSet + Send + Sync + fmt::Debug + 'static> Collector for Series<L> {
-            fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-                let mut m = encoder.encode_descriptor("x", "h", None, MetricType::Gauge)?;
-                ConstGauge::new(1i64).encode(m.encode_family(&self.0)?)
+    /// The per-pod families encoded by prometheus-client, as they were
+    /// before [`write`].
+    #[derive(Debug)]
+    struct Reference(Vec<PodSample>);
+
+    impl Collector for Reference {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            let pod = |p: &PodIdentity| RefPod {
+                namespace: p.namespace.clone(),
+                pod: p.pod.clone(),
+                interface: p.ifname.clone(),
+            };
+            let mut m = encoder.encode_descriptor(INFO.name, INFO.help, None, MetricType::Gauge)?;
+            for s in &self.0 {
+                let p = &s.identity;
+                let info = RefInfo {
+                    pod: pod(p),
+                    uid: p.uid.clone(),
+                    container_id: p.container_id.clone(),
+                    host_interface: p.host_ifname.clone(),
+                    ips: {
+                        let mut addrs = String::new();
+                        ips(&mut addrs, p);
+                        addrs
+                    },
+                };
+                ConstGauge::new(1i64).encode(m.encode_family(&info)?)?;
             }
+            for family in &TRAFFIC {
+                let d = &family.descriptor;
+                let mut m = encoder.encode_descriptor(
+                    d.name,
+                    d.help,
+                    d.unit.as_ref(),
+                    MetricType::Counter,
+                )?;
+                for s in &self.0 {
+                    let value = (family.value)(&s.counters);
+                    ConstCounter::new(value).encode(m.encode_family(&pod(&s.identity))?)?;
+                }
+            }
+            for family in &DROPS {
+                let d = &family.descriptor;
+                let mut m = encoder.encode_descriptor(
+                    d.name,
+                    d.help,
+                    d.unit.as_ref(),
+                    MetricType::Counter,
+                )?;
+                for s in &self.0 {
+                    for drop in &s.drops {
+                        let labels = RefDrop {
+                            pod: pod(&s.identity),
+                            direction: drop.direction.as_str().into(),
+                            reason: drop.reason.to_string(),
+                        };
+                        ConstCounter::new((family.value)(&drop.dropped))
+                            .encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+            Ok(())
         }
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Series(labels)));
-        [
-            crate::format::Format::Text,
-            crate::format::Format::OpenMetrics,
-        ]
-        .map(|f| f.render(&registry).unwrap())
-        .to_vec()
     }
 
     #[test]
-    fn borrowed_labels_encode_as_the_derived_ones() {
-        let mut p = identity("we\\b \"0\"\nx", "eth0");
-        p.namespace = "ns\"\\".into();
-        p.ips = vec![("10.22.0.5".parse().unwrap(), 24)];
-        // 'static copies: the collector is boxed.
-        let p: &'static PodIdentity = Box::leak(Box::new(p));
-        let reason: &'static str = "NO_\"SOCKET\\\n";
-        let derived = render(DerivedDrop {
-            pod: PodLabels::of(p),
-            direction: "receive",
+    fn writes_the_pod_families_as_prometheus_client_does() {
+        let mut awkward = identity("we\\b \"0\"\nx", "eth\"0");
+        awkward.namespace = "ns\"\\ λ 日本".into();
+        awkward.uid = "\n".into();
+        awkward.ips = vec![
+            ("10.22.0.5".parse().unwrap(), 24),
+            ("fd00::5".parse().unwrap(), 64),
+        ];
+        let drop = |direction, reason: &str, n| Drops {
+            direction,
             reason: reason.into(),
-        });
-        let borrowed = render(DropLabels {
-            pod: PodLabelsRef::of(p),
-            direction: "receive",
-            reason,
-        });
-        assert_eq!(borrowed, derived);
-        assert!(
-            derived[0].contains(r#"pod="we\\b \"0\"\nx""#),
-            "{}",
-            derived[0]
-        );
+            dropped: PodCounter {
+                packets: n,
+                bytes: 84 * n,
+            },
+        };
+        let pods = vec![
+            PodSample {
+                ifindex: 7,
+                identity: awkward,
+                counters: counters(u64::MAX / 100),
+                drops: vec![
+                    drop(Direction::Receive, "NO_\"SOCKET\\\n", 1),
+                    drop(Direction::Transmit, "🚀", 0),
+                ],
+            },
+            PodSample {
+                ifindex: 8,
+                identity: identity("web-0", "eth0"),
+                counters: counters(0),
+                drops: vec![],
+            },
+        ];
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Reference(pods.clone())));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).unwrap();
+        let mut openmetrics = String::new();
+        text::encode_registry(&mut openmetrics, &registry).unwrap();
 
-        let info = PodInfoLabels::of(p);
-        let derived = render(DerivedInfo {
-            pod: PodLabels::of(p),
-            uid: p.uid.clone(),
-            container_id: p.container_id.clone(),
-            host_interface: p.host_ifname.clone(),
-            ips: info.ips.clone(),
-        });
-        assert_eq!(render(info), derived);
+        for (format, want) in [(Format::Text, text), (Format::OpenMetrics, openmetrics)] {
+            let mut out = String::new();
+            write(&mut out, format, &pods);
+            assert_eq!(out, want, "{format:?}");
+        }
     }
 
     #[test]
     fn ips_label_lists_addr_slash_prefix() {
         let mut p = identity("a", "eth0");
-        assert_eq!(PodInfoLabels::of(&p).ips, "");
+        let mut addrs = "left over".to_owned();
+        ips(&mut addrs, &p);
+        assert_eq!(addrs, "");
         p.ips = vec![
             ("10.22.0.5".parse().unwrap(), 24),
             ("fd00:22::5".parse().unwrap(), 64),
         ];
-        assert_eq!(PodInfoLabels::of(&p).ips, "10.22.0.5/24,fd00:22::5/64");
+        ips(&mut addrs, &p);
+        assert_eq!(addrs, "10.22.0.5/24,fd00:22::5/64");
     }
 }

@@ -25,6 +25,12 @@
 # built from an earlier commit) on the same pins, interleaved, for a
 # before/after ratio.
 #
+# Floors, per size: `pm-bench-read` times the exporter's batched read of
+# each map alone (SCRAPES rounds), and `pm-bench-static` serves the
+# exporter's response from memory with the same HTTP stack (axum, hyper),
+# fetched in the same rounds as "N-static": what a scrape of that size
+# costs with nothing to read or encode.
+#
 # Latency is curl's time_total (the nsenter around curl is not counted).
 source "$(dirname "$0")/lib.sh"
 
@@ -62,6 +68,22 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 scrape() {
   echo "$1 $(in_ns "$NODE" curl -sf -o "$WORK/body.$1" -w '%{time_total} %{size_download}' "$2")" >>"$3"
 }
+# start_static NODE FILE: serves FILE with pm-bench-static inside NODE; sets
+# STATIC_ADDR (host:port).
+start_static() {
+  local log
+  log=$(mktmp)/static.log
+  nsenter --net="/run/netns/$1" "$BIN/pm-bench-static" --file "$2" 2>"$log" &
+  PIDS+=($!)
+  STATIC_ADDR=
+  for _ in $(seq 100); do
+    STATIC_ADDR=$(grep -o 'address=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
+    [ -n "$STATIC_ADDR" ] && return 0
+    sleep 0.1
+  done
+  echo "bench: pm-bench-static did not start: $(cat "$log")" >&2
+  exit 1
+}
 # up URL: waits for a target to answer.
 up() {
   for _ in $(seq 100); do
@@ -92,18 +114,28 @@ for n in $SIZES; do
     up "${URL[$n-base]}"
   fi
   # What the exporter serves must be what was filled: every pod, no error.
-  body=$(in_ns "$NODE" curl -sf "${URL[$n]}")
+  in_ns "$NODE" curl -sf -o "$WORK/static.$n" "${URL[$n]}"
+  body=$(cat "$WORK/static.$n")
   got=$(metric "$body" podmeter_pods '')
   errs=$(metric "$body" podmeter_exporter_scrape_errors_total '')
   if [ "$got" != "$n" ] || [ "$errs" != 0 ]; then
     echo "bench: the exporter of n=$n serves $got pods, $errs scrape errors" >&2
     exit 1
   fi
+  "$BIN/pm-bench-read" --pin-path "$pin" --rounds "$SCRAPES" >"$WORK/reads.$n"
+  start_static "$NODE" "$WORK/static.$n"
+  URL[$n-static]=http://$STATIC_ADDR/metrics
+  PID[$n-static]=${PIDS[-1]}
+  up "${URL[$n-static]}"
 done
+# Prometheus asks for gzip: does the exporter compress?
+encoding=$(in_ns "$NODE" curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "${URL[${SIZES%% *}]}" |
+  tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" { print $2 }')
+echo "Accept-Encoding: gzip is answered with Content-Encoding: ${encoding:-none (identity)}"
 SIZE_LIST=($SIZES)
 SCRAPED=()
 for n in $SIZES; do
-  SCRAPED+=("$n")
+  SCRAPED+=("$n" "$n-static")
   [ -n "$BASE_EXPORTER" ] && SCRAPED+=("$n-base")
 done
 RAW=$WORK/raw
@@ -121,7 +153,7 @@ echo "| pods      | samples | median ms |   p99 ms | min-max ms        |    byte
 echo "| --------- | ------- | --------- | -------- | ----------------- | -------- | ------- | ------------ | --------------- |"
 declare -A MED
 for t in "${SCRAPED[@]}"; do
-  n=${t%-base}
+  n=${t%%-*}
   read -r _ med p99 min max <<<"$(awk -v t="$t" '$1 == t { print $2 * 1000 }' "$RAW" | pstats 99)"
   MED[$t]=$med
   bytes=$(awk -v t="$t" '$1 == t { print $3 }' "$RAW" | stats | cut -d' ' -f2)
@@ -144,6 +176,11 @@ if [ -n "$BASE_EXPORTER" ]; then
     echo "  $n pods: x$(ratio "${MED[$n]}" "${MED[$n-base]}") time; last bodies $same (but for duration and program stats)"
   done
 fi
+echo
+echo "floors: N-static above is the same body served from memory (transfer alone); the exporter's batched map reads alone (pm-bench-read, $SCRAPES rounds):"
+for n in $SIZES; do
+  echo "  $n pods: $(paste -sd';' "$WORK/reads.$n" | sed 's/;/; /g')"
+done
 echo
 echo "growth against the smallest size (linear: time ratio <= pods ratio):"
 first=${SIZE_LIST[0]}
