@@ -26,8 +26,13 @@
 # are timed from outside and include nsenter's exec (the same for every
 # variant).
 #
+# The podmeter variants run the plugin as the image ships it: a static
+# executable (glibc static-pie, as scripts/image.sh builds it), which starts
+# without ld.so loading libraries and relocating against them.
+#
 # BASE_BIN=/path/to/an/older/podmeter adds the variants base and base-clsact:
-# that binary, measured in the same run (e.g. before and after a change).
+# that binary, measured in the same run (e.g. before and after a change;
+# target/release/podmeter is the dynamic build of the same source).
 source "$(dirname "$0")/lib.sh"
 
 N=${N:-50}
@@ -41,6 +46,10 @@ DEFAULT_VARIANTS="podmeter reference podmeter-clsact${BASE_BIN:+ base base-clsac
 VARIANTS=(${VARIANTS:-$DEFAULT_VARIANTS})
 
 bench_init cni-latency
+TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+(cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked -q --target "$TRIPLE" -p podmeter-cni)
+PLUGIN=$ROOT/target/$TRIPLE/release/podmeter
 command -v strace >/dev/null || PROFILE=0
 [ -x "$CNI_PATH/bridge" ] && [ -x "$CNI_PATH/host-local" ] ||
   { echo "bench: $CNI_PATH/bridge and host-local are missing (containernetworking-plugins)" >&2; exit 1; }
@@ -81,7 +90,7 @@ plugin() {
   case $1 in
     reference) echo "$CNI_PATH/bridge" ;;
     base*) echo "$BASE_BIN" ;;
-    *) echo "$BIN/podmeter" ;;
+    *) echo "$PLUGIN" ;;
   esac
 }
 
@@ -124,6 +133,7 @@ rotated() {
 
 echo "cni-latency: variants ${VARIANTS[*]}; N=$N COLD=$COLD PAR=$PAR x$PAR_ROUNDS PHASES=$PHASES PROFILE=$PROFILE"
 machine_line
+echo "plugin: $PLUGIN (static, $(sha256sum "$PLUGIN" | cut -c1-12))"
 [ -n "$BASE_BIN" ] && echo "base: $BASE_BIN ($(sha256sum "$BASE_BIN" | cut -c1-12))"
 
 # cold: first and second ADD on a fresh node.
