@@ -258,7 +258,9 @@ mod tests {
 
     use prometheus_client::{
         collector::Collector,
-        encoding::{prometheus_text, text, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+        encoding::{
+            prometheus_text, text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder,
+        },
         metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
         registry::Registry,
     };
@@ -357,6 +359,13 @@ mod tests {
     #[derive(Debug)]
     struct Reference(Vec<PodSample>);
 
+    fn counter_family<'a>(
+        encoder: &'a mut DescriptorEncoder,
+        d: &'a Descriptor,
+    ) -> Result<MetricEncoder<'a>, fmt::Error> {
+        encoder.encode_descriptor(d.name, d.help, d.unit.as_ref(), MetricType::Counter)
+    }
+
     impl Collector for Reference {
         fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
             let pod = |p: &PodIdentity| RefPod {
@@ -381,26 +390,14 @@ mod tests {
                 ConstGauge::new(1i64).encode(m.encode_family(&info)?)?;
             }
             for family in &TRAFFIC {
-                let d = &family.descriptor;
-                let mut m = encoder.encode_descriptor(
-                    d.name,
-                    d.help,
-                    d.unit.as_ref(),
-                    MetricType::Counter,
-                )?;
+                let mut m = counter_family(&mut encoder, &family.descriptor)?;
                 for s in &self.0 {
                     let value = (family.value)(&s.counters);
                     ConstCounter::new(value).encode(m.encode_family(&pod(&s.identity))?)?;
                 }
             }
             for family in &DROPS {
-                let d = &family.descriptor;
-                let mut m = encoder.encode_descriptor(
-                    d.name,
-                    d.help,
-                    d.unit.as_ref(),
-                    MetricType::Counter,
-                )?;
+                let mut m = counter_family(&mut encoder, &family.descriptor)?;
                 for s in &self.0 {
                     for drop in &s.drops {
                         let labels = RefDrop {

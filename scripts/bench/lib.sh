@@ -103,25 +103,31 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'
 }
 
+# start_server NODE CMD...: runs CMD (a server that logs `address=host:port`
+# to stderr once it listens) inside NODE; sets SERVER_ADDR (host:port).
+start_server() {
+  local node=$1 log
+  shift
+  log=$(mktmp)/server.log
+  # Not through in_ns: a backgrounded function is a subshell, and $! would
+  # be that subshell's pid rather than the server's (nsenter execs it).
+  nsenter --net="/run/netns/$node" "$@" 2>"$log" >/dev/null &
+  PIDS+=($!)
+  SERVER_ADDR=
+  for _ in $(seq 100); do
+    SERVER_ADDR=$(grep -o 'address=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
+    [ -n "$SERVER_ADDR" ] && return 0
+    sleep 0.1
+  done
+  echo "bench: $1 did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
 # start_exporter NODE PIN: starts podmeter-exporter inside NODE on an
 # ephemeral loopback port; sets EXPORTER_ADDR (host:port).
 start_exporter() {
-  local log
-  log=$(mktmp)/exporter.log
-  # Not through in_ns: a backgrounded function is a subshell, and $! would
-  # be that subshell's pid rather than the exporter's (nsenter execs it).
-  nsenter --net="/run/netns/$1" "$BIN/podmeter-exporter" --web.listen-address 127.0.0.1:0 \
-    --bpf.pin-path "$2" 2>"$log" >/dev/null &
-  PIDS+=($!)
-  EXPORTER_ADDR=
-  for _ in $(seq 100); do
-    EXPORTER_ADDR=$(grep -o 'address=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$EXPORTER_ADDR" ] && return 0
-    sleep 0.1
-  done
-  echo "bench: podmeter-exporter did not start:" >&2
-  cat "$log" >&2
-  exit 1
+  start_server "$1" "$BIN/podmeter-exporter" --web.listen-address 127.0.0.1:0 --bpf.pin-path "$2"
+  EXPORTER_ADDR=$SERVER_ADDR
 }
 
 machine_line() {

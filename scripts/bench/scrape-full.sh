@@ -71,18 +71,8 @@ scrape() {
 # start_static NODE FILE: serves FILE with pm-bench-static inside NODE; sets
 # STATIC_ADDR (host:port).
 start_static() {
-  local log
-  log=$(mktmp)/static.log
-  nsenter --net="/run/netns/$1" "$BIN/pm-bench-static" --file "$2" 2>"$log" &
-  PIDS+=($!)
-  STATIC_ADDR=
-  for _ in $(seq 100); do
-    STATIC_ADDR=$(grep -o 'address=[0-9.:]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$STATIC_ADDR" ] && return 0
-    sleep 0.1
-  done
-  echo "bench: pm-bench-static did not start: $(cat "$log")" >&2
-  exit 1
+  start_server "$1" "$BIN/pm-bench-static" --file "$2"
+  STATIC_ADDR=$SERVER_ADDR
 }
 # up URL: waits for a target to answer.
 up() {
