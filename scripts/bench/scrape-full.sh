@@ -31,7 +31,8 @@
 # fetched in the same rounds as "N-static": what a scrape of that size
 # costs with nothing to read or encode.
 #
-# Latency is curl's time_total (the nsenter around curl is not counted).
+# Latency is curl's time_total (the nsenter around curl is not counted);
+# scrapes are PAUSE (0.2) seconds apart.
 source "$(dirname "$0")/lib.sh"
 
 SIZES=${SIZES:-"100 1000 8192"}
@@ -42,10 +43,16 @@ REAL_PODS=${REAL_PODS:-1000}
 REAL_SCRAPES=${REAL_SCRAPES:-20}
 TARGET_MS=${TARGET_MS:-50}
 BASE_EXPORTER=${BASE_EXPORTER:-}
+PAUSE=${PAUSE:-0.2}
 
 bench_init scrape-full
 need curl prometheus-node-exporter busybox
 WORK=$(mktmp)
+# Bodies go to tmpfs, as a scraper keeps them in memory: written to the
+# disk, each scrape's time also held the write of up to 45 MB and the
+# truncation of the last body.
+BODIES=$(mktemp -d "/dev/shm/$TAG.XXXXXX")
+TMPS+=("$BODIES")
 NODE=$TAG-node
 mknetns "$NODE"
 
@@ -65,8 +72,12 @@ pstats() {
 # status_kib PID FIELD: VmRSS / VmHWM of a process, in KiB.
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # scrape NAME URL RAW: one scrape inside NODE, appended to RAW as "name seconds bytes".
+# It starts PAUSE seconds after the last one: back to back, a scrape shared
+# the 2 CPUs of this machine with the previous target still freeing its
+# tens of MB (Prometheus leaves 15 s or so between scrapes of a target).
 scrape() {
-  echo "$1 $(in_ns "$NODE" curl -sf -o "$WORK/body.$1" -w '%{time_total} %{size_download}' "$2")" >>"$3"
+  sleep "$PAUSE"
+  echo "$1 $(in_ns "$NODE" curl -sf -o "$BODIES/body.$1" -w '%{time_total} %{size_download}' "$2")" >>"$3"
 }
 # start_static NODE FILE: serves FILE with pm-bench-static inside NODE; sets
 # STATIC_ADDR (host:port).
@@ -150,7 +161,7 @@ for t in "${SCRAPED[@]}"; do
   rss=$(status_kib "${PID[$t]}" VmRSS)
   hwm=$(status_kib "${PID[$t]}" VmHWM)
   printf '| %-9s | %7d | %9.2f | %8.2f | %7.2f-%-9.2f | %8.0f | %7.1f | %12.1f | %15.2f |\n' "$t" \
-    "$(grep -vc '^#' "$WORK/body.$t")" "$med" "$p99" "$min" "$max" "$bytes" \
+    "$(grep -vc '^#' "$BODIES/body.$t")" "$med" "$p99" "$min" "$max" "$bytes" \
     "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" \
     "$(awk -v m="$med" -v n="$n" 'BEGIN { print m * 1000 / n }')"
 done
@@ -161,7 +172,7 @@ if [ -n "$BASE_EXPORTER" ]; then
     # Not the samples that move between two scrapes: the scrape's duration
     # and the programs' run stats (while kernel.bpf_stats_enabled=1).
     moving='^podmeter_(exporter_scrape_duration_seconds|bpf_program_run_[a-z]*_total)[{ ]'
-    same=$(cmp -s <(grep -Ev "$moving" "$WORK/body.$n") <(grep -Ev "$moving" "$WORK/body.$n-base") &&
+    same=$(cmp -s <(grep -Ev "$moving" "$BODIES/body.$n") <(grep -Ev "$moving" "$BODIES/body.$n-base") &&
       echo identical || echo DIFFER)
     echo "  $n pods: x$(ratio "${MED[$n]}" "${MED[$n-base]}") time; last bodies $same (but for duration and program stats)"
   done
@@ -240,12 +251,12 @@ if [ "$REAL_PODS" -gt 0 ]; then
     MED2[$t]=$med
     BYTES2[$t]=$(awk -v t="$t" '$1 == t { print $3 }' "$RAW2" | stats | cut -d' ' -f2)
     if [ "$t" = podmeter ]; then
-      sees="$(metric "$(cat "$WORK/body.$t")" podmeter_pods '') pods"
+      sees="$(metric "$(cat "$BODIES/body.$t")" podmeter_pods '') pods"
     else
-      sees="$(grep -c '^node_network_receive_bytes_total{' "$WORK/body.$t") devices"
+      sees="$(grep -c '^node_network_receive_bytes_total{' "$BODIES/body.$t") devices"
     fi
     printf '| %-17s | %9.2f | %8.2f | %7.2f-%-9.2f | %8.0f | %7d | %7.1f | %-20s |\n' "$t" "$med" "$p99" "$min" "$max" \
-      "${BYTES2[$t]}" "$(grep -vc '^#' "$WORK/body.$t")" \
+      "${BYTES2[$t]}" "$(grep -vc '^#' "$BODIES/body.$t")" \
       "$(awk -v k="$(status_kib "${PID[$t]}" VmRSS)" 'BEGIN { print k / 1024 }')" "$sees"
   done
   echo
