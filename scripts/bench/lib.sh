@@ -85,14 +85,14 @@ mktmp() { mktemp -d "$BASE/XXXXXX"; }
 # process's pid, call nsenter directly (it execs CMD).
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
-# stats: reads numbers (one a line) and prints "n median p90 min max"
-# (nearest-rank percentiles).
+# stats [P]: reads numbers (one a line) and prints "n median pP min max"
+# (nearest-rank percentile; P defaults to 90).
 stats() {
-  sort -g | awk '{v[NR] = $1}
+  sort -g | awk -v p="${1:-90}" '{v[NR] = $1}
     END {
       if (NR == 0) { print "0 - - - -"; exit }
       m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      r = int(0.9 * NR + 0.999999); if (r < 1) r = 1
+      r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1
       printf "%d %.6g %.6g %.6g %.6g\n", NR, m, v[r], v[1], v[NR]
     }'
 }

@@ -59,16 +59,6 @@ mknetns "$NODE"
 echo "scrape-full: SIZES=\"$SIZES\" DROPS=$DROPS TRAFFIC_EVERY=$TRAFFIC_EVERY SCRAPES=$SCRAPES REAL_PODS=$REAL_PODS REAL_SCRAPES=$REAL_SCRAPES"
 machine_line
 
-# pstats P: reads numbers, prints "n median pP min max" (nearest rank).
-pstats() {
-  sort -g | awk -v p="$1" '{v[NR] = $1}
-    END {
-      if (NR == 0) { print "0 - - - -"; exit }
-      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      r = int(p / 100 * NR + 0.999999); if (r < 1) r = 1
-      printf "%d %.6g %.6g %.6g %.6g\n", NR, m, v[r], v[1], v[NR]
-    }'
-}
 # status_kib PID FIELD: VmRSS / VmHWM of a process, in KiB.
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # scrape NAME URL RAW: one scrape inside NODE, appended to RAW as "name seconds bytes".
@@ -155,7 +145,7 @@ echo "| --------- | ------- | --------- | -------- | ----------------- | -------
 declare -A MED
 for t in "${SCRAPED[@]}"; do
   n=${t%%-*}
-  read -r _ med p99 min max <<<"$(awk -v t="$t" '$1 == t { print $2 * 1000 }' "$RAW" | pstats 99)"
+  read -r _ med p99 min max <<<"$(awk -v t="$t" '$1 == t { print $2 * 1000 }' "$RAW" | stats 99)"
   MED[$t]=$med
   bytes=$(awk -v t="$t" '$1 == t { print $3 }' "$RAW" | stats | cut -d' ' -f2)
   rss=$(status_kib "${PID[$t]}" VmRSS)
@@ -247,7 +237,7 @@ if [ "$REAL_PODS" -gt 0 ]; then
   echo "| ----------------- | --------- | -------- | ----------------- | -------- | ------- | ------- | -------------------- |"
   declare -A MED2 BYTES2
   for t in "${TARGETS[@]}"; do
-    read -r _ med p99 min max <<<"$(awk -v t="$t" '$1 == t { print $2 * 1000 }' "$RAW2" | pstats 99)"
+    read -r _ med p99 min max <<<"$(awk -v t="$t" '$1 == t { print $2 * 1000 }' "$RAW2" | stats 99)"
     MED2[$t]=$med
     BYTES2[$t]=$(awk -v t="$t" '$1 == t { print $3 }' "$RAW2" | stats | cut -d' ' -f2)
     if [ "$t" = podmeter ]; then
