@@ -103,6 +103,16 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f\n", a / b }'
 }
 
+# up NODE URL: waits (up to 10 s) for URL to answer from inside NODE.
+up() {
+  for _ in $(seq 100); do
+    in_ns "$1" curl -sf -o /dev/null "$2" && return 0
+    sleep 0.1
+  done
+  echo "bench: $2 did not come up" >&2
+  return 1
+}
+
 # start_server NODE CMD...: runs CMD (a server that logs `address=host:port`
 # to stderr once it listens) inside NODE; sets SERVER_ADDR (host:port).
 start_server() {

@@ -75,15 +75,6 @@ start_static() {
   start_server "$1" "$BIN/pm-bench-static" --file "$2"
   STATIC_ADDR=$SERVER_ADDR
 }
-# up URL: waits for a target to answer.
-up() {
-  for _ in $(seq 100); do
-    in_ns "$NODE" curl -sf -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  echo "bench: $1 did not come up" >&2
-  exit 1
-}
 
 # ---- part 1: registered pods ----
 declare -A URL PID
@@ -97,12 +88,12 @@ for n in $SIZES; do
   start_exporter "$NODE" "$pin"
   URL[$n]=http://$EXPORTER_ADDR/metrics
   PID[$n]=${PIDS[-1]}
-  up "${URL[$n]}"
+  up "$NODE" "${URL[$n]}" || exit 1
   if [ -n "$BASE_EXPORTER" ]; then
     BIN=$(dirname "$BASE_EXPORTER") start_exporter "$NODE" "$pin"
     URL[$n-base]=http://$EXPORTER_ADDR/metrics
     PID[$n-base]=${PIDS[-1]}
-    up "${URL[$n-base]}"
+    up "$NODE" "${URL[$n-base]}" || exit 1
   fi
   # What the exporter serves must be what was filled: every pod, no error.
   in_ns "$NODE" curl -sf -o "$WORK/static.$n" "${URL[$n]}"
@@ -117,7 +108,7 @@ for n in $SIZES; do
   start_static "$NODE" "$WORK/static.$n"
   URL[$n-static]=http://$STATIC_ADDR/metrics
   PID[$n-static]=${PIDS[-1]}
-  up "${URL[$n-static]}"
+  up "$NODE" "${URL[$n-static]}" || exit 1
 done
 # Prometheus asks for gzip: does the exporter compress?
 encoding=$(in_ns "$NODE" curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "${URL[${SIZES%% *}]}" |
@@ -223,7 +214,7 @@ if [ "$REAL_PODS" -gt 0 ]; then
   URL[ne-netdev]=http://127.0.0.1:9101/metrics
   PID[ne-netdev]=$!
   TARGETS=(podmeter ne-netdev)
-  for t in "${TARGETS[@]}"; do up "${URL[$t]}"; done
+  for t in "${TARGETS[@]}"; do up "$NODE" "${URL[$t]}" || exit 1; done
   RAW2=$WORK/raw2
   for ((r = 0; r < REAL_SCRAPES; r++)); do
     for ((j = 0; j < 2; j++)); do

@@ -99,13 +99,7 @@ ne ne-netdev+class 9102 nsenter --net="/run/netns/$NODE" -- --collector.netdev -
 ne ne-netclass-own 9103 ip netns exec "$NODE" -- --collector.netdev --collector.netclass
 TARGETS=(podmeter ne-netdev ne-netdev+class ne-netclass-own)
 for t in "${TARGETS[@]}"; do
-  for _ in $(seq 100); do
-    in_ns "$NODE" curl -sf -o /dev/null "${URL[$t]}" && continue 2
-    sleep 0.1
-  done
-  echo "bench: $t did not come up:" >&2
-  cat "$WORK/$t.log" >&2 2>/dev/null || true
-  exit 1
+  up "$NODE" "${URL[$t]}" || { cat "$WORK/$t.log" >&2 2>/dev/null; exit 1; }
 done
 
 RAW=$WORK/raw # lines: target seconds bytes
