@@ -239,22 +239,29 @@ int pm_egress(struct __sk_buff *skb)
 }
 
 /*
- * Whether the frame is arriving on skb->dev: dropped for one of the
- * arrival reasons with its Ethernet header pulled, as __dev_forward_skb's
- * eth_type_trans leaves it. A frame the device itself was transmitting has
- * its data at the MAC header (__dev_queue_xmit resets it there), and so
- * has the pod's own broadcast or multicast looped back to it
- * (dev_loopback_xmit), which the backlog may drop too.
+ * For a frame arriving on skb->dev, the bytes of its Ethernet header, which
+ * __dev_forward_skb's eth_type_trans pulled and the veth counted; 0 for any
+ * other. Arriving: dropped for one of the arrival reasons with that header
+ * pulled. A frame the device itself was transmitting has its data at the
+ * MAC header (__dev_queue_xmit resets it there), and so has the pod's own
+ * broadcast or multicast looped back to it (dev_loopback_xmit), which the
+ * backlog may drop too.
  */
-static __always_inline int arriving(struct sk_buff *skb, unsigned int reason)
+static __always_inline unsigned int arrival_pulled(struct sk_buff *skb, unsigned int reason)
 {
 	unsigned char *head, *data;
+	__u16 mac;
+	long pulled;
 
 	if (!reason_in(pm_arrival_reasons, reason))
 		return 0;
 	head = BPF_CORE_READ(skb, head);
 	data = BPF_CORE_READ(skb, data);
-	return data != head + BPF_CORE_READ(skb, mac_header);
+	mac = BPF_CORE_READ(skb, mac_header);
+	pulled = data - (head + mac);
+	/* (__u16)~0: no MAC header set (skb_mac_header_was_set). A link header
+	 * is a few bytes; anything else is not a pulled one. */
+	return mac != (__u16)~0 && pulled > 0 && pulled <= 64 ? pulled : 0;
 }
 
 /*
@@ -278,7 +285,7 @@ static __always_inline int tap_copy(struct sk_buff *skb, unsigned int reason)
  * where the packet entered: skb_iif is the device it was received on (0 if
  * it was generated locally), so on the pod's interface a received packet
  * is the pod receiving, and on the host veth a received one came from the
- * pod; a frame still arriving (see arriving()) counts as received.
+ * pod; a frame still arriving (see arrival_pulled()) counts as received.
  */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int reason)
@@ -289,7 +296,8 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	struct pm_counter *c;
 	struct pm_dev *d;
 	unsigned int len;
-	int received, arrival;
+	unsigned int pulled;
+	int received;
 
 	if (!dev)
 		return 0;
@@ -311,22 +319,23 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 
 	if (tap_copy(skb, reason))
 		return 0;
-	arrival = arriving(skb, reason);
-	received = arrival || BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	pulled = arrival_pulled(skb, reason);
+	received = pulled || BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
 	key.ifindex = d->host_ifindex;
 	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
 	key.reason = reason;
 	c = drop_counter(&key);
 	if (!c)
 		return 0;
-	len = BPF_CORE_READ(skb, len);
+	/* An arriving frame as the veth counted it, with its link header. */
+	len = BPF_CORE_READ(skb, len) + pulled;
 	c->packets += 1;
 	c->bytes += len;
 
 	/* What pm_egress counted and the pod never got: dropped by the host
 	 * veth's qdisc, or on the pod's end on its way in. */
 	if (key.direction == PM_DIR_RECEIVE &&
-	    (d->side == PM_SIDE_HOST ? reason_in(pm_after_egress_reasons, reason) : arrival)) {
+	    (d->side == PM_SIDE_HOST ? reason_in(pm_after_egress_reasons, reason) : pulled)) {
 		struct pm_counter_key counted = {
 			.ifindex = d->host_ifindex,
 			.direction = PM_DIR_RECEIVE,
