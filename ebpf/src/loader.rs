@@ -14,8 +14,7 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{
-        AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
-        TC_DROP_REASONS,
+        AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS, TC_DROP_REASONS,
     },
     drop_reasons::DropReasons,
     lock::PinLock,

@@ -5,7 +5,6 @@
 //! flood is kept short (at most [`FLOOD_FOR`]) and runs alone here.
 
 use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -14,7 +13,7 @@ use std::{
 };
 
 use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
-use podmeter_tests::{Node, Pod};
+use podmeter_tests::{packet, Node, Pod};
 use serde_json::Value;
 
 /// Bare bridge ports that multiply each broadcast: one frame of the pod
@@ -99,7 +98,7 @@ fn flood(node: &Node, pod: &Pod, done: impl Fn(&Node) -> bool) {
     let mac = pod_mac(pod);
     let ip: std::net::Ipv4Addr = pod.ips()[0].parse().unwrap();
     let frame = broadcast_frame(mac, ip);
-    let socket = Arc::new(pod.ns.run_in(|| packet_socket("eth0")));
+    let socket = Arc::new(pod.ns.run_in(|| packet::bind("eth0", packet::NONE)));
     let stop = Arc::new(AtomicBool::new(false));
     // The pod sends on one CPU; its host end hands what it receives to the
     // other CPU's backlog (RPS), where each frame becomes a copy per port.
@@ -111,16 +110,7 @@ fn flood(node: &Node, pod: &Pod, done: impl Fn(&Node) -> bool) {
         std::thread::spawn(move || {
             pin_to_cpu(SENDING_CPU);
             while !stop.load(Ordering::Relaxed) {
-                // ENOBUFS and the like: the point is to overrun something.
-                // SAFETY: a valid socket and a buffer of the given length.
-                unsafe {
-                    libc::send(
-                        socket.as_raw_fd(),
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                    )
-                };
+                packet::send(&socket, &frame);
             }
         })
     };
@@ -135,7 +125,10 @@ fn flood(node: &Node, pod: &Pod, done: impl Fn(&Node) -> bool) {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    assert!(flooded, "no backlog drops on the pod ends after {FLOOD_FOR:?}");
+    assert!(
+        flooded,
+        "no backlog drops on the pod ends after {FLOOD_FOR:?}"
+    );
 }
 
 /// Sets the RPS CPUs of `ifname`'s receive queue in the node (sysfs shows
@@ -159,29 +152,12 @@ fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         let pinned = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
-        assert_eq!(pinned, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// A raw packet socket bound to `ifname` of the calling thread's netns,
-/// for sending only (protocol 0: it receives nothing).
-fn packet_socket(ifname: &str) -> OwnedFd {
-    let name = std::ffi::CString::new(ifname).unwrap();
-    // SAFETY: plain syscalls on values made here; the fd is owned at once.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
-        let bound = libc::bind(
-            fd.as_raw_fd(),
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        assert_eq!(
+            pinned,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
         );
-        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
-        fd
     }
 }
 
