@@ -16,21 +16,8 @@ use podmeter_ebpf::{
 use podmeter_tests::{strace::Trace, NetNs, Node};
 use serde_json::json;
 
-fn ctl_err(node: &Node, args: &[&str]) -> String {
-    let out = node.ctl(args);
-    assert_eq!(out.status.code(), Some(2), "podmeterctl {args:?}: {out:?}");
-    assert!(out.stdout.is_empty(), "{out:?}");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn ctl_ok(node: &Node, args: &[&str]) -> String {
-    let out = node.ctl(args);
-    assert!(out.status.success(), "podmeterctl {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn list(node: &Node) -> String {
-    ctl_ok(node, &["policy", "list", "test/a", "--output", "json"])
+    node.ctl_ok(&["policy", "list", "test/a", "--output", "json"])
 }
 
 /// `policy add test/a --direction D --action A REST...`
@@ -82,14 +69,14 @@ fn a_full_table_or_cidr_refuses_the_whole_change() {
     let conf = node.conf("1.1.0");
     let _a = node.add_pod("a", &conf);
     let deny_ten = add_args("receive", "deny", &["--cidr", "10.0.0.0/8"]);
-    ctl_ok(&node, &deny_ten);
+    node.ctl_ok(&deny_ten);
     // One entry left: a rule for any address needs two (IPv4 and IPv6),
     // the first would fit.
     fill_rule_table(&node, 1);
     let before = list(&node);
     let any = add_args("transmit", "deny", &["--proto", "udp"]);
     for _ in 0..2 {
-        let stderr = ctl_err(&node, &any);
+        let stderr = node.ctl_err(&any);
         assert!(
             stderr.contains("all 65,536 CIDR entries per node are in use"),
             "{stderr}"
@@ -118,10 +105,10 @@ fn a_full_table_or_cidr_refuses_the_whole_change() {
             "allow",
             &["--cidr", "10.0.0.0/8", "--proto", "tcp", "--ports", &port],
         );
-        ctl_ok(&node, &more);
+        node.ctl_ok(&more);
     }
     let before = list(&node);
-    let stderr = ctl_err(&node, &deny_ten);
+    let stderr = node.ctl_err(&deny_ten);
     assert!(
         stderr.contains("the limit: 16 rules per CIDR and direction"),
         "{stderr}"
@@ -154,7 +141,7 @@ fn an_edit_racing_del_leaves_no_rules() {
     // A dry run finds the write; deleting its rule leaves the maps as they
     // were, so the delayed run makes the same calls.
     assert!(ctl(&[], "dry").status().unwrap().success());
-    ctl_ok(&node, &["policy", "delete", "test/a", "1"]);
+    node.ctl_ok(&["policy", "delete", "test/a", "1"]);
     let trace = Trace::read(&logs.path().join("dry"));
     let write = trace.find("the first map write", |c| {
         c.name == "bpf" && c.line.contains("BPF_MAP_UPDATE_ELEM")
@@ -180,10 +167,11 @@ fn ipv4_mapped_cidrs_are_refused() {
     let conf = node.conf("1.1.0");
     let _a = node.add_pod("a", &conf);
     let before = list(&node);
-    let stderr = ctl_err(
-        &node,
-        &add_args("receive", "deny", &["--cidr", "::ffff:10.77.0.9/128"]),
-    );
+    let stderr = node.ctl_err(&add_args(
+        "receive",
+        "deny",
+        &["--cidr", "::ffff:10.77.0.9/128"],
+    ));
     assert!(
         stderr.contains(
             "is IPv4-mapped IPv6, which no packet carries: write it as IPv4 (10.77.0.9/32)"
