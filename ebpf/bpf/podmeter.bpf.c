@@ -88,7 +88,7 @@ const volatile __u64 pm_tc_drop_reasons[PM_REASON_WORDS] = {};
  */
 const volatile __u64 pm_arrival_reasons[PM_REASON_WORDS] = {};
 
-/* Drop reasons of a packet socket (PACKET_SOCK_ERROR): see tap_copy(). */
+/* Drop reasons of a packet socket (PACKET_SOCK_ERROR): see copy_of_sent(). */
 const volatile __u64 pm_packet_socket_reasons[PM_REASON_WORDS] = {};
 
 static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int reason)
@@ -144,9 +144,10 @@ struct sk_buff {
 	unsigned char *data;
 } __attribute__((preserve_access_index));
 
-/* linux/if_packet.h: what dev_queue_xmit_nit marks the copies it hands to
- * packet sockets (taps such as tcpdump) of a transmitted frame. */
+/* linux/if_packet.h: skb->pkt_type of the copies of a sent packet, see
+ * copy_of_sent(). */
 #define PACKET_OUTGOING 4
+#define PACKET_LOOPBACK 5
 
 /* The pod's drop counter for key, created at the first drop. */
 static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key *key)
@@ -265,18 +266,24 @@ static __always_inline unsigned int arrival_pulled(struct sk_buff *skb, unsigned
 }
 
 /*
- * Whether a packet socket dropped its own copy of a frame that went on:
- * dev_queue_xmit_nit gives every tap a clone of each transmitted frame,
- * marked PACKET_OUTGOING, while the frame itself goes to the driver. A
- * packet socket that cannot keep up (a full receive buffer or ring: the
- * kernel says PACKET_SOCK_ERROR) drops only such copies, or frames it held
- * the last reference to; a frame a protocol of the stack also took is
- * only unreferenced there, which the tracepoint does not see.
+ * Whether the packet is a copy of one the device sent, dropped while the
+ * original went on, so not a drop of the pod's traffic:
+ * - a tap's copy: dev_queue_xmit_nit gives every packet socket (a tcpdump)
+ *   a clone of each transmitted frame, marked PACKET_OUTGOING, while the
+ *   frame goes to the driver. A socket that cannot keep up (a full receive
+ *   buffer or ring) drops it with PACKET_SOCK_ERROR. A packet socket
+ *   reports a drop only when it held the last reference: a received frame
+ *   the stack took as well is only unreferenced there, unseen here.
+ * - the pod's own broadcast or multicast looped back to its own stack
+ *   (dev_loopback_xmit, PACKET_LOOPBACK): it never crosses the veth, and
+ *   a full backlog drops it like anything else.
  */
-static __always_inline int tap_copy(struct sk_buff *skb, unsigned int reason)
+static __always_inline int copy_of_sent(struct sk_buff *skb, unsigned int reason)
 {
-	return reason_in(pm_packet_socket_reasons, reason) &&
-	       BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type) == PACKET_OUTGOING;
+	__u8 type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+
+	return type == PACKET_LOOPBACK ||
+	       (type == PACKET_OUTGOING && reason_in(pm_packet_socket_reasons, reason));
 }
 
 /*
@@ -317,7 +324,7 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		}
 	}
 
-	if (tap_copy(skb, reason))
+	if (copy_of_sent(skb, reason))
 		return 0;
 	pulled = arrival_pulled(skb, reason);
 	received = pulled || BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;

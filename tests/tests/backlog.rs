@@ -30,6 +30,11 @@ const MIN_DROPS: u64 = 100;
 #[test]
 fn backlog_drops_on_the_pod_end_are_receive_drops_taken_back() {
     podmeter_testkit::needs_root!();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        cpus > RECEIVING_CPU,
+        "the flood needs two CPUs, this machine has {cpus}"
+    );
     let node = Node::new();
     let conf = node.conf("1.1.0");
     let pods: Vec<Pod> = ["flooder", "a", "b"]
