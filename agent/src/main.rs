@@ -26,7 +26,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use podmeter_agent::{conflist, ranges};
+use podmeter_agent::{admit, conflist, ranges};
 
 use crate::cli::Args;
 
@@ -79,10 +79,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let readiness = ready::Readiness::default();
     let metrics = Arc::new(metrics::Metrics::default());
     // Before anything else touches the node's routes: a node without
-    // rtnetlink has nothing to route with.
+    // rtnetlink has nothing to route with, nor to check pod ranges against.
+    let table = route_table::RouteTable::connect()?;
     let routing = if args.routes {
-        let table = route_table::RouteTable::connect()?;
-        Some(routing::Routing::new(args.node_name.clone(), table))
+        Some(routing::Routing::new(args.node_name.clone()))
     } else {
         info!("not routing to other nodes (--routes.enabled=false)");
         readiness.set_routes(true);
@@ -107,6 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ipam_data_dir: args.ipam_data_dir.clone(),
         cluster_cidrs: args.cluster_cidrs.clone(),
         readiness,
+        table,
         routing,
         metrics,
     };
