@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::special::{overlaps, special_address, special_overlap};
+use crate::special::{overlaps, special_overlap};
 
 /// What of this node no Node object may claim. The pod bridge's own
 /// address and route are left out by the caller: they are this node's pod
@@ -93,7 +93,7 @@ pub fn check_range(range: IpNet, host: &Host) -> Result<(), Refused> {
 /// address of another host on a network this node is on.
 pub fn check_gateway(ip: IpAddr, host: &Host) -> Result<(), Refused> {
     let refuse = |what| Err(Refused::Gateway { ip, what });
-    if let Some(what) = special_address(ip) {
+    if let Some((_, what)) = special_overlap(&IpNet::from(ip)) {
         return refuse(what);
     }
     if host.addresses.contains(&ip) {

@@ -4,8 +4,6 @@
 //! them in its config): the plugin includes this file with `#[path]`, since
 //! it shares no library with the agent. Pure, and only `ipnet` and std.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 const SPECIAL: [(&str, &str); 9] = [
@@ -35,9 +33,4 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 /// pod range of `0.0.0.0/0` or `128.0.0.0/1` would take multicast too).
 pub fn special_overlap(range: &IpNet) -> Option<(IpNet, &'static str)> {
     special().find(|(s, _)| overlaps(s, range))
-}
-
-/// What kind of special address `ip` is, if it is one.
-pub fn special_address(ip: IpAddr) -> Option<&'static str> {
-    special().find(|(s, _)| s.contains(&ip)).map(|(_, what)| what)
 }
