@@ -76,6 +76,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         install::Outcome::Unchanged => info!(path = %plugin.display(), "the plugin is up to date"),
     }
 
+    if args.cluster_cidrs.is_empty() {
+        warn!("no --cluster-cidr: any Node's pod range that is not this node's own networks or special space is routed (the Service range too); set it to the cluster's pod ranges");
+    }
     let readiness = ready::Readiness::default();
     let metrics = Arc::new(metrics::Metrics::default());
     // Before anything else touches the node's routes: a node without
