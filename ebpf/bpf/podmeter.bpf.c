@@ -74,6 +74,11 @@ const volatile __u64 pm_after_egress_reasons[PM_REASON_WORDS] = {};
  * set by the loader like the bitmap above. */
 const volatile __u64 pm_tc_drop_reasons[PM_REASON_WORDS] = {};
 
+/* NOT_SPECIFIED, set by the loader like the bitmaps above: the reason the
+ * kernel gives a multicast packet for a group the receiving stack has not
+ * joined (see not_joined()). */
+const volatile __u64 pm_unjoined_mcast_reasons[PM_REASON_WORDS] = {};
+
 static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int reason)
 {
 	return reason < 64 * PM_REASON_WORDS && (bitmap[reason / 64] >> (reason % 64)) & 1;
@@ -113,7 +118,42 @@ struct sk_buff {
 	struct net_device *dev;
 	unsigned int len;
 	int skb_iif;
+	unsigned char *head;
+	__u16 network_header;
+	__be16 protocol;
 } __attribute__((preserve_access_index));
+
+/*
+ * Whether a packet the pod received and the kernel freed with one of
+ * pm_unjoined_mcast_reasons is multicast: MLD reports (to ff02::16), other
+ * hosts' DAD and neighbour solicitations, IGMP reports, which the bridge
+ * floods to every port and the pod's stack, not a member of those groups,
+ * frees without a reason (ip6_mc_input, ip_rcv_finish_core). Not a drop in
+ * an operator's sense (the kernel counts it nowhere), only noise after
+ * every ADD: not counted.
+ */
+static __always_inline int not_joined(struct sk_buff *skb, unsigned int reason)
+{
+	__be16 protocol = BPF_CORE_READ(skb, protocol);
+	unsigned char *head;
+	unsigned int offset;
+	__u8 first = 0;
+
+	if (!reason_in(pm_unjoined_mcast_reasons, reason))
+		return 0;
+	/* The destination address's offset in the IP header. */
+	if (protocol == bpf_htons(0x86DD /* ETH_P_IPV6 */))
+		offset = 24;
+	else if (protocol == bpf_htons(0x0800 /* ETH_P_IP */))
+		offset = 16;
+	else
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	if (bpf_probe_read_kernel(&first, 1, head + BPF_CORE_READ(skb, network_header) + offset))
+		return 0;
+	/* ff00::/8, 224.0.0.0/4 */
+	return offset == 24 ? first == 0xff : (first & 0xf0) == 0xe0;
+}
 
 /* The pod's drop counter for key, created at the first drop. */
 static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key *key)
@@ -242,6 +282,8 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	}
 
 	received = BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	if (d->side == PM_SIDE_POD && received && not_joined(skb, reason))
+		return 0;
 	key.ifindex = d->host_ifindex;
 	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
 	key.reason = reason;

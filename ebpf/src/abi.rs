@@ -22,6 +22,10 @@ pub const AFTER_EGRESS_REASONS: &str = "pm_after_egress_reasons";
 /// `TC_ACT_SHOT` drop reasons.
 pub const TC_DROP_REASONS: &str = "pm_tc_drop_reasons";
 
+/// The name of the rodata global holding the bitmap of the reasons an
+/// IPv6 multicast packet for a group not joined is freed with.
+pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 

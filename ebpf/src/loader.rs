@@ -13,7 +13,7 @@ use aya::{
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
-    abi::{AFTER_EGRESS_REASONS, REASON_WORDS, TC_DROP_REASONS},
+    abi::{AFTER_EGRESS_REASONS, REASON_WORDS, TC_DROP_REASONS, UNJOINED_MCAST_REASONS},
     drop_reasons::DropReasons,
     lock::PinLock,
     maps,
@@ -81,10 +81,12 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // counter go down.
     let after_egress = reason_bitmap(&reasons, |name| name.starts_with("QDISC_"));
     let tc_drops = reason_bitmap(&reasons, |name| matches!(name, "TC_INGRESS" | "TC_EGRESS"));
+    let unjoined = reason_bitmap(&reasons, |name| name == "NOT_SPECIFIED");
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
         .override_global(TC_DROP_REASONS, &tc_drops, true)
+        .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let err = |source| Error::Program {
