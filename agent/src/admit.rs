@@ -131,21 +131,49 @@ mod tests {
             // range, reason without --cluster-cidr, reason with it
             ("10.244.2.0/24", None, None),
             ("fd00:10:244:2::/64", None, None),
-            ("172.30.0.0/25", Some("host_range"), Some("outside_cluster_cidr")),
-            ("172.30.0.1/32", Some("host_range"), Some("outside_cluster_cidr")),
-            ("172.30.0.2/32", Some("host_range"), Some("outside_cluster_cidr")),
-            ("172.0.0.0/8", Some("host_range"), Some("outside_cluster_cidr")),
-            ("169.254.169.254/32", Some("special_range"), Some("special_range")),
+            (
+                "172.30.0.0/25",
+                Some("host_range"),
+                Some("outside_cluster_cidr"),
+            ),
+            (
+                "172.30.0.1/32",
+                Some("host_range"),
+                Some("outside_cluster_cidr"),
+            ),
+            (
+                "172.30.0.2/32",
+                Some("host_range"),
+                Some("outside_cluster_cidr"),
+            ),
+            (
+                "172.0.0.0/8",
+                Some("host_range"),
+                Some("outside_cluster_cidr"),
+            ),
+            (
+                "169.254.169.254/32",
+                Some("special_range"),
+                Some("special_range"),
+            ),
             ("128.0.0.0/1", Some("special_range"), Some("special_range")),
             ("0.0.0.0/0", Some("special_range"), Some("special_range")),
             ("127.0.0.0/8", Some("special_range"), Some("special_range")),
             ("224.0.0.0/24", Some("special_range"), Some("special_range")),
-            ("255.255.255.255/32", Some("special_range"), Some("special_range")),
+            (
+                "255.255.255.255/32",
+                Some("special_range"),
+                Some("special_range"),
+            ),
             ("fe80::/65", Some("special_range"), Some("special_range")),
             ("ff02::/16", Some("special_range"), Some("special_range")),
             ("::/0", Some("special_range"), Some("special_range")),
             ("::1/128", Some("special_range"), Some("special_range")),
-            ("fc00:30::/80", Some("host_range"), Some("outside_cluster_cidr")),
+            (
+                "fc00:30::/80",
+                Some("host_range"),
+                Some("outside_cluster_cidr"),
+            ),
             // The Service range: only --cluster-cidr tells it from pods'.
             ("10.96.0.0/16", None, Some("outside_cluster_cidr")),
             // Wider than the cluster range: not inside it.
@@ -195,7 +223,10 @@ mod tests {
             ("255.255.255.255", Some("broadcast")),
             ("172.30.0.2", Some("this node's own address")),
             ("fc00:30::2", Some("this node's own address")),
-            ("192.0.2.1", Some("not on a network this node is connected to")),
+            (
+                "192.0.2.1",
+                Some("not on a network this node is connected to"),
+            ),
         ];
         for (ip, want) in cases {
             let ip: IpAddr = ip.parse().unwrap();

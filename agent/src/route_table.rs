@@ -147,9 +147,11 @@ impl RouteTable {
     /// pod bridge `bridge` (its address and route are this node's pod
     /// range, checked like every node's).
     pub async fn host(&self, bridge: &str, cluster_cidrs: &[IpNet]) -> Result<Host, RouteError> {
-        let error = |what| move |source| RouteError::Host {
-            what,
-            source: Box::new(source),
+        let error = |what| {
+            move |source| RouteError::Host {
+                what,
+                source: Box::new(source),
+            }
         };
         // Listed rather than got by name: a missing bridge (no pod added
         // yet) is no error, just nothing to leave out.

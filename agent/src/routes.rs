@@ -452,11 +452,20 @@ mod tests {
             let got = desired(&nodes, "a", &host());
             assert_eq!(got.routes, want, "{cidrs:?} via {ip}");
             let skipped: Vec<_> = got.skipped.iter().map(|s| (s.node(), s.reason())).collect();
-            assert_eq!(skipped, [("x", *reason)], "{cidrs:?} via {ip}: {:?}", reasons(&got));
+            assert_eq!(
+                skipped,
+                [("x", *reason)],
+                "{cidrs:?} via {ip}: {:?}",
+                reasons(&got)
+            );
         }
         // The Service range: refused only where --cluster-cidr says so.
         let mut nodes = healthy();
-        nodes.push(node("x", &["10.96.0.0/16"], &[("InternalIP", "172.18.0.9")]));
+        nodes.push(node(
+            "x",
+            &["10.96.0.0/16"],
+            &[("InternalIP", "172.18.0.9")],
+        ));
         let mut h = host();
         h.cluster_cidrs = vec![net("10.244.0.0/16")];
         let got = desired(&nodes, "a", &h);
@@ -476,7 +485,11 @@ mod tests {
                 node("a", &["10.244.1.0/24"], &[("InternalIP", "172.18.0.2")]),
                 node("b", &["10.244.2.0/24"], &[("InternalIP", "172.18.0.3")]),
                 node("c", &["10.244.4.0/24"], &[("InternalIP", "172.18.0.4")]),
-                node(hijacker, &["10.244.2.0/23"], &[("InternalIP", "172.18.0.9")]),
+                node(
+                    hijacker,
+                    &["10.244.2.0/23"],
+                    &[("InternalIP", "172.18.0.9")],
+                ),
             ];
             for _ in 0..2 {
                 let got = desired(&nodes, "a", &host());

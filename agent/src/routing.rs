@@ -105,12 +105,7 @@ impl Routing {
         }
 
         let owned = if changed {
-            table
-                .list()
-                .await?
-                .iter()
-                .filter(|l| l.found.ours)
-                .count()
+            table.list().await?.iter().filter(|l| l.found.ours).count()
         } else {
             found.iter().filter(|f| f.ours).count()
         };

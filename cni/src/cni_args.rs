@@ -98,9 +98,6 @@ mod tests {
             err.to_string(),
             "CNI_ARGS: K8S_POD_NAME is 256 bytes; Kubernetes allows at most 253"
         );
-        assert_eq!(
-            u32::from(&rscni_plugin::error::Error::from(err)),
-            4
-        );
+        assert_eq!(u32::from(&rscni_plugin::error::Error::from(err)), 4);
     }
 }

@@ -61,8 +61,14 @@ mod tests {
     #[test]
     fn the_configs_version_is_read_and_bad_ones_are_none() {
         let v = |s: &str| parse_version(s.as_bytes()).map(|v| v.to_string());
-        assert_eq!(v(r#"{"cniVersion":"0.4.0","name":"n"}"#).as_deref(), Some("0.4.0"));
-        assert_eq!(v(r#"{"name":"n","cniVersion":"1.0.0"}"#).as_deref(), Some("1.0.0"));
+        assert_eq!(
+            v(r#"{"cniVersion":"0.4.0","name":"n"}"#).as_deref(),
+            Some("0.4.0")
+        );
+        assert_eq!(
+            v(r#"{"name":"n","cniVersion":"1.0.0"}"#).as_deref(),
+            Some("1.0.0")
+        );
         assert_eq!(v(r#"{"name":"n"}"#), None);
         assert_eq!(v("not json"), None);
     }

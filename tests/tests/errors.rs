@@ -127,7 +127,13 @@ fn special_ranges_and_long_names_are_refused_in_the_configs_version() {
         let long = add_env(&pod, &[("CNI_ARGS", &name)], &[]);
         let got = expect_code(&node, &long, conf.to_string().as_bytes(), 4);
         assert_eq!(got["cniVersion"], version, "{got}");
-        assert!(got["details"].as_str().unwrap_or_default().contains("K8S_POD_NAME is 256 bytes"), "{got}");
+        assert!(
+            got["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("K8S_POD_NAME is 256 bytes"),
+            "{got}"
+        );
     }
 }
 

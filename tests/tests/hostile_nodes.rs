@@ -84,7 +84,11 @@ fn hostile_nodes_get_no_route_and_keep_every_agent_ready() {
     ];
     for (cidr, ip, reason) in cases {
         c.api.apply(fake_apiserver::node("hostile", &[cidr], ip));
-        settled(&c, &[&format!("node=\"hostile\",reason=\"{reason}\"")], mesh);
+        settled(
+            &c,
+            &[&format!("node=\"hostile\",reason=\"{reason}\"")],
+            mesh,
+        );
         pings(&pods);
         c.api.delete("hostile");
         settled(&c, &[], mesh);

@@ -173,7 +173,9 @@ fn the_first_ipv6_packet_to_a_new_pod_on_another_node_arrives() {
     for run in 0..20 {
         let to = add_pod(&c, 2);
         let ip = &to.ips()[1];
-        let ping = from.ns.try_exec(&["busybox", "ping", "-c", "1", "-W", "1", ip]);
+        let ping = from
+            .ns
+            .try_exec(&["busybox", "ping", "-c", "1", "-W", "1", ip]);
         assert!(ping.status.success(), "run {run}: no reply from {ip}");
         c.node(2).node.del(&to, &conf).ok();
         c.node(2).node.ns.exec(&["ip", "link", "del", "pm0"]);

@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth};
 
-use super::link::{link_by_name, LinkSummary};
 use super::error::netlink_errno;
+use super::link::{link_by_name, LinkSummary};
 use super::names::validate_ifname;
 use super::NetError;
 
@@ -96,10 +96,15 @@ mod tests {
     /// thousand ADDs) is answered as what it is.
     #[test]
     fn a_full_bridge_is_named_in_the_error() {
-        let err = CniError::from(PluginError::from(create_error(nack(libc::EXFULL), "veth1", 7)));
+        let err = CniError::from(PluginError::from(create_error(
+            nack(libc::EXFULL),
+            "veth1",
+            7,
+        )));
         assert_eq!(u32::from(&err), 5);
         assert!(
-            err.to_string().contains("bridge #7 already has 1,023 ports"),
+            err.to_string()
+                .contains("bridge #7 already has 1,023 ports"),
             "{err}"
         );
         let other = create_error(nack(libc::EEXIST), "veth1", 7);
