@@ -72,6 +72,9 @@ enum State {
     },
     Written(Vec<IpNet>, bool),
     Failed(String),
+    /// This node's addresses and routes could not be read: nothing judged,
+    /// nothing changed.
+    HostUnreadable(String),
 }
 
 /// Watches Nodes until `shutdown` resolves.
@@ -160,7 +163,7 @@ impl Reconciler {
             Ok(host) => host,
             Err(e) => {
                 self.metrics.error(Stage::Routes);
-                return (State::Failed(e.to_string()), false);
+                return (State::HostUnreadable(e.to_string()), false);
             }
         };
         let state = self.reconcile_conflist(nodes, &host);
@@ -260,6 +263,9 @@ impl Reconciler {
             }
             State::Failed(e) => {
                 error!(node, error = %e, retry_in = ?RETRY, "writing the conflist failed")
+            }
+            State::HostUnreadable(e) => {
+                error!(node, error = %e, retry_in = ?RETRY, "reading this node's addresses and routes failed; conflist and routes left as they are")
             }
         }
     }
