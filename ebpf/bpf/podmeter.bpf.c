@@ -91,6 +91,11 @@ const volatile __u64 pm_arrival_reasons[PM_REASON_WORDS] = {};
 /* Drop reasons of a packet socket (PACKET_SOCK_ERROR): see copy_of_sent(). */
 const volatile __u64 pm_packet_socket_reasons[PM_REASON_WORDS] = {};
 
+/* NOT_SPECIFIED, set by the loader like the bitmaps above: the reason the
+ * kernel gives a multicast packet for a group the receiving stack has not
+ * joined (see not_joined()). */
+const volatile __u64 pm_unjoined_mcast_reasons[PM_REASON_WORDS] = {};
+
 static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int reason)
 {
 	unsigned int word = reason / 64;
@@ -140,6 +145,8 @@ struct sk_buff {
 	int skb_iif;
 	__u8 pkt_type : 3;
 	__u16 mac_header;
+	__u16 network_header;
+	__be16 protocol;
 	unsigned char *head;
 	unsigned char *data;
 } __attribute__((preserve_access_index));
@@ -148,6 +155,38 @@ struct sk_buff {
  * copy_of_sent(). */
 #define PACKET_OUTGOING 4
 #define PACKET_LOOPBACK 5
+
+/*
+ * Whether a packet the pod received and the kernel freed with one of
+ * pm_unjoined_mcast_reasons is multicast: MLD reports (to ff02::16), other
+ * hosts' DAD and neighbour solicitations, IGMP reports, which the bridge
+ * floods to every port and the pod's stack, not a member of those groups,
+ * frees without a reason (ip6_mc_input, ip_rcv_finish_core). Not a drop in
+ * an operator's sense (the kernel counts it nowhere), only noise after
+ * every ADD: not counted.
+ */
+static __always_inline int not_joined(struct sk_buff *skb, unsigned int reason)
+{
+	__be16 protocol = BPF_CORE_READ(skb, protocol);
+	unsigned char *head;
+	unsigned int offset;
+	__u8 first = 0;
+
+	if (!reason_in(pm_unjoined_mcast_reasons, reason))
+		return 0;
+	/* The destination address's offset in the IP header. */
+	if (protocol == bpf_htons(0x86DD /* ETH_P_IPV6 */))
+		offset = 24;
+	else if (protocol == bpf_htons(0x0800 /* ETH_P_IP */))
+		offset = 16;
+	else
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	if (bpf_probe_read_kernel(&first, 1, head + BPF_CORE_READ(skb, network_header) + offset))
+		return 0;
+	/* ff00::/8, 224.0.0.0/4 */
+	return offset == 24 ? first == 0xff : (first & 0xf0) == 0xe0;
+}
 
 /* The pod's drop counter for key, created at the first drop. */
 static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key *key)
@@ -328,6 +367,8 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		return 0;
 	pulled = arrival_pulled(skb, reason);
 	received = pulled || BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	if (d->side == PM_SIDE_POD && received && not_joined(skb, reason))
+		return 0;
 	key.ifindex = d->host_ifindex;
 	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
 	key.reason = reason;

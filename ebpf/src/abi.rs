@@ -30,6 +30,10 @@ pub const ARRIVAL_REASONS: &str = "pm_arrival_reasons";
 /// drop reasons.
 pub const PACKET_SOCKET_REASONS: &str = "pm_packet_socket_reasons";
 
+/// The name of the rodata global holding the bitmap of the reasons an
+/// IPv6 multicast packet for a group not joined is freed with.
+pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 

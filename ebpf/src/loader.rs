@@ -15,6 +15,7 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use crate::{
     abi::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS, TC_DROP_REASONS,
+        UNJOINED_MCAST_REASONS,
     },
     drop_reasons::DropReasons,
     lock::PinLock,
@@ -92,12 +93,14 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // net/packet/af_packet.c: packet_rcv and tpacket_rcv give this one
     // reason to everything they drop after the socket's filter took it.
     let packet_socket = reason_bitmap(&reasons, |name| name == "PACKET_SOCK_ERROR");
+    let unjoined = reason_bitmap(&reasons, |name| name == "NOT_SPECIFIED");
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
         .override_global(TC_DROP_REASONS, &tc_drops, true)
         .override_global(ARRIVAL_REASONS, &arrival, true)
         .override_global(PACKET_SOCKET_REASONS, &packet_socket, true)
+        .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let err = |source| Error::Program {
