@@ -23,6 +23,7 @@ pub mod netns;
 pub mod node;
 pub mod podman;
 pub mod prometheus;
+pub mod services;
 pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;
