@@ -34,24 +34,7 @@ say() { echo "up: $*" >&2; }
 die() { echo "up: $*" >&2; exit 1; }
 k() { kubectl --context "$CONTEXT" "$@"; }
 
-# --- 1. Tools ------------------------------------------------------------------
-missing=()
-for tool in kind kubectl docker; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-[ ${#missing[@]} -eq 0 ] || die "${missing[*]} not found: kind runs its nodes as Docker containers (https://kind.sigs.k8s.io/docs/user/quick-start/), kubectl drives them"
-docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (is it running, may this user use it?)"
-
-# On failure, show what the cluster looks like, since that is where the cause is.
-# (An EXIT trap: an ERR trap would not fire for a failure inside k() under set -e.)
-on_exit() {
-  local rc=$?
-  [ "$rc" = 0 ] && return
-  say "failed (exit $rc); the cluster now:"
-  k get nodes -o wide >&2 2>/dev/null || true
-  k get pods -A -o wide >&2 2>/dev/null || true
-  say "more: kubectl --context $CONTEXT -n $NAMESPACE describe pods; kubectl --context $CONTEXT -n $NAMESPACE logs ds/<name> --all-containers"
-}
-
-# --- 2. Image ------------------------------------------------------------------
+# --- 1. Preflight: everything below needs, before minutes of building ----------
 build=${PODMETER_IMAGE_BUILD:-}
 if [ -z "$build" ]; then
   if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
@@ -60,6 +43,31 @@ if [ -z "$build" ]; then
     build=docker
   fi
 fi
+case $build in podman | docker) ;; *) die "PODMETER_IMAGE_BUILD=$build: podman or docker" ;; esac
+# shellcheck source=kind-config/preflight.sh
+. kind-config/preflight.sh
+preflight "$build" || exit 1
+
+# An existing cluster must be one this script made: podmeter as its only CNI
+# (a kindnet conflist left in /etc/cni/net.d would be loaded instead: lower
+# file name) and kind-cluster.yaml's pod subnet (the DaemonSet's
+# --cluster-cidr).
+reconcile_existing() {
+  local want have node conf others
+  want=$(awk -F'"' '/^ *podSubnet:/ {print $2}' kind-config/kind-cluster.yaml)
+  have=$(k -n kube-system get configmap kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' |
+    awk '/podSubnet:/ {print $2}')
+  [ "$have" = "$want" ] ||
+    die "the existing cluster $CLUSTER has pod subnet '$have', not kind-cluster.yaml's '$want': kind delete cluster --name $CLUSTER, then run this again"
+  for node in $(kind get nodes --name "$CLUSTER"); do
+    conf=$("$ENGINE" exec "$node" ls /etc/cni/net.d)
+    others=$(grep -v -e '^10-podmeter.conflist$' -e '^$' <<<"$conf" || true)
+    [ -z "$others" ] ||
+      die "node $node has another CNI's config in /etc/cni/net.d ($(tr '\n' ' ' <<<"$others")): the cluster was made with kindnet or another CNI; kind delete cluster --name $CLUSTER, then run this again"
+  done
+}
+
+# --- 2. Image ------------------------------------------------------------------
 case $build in
   podman)
     say "building $IMAGE with scripts/image.sh (static release build: minutes the first time)"
@@ -69,14 +77,18 @@ case $build in
     ;;
   docker)
     say "building $IMAGE with docker build -f kind-config/image/Containerfile.build (from source: minutes the first time)"
-    docker build -f kind-config/image/Containerfile.build -t "$IMAGE" .
+    DOCKER_BUILDKIT=1 docker build -f kind-config/image/Containerfile.build -t "$IMAGE" .
     ;;
-  *) die "PODMETER_IMAGE_BUILD=$build: podman or docker" ;;
 esac
 
 # --- 3. Cluster ----------------------------------------------------------------
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+# Captured, not piped: under pipefail, grep -q closing the pipe early can
+# fail `kind get clusters` and take the create branch. Its errors show.
+clusters=$(kind get clusters)
+if grep -qx "$CLUSTER" <<<"$clusters"; then
   say "reusing the kind cluster $CLUSTER (after a change to kind-cluster.yaml: kind delete cluster --name $CLUSTER)"
+  kind export kubeconfig --name "$CLUSTER"
+  reconcile_existing
   fresh=0
 else
   say "creating the kind cluster $CLUSTER (1 control plane, 2 workers, no default CNI)"
@@ -97,38 +109,53 @@ fi
 # --- 4b. The exporter's TLS and basic auth ---------------------------------------
 # The exporter listens on each node's address, which every pod reaches: it
 # serves TLS with basic auth only. A CA, a certificate for the name
-# Prometheus checks (podmeter-exporter) and a password are made once, kept
-# in target/kind-secrets/ (never committed) and reused on the next run.
+# Prometheus checks (podmeter-exporter), a password and its bcrypt hash are
+# kept in target/kind-secrets/ (never committed) and reused on the next run;
+# if any file is missing, all are made again together (a new password with
+# an old hash would leave Prometheus with 401s). The hash comes from the
+# exporter just built (podmeter-exporter hash-password): no other tool.
 SECRETS=target/kind-secrets
+SECRET_FILES=(ca.crt ca.key tls.crt tls.key password web-config.yml)
+hash_password() { # stdin: the password
+  if [ "$build" = podman ]; then
+    "target/$(uname -m)-unknown-linux-gnu/release/podmeter-exporter" hash-password
+  else
+    docker run --rm -i --entrypoint /usr/local/bin/podmeter-exporter "$IMAGE" hash-password
+  fi
+}
 make_secrets() {
-  command -v openssl >/dev/null 2>&1 || die "openssl not found: it makes the exporter's TLS certificate"
-  mkdir -p "$SECRETS" && chmod 0700 "$SECRETS"
-  (
-    cd "$SECRETS"
-    if [ ! -f tls.crt ]; then
-      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-        -subj /CN=podmeter-kind-ca -keyout ca.key -out ca.crt 2>/dev/null
-      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj /CN=podmeter-exporter -keyout tls.key -out tls.csr 2>/dev/null
-      printf 'subjectAltName=DNS:podmeter-exporter\n' >san.ext
-      openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-        -extfile san.ext -out tls.crt 2>/dev/null
-      rm -f tls.csr san.ext ca.srl
-    fi
-    [ -f password ] || openssl rand -hex 24 | tr -d '\n' >password
-    if [ ! -f web-config.yml ]; then
-      local hash
-      if command -v htpasswd >/dev/null 2>&1; then
-        hash=$(htpasswd -nbBC 10 "" "$(cat password)" | tr -d ':\n')
-      elif python3 -c 'import bcrypt' 2>/dev/null; then
-        hash=$(python3 -c 'import bcrypt,sys; print(bcrypt.hashpw(sys.stdin.read().encode(), bcrypt.gensalt(10)).decode())' <password)
-      else
-        die "no bcrypt tool: install apache2-utils (htpasswd) or python3-bcrypt"
-      fi
-      printf 'tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: %s\n' \
-        "$hash" >web-config.yml
-    fi
-  )
+  local f missing=0 tmp
+  for f in "${SECRET_FILES[@]}"; do [ -f "$SECRETS/$f" ] || missing=1; done
+  [ "$missing" = 1 ] || return 0
+  say "making the exporter's CA, certificate and password ($SECRETS/)"
+  mkdir -p target
+  tmp=$(mktemp -d target/kind-secrets.XXXXXX)
+  # Output kept and shown on failure: openssl's errors are the diagnosis.
+  if ! (
+    set -e
+    cd "$tmp"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj /CN=podmeter-kind-ca -keyout ca.key -out ca.crt
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj /CN=podmeter-exporter -keyout tls.key -out tls.csr
+    printf 'subjectAltName=DNS:podmeter-exporter\n' >san.ext
+    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out tls.crt
+    rm -f tls.csr san.ext ca.srl
+    openssl rand -hex 24 | tr -d '\n' >password
+    hash=$(cd "$ROOT" && hash_password <"$tmp/password")
+    [ -n "$hash" ]
+    printf 'tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: %s\n' \
+      "$hash" >web-config.yml
+  ) >"$tmp.log" 2>&1; then
+    cat "$tmp.log" >&2
+    rm -rf "$tmp" "$tmp.log"
+    die "making the exporter's secrets failed (output above)"
+  fi
+  rm -f "$tmp.log"
+  chmod 0700 "$tmp"
+  rm -rf "$SECRETS"
+  mv "$tmp" "$SECRETS"
 }
 make_secrets
 apply_secret() { # NAMESPACE NAME --from-file=...

@@ -8,6 +8,7 @@ mod cli;
 mod collector;
 mod exposition;
 mod format;
+mod hash_password;
 mod http;
 mod limit;
 mod pods;
@@ -30,6 +31,9 @@ use crate::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(cli::Command::HashPassword) = args.command {
+        return hash_password::run();
+    }
     args.log.init();
     podmeter_daemon::run(run(args))
 }
