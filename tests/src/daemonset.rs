@@ -25,7 +25,8 @@ use crate::cri::{pod_sandbox_config, PodMeta};
 /// The manifest, relative to the workspace.
 const MANIFEST: &str = "kind-config/manifests/daemonset.yaml";
 
-fn workspace() -> PathBuf {
+/// The checkout's root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

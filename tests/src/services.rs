@@ -7,8 +7,9 @@
 //! instead of the ClusterIP is dropped by the client's socket).
 
 use std::{
-    io::ErrorKind,
-    net::{SocketAddr, UdpSocket},
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    process::{Command, Output},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -17,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use crate::NetNs;
+use crate::{daemonset::workspace, NetNs};
 
 /// A Service's ClusterIPs (one per family) and port.
 pub struct Service {
@@ -26,18 +27,19 @@ pub struct Service {
     pub port: u16,
 }
 
-/// The table kube-proxy's emulation writes.
+/// The tables kube-proxy's emulation writes, one per Service port.
 const TABLE: &str = "pmtest-kube-proxy";
 
 /// Writes `svc` → `endpoint` (its v4 and v6 address, `target_port`, TCP and
-/// UDP) into `node`'s netns, replacing an earlier emulation.
+/// UDP) into `node`'s netns, replacing an earlier emulation of that port.
 pub fn kube_proxy(node: &NetNs, svc: &Service, endpoint: &[String], target_port: u16) {
     let (e4, e6) = (&endpoint[0], &endpoint[1]);
     let (s4, s6, port) = (svc.v4, svc.v6, svc.port);
+    let table = format!("{TABLE}-{port}");
     let rules = format!(
-        "table inet {TABLE}
-delete table inet {TABLE}
-table inet {TABLE} {{
+        "table inet {table}
+delete table inet {table}
+table inet {table} {{
   chain services {{
     type nat hook prerouting priority dstnat;
     ip daddr {s4} meta l4proto {{ tcp, udp }} th dport {port} dnat ip to {e4}:{target_port}
@@ -70,31 +72,20 @@ pub fn bridge_nf_sysctls(node: &NetNs, value: u8) {
     }
 }
 
-/// A UDP server in a pod: sends every datagram back. Stops on drop.
-pub struct UdpEcho {
+/// A loop on a thread of its own, run until drop.
+pub struct Background {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl UdpEcho {
-    /// Listens on every address (IPv4 and IPv6) of `ns` at `port`.
-    pub fn start(ns: &NetNs, port: u16) -> Self {
-        let socket = ns.run_in(|| UdpSocket::bind(("::", port)).expect("bind"));
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
+impl Background {
+    /// Runs `step` until dropped; `step` must return within ~20 ms.
+    fn run(mut step: impl FnMut() + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
             while !stopped.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let _ = socket.send_to(&buf[..n], from);
-                    }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(e) => panic!("recv: {e}"),
-                }
+                step();
             }
         });
         Self {
@@ -104,13 +95,56 @@ impl UdpEcho {
     }
 }
 
-impl Drop for UdpEcho {
+impl Drop for Background {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// A UDP server on every address (IPv4 and IPv6) of `ns` at `port`: sends
+/// every datagram back.
+pub fn udp_echo(ns: &NetNs, port: u16) -> Background {
+    let socket = ns.run_in(|| UdpSocket::bind(("::", port)).expect("bind"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    Background::run(move || match socket.recv_from(&mut buf) {
+        Ok((n, from)) => {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        Err(e) => panic!("recv: {e}"),
+    })
+}
+
+/// An HTTP server on every address of `ns` at `port`: reads a request head
+/// and answers `200 ok` to anything (what kind-config/checks.sh fetches).
+pub fn http_server(ns: &NetNs, port: u16) -> Background {
+    let listener = ns.run_in(|| TcpListener::bind(("::", port)).expect("bind"));
+    listener.set_nonblocking(true).unwrap();
+    Background::run(move || match listener.accept() {
+        Ok((mut stream, _)) => {
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 512];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+        Err(e) => panic!("accept: {e}"),
+    })
 }
 
 /// Sends a datagram from `ns` to `addr:port` on a connected socket and
@@ -136,4 +170,33 @@ pub fn udp_echoes(ns: &NetNs, addr: &str, port: u16) -> bool {
                 && matches!(socket.recv(&mut buf), Ok(5) if &buf[..5] == b"echo?")
         })
     })
+}
+
+/// Runs `service_checks` of kind-config/checks.sh (the checks that end
+/// kind-config/up.sh) against `svc` here: `server`, `same` and `other` are
+/// pod namespaces (the endpoint, a pod on its node, one on another node).
+/// The endpoint must answer HTTP at the Service's port ([`http_server`]).
+/// Its output has one line per check.
+pub fn run_kind_checks(svc: &Service, server: &NetNs, same: &NetNs, other: &NetNs) -> Output {
+    let script = r#"
+        . kind-config/checks.sh
+        pod_fetch() { nsenter --net="/run/netns/$1" curl -sS -m 2 "$2"; }
+        service_checks "$@"
+        exit "$CHECKS_FAILED"
+    "#;
+    let port = svc.port.to_string();
+    Command::new("bash")
+        .current_dir(workspace())
+        .args(["-c", script, "checks"])
+        .args([
+            server.name(),
+            same.name(),
+            other.name(),
+            &port,
+            "/",
+            svc.v4,
+            svc.v6,
+        ])
+        .output()
+        .expect("running bash")
 }

@@ -198,11 +198,18 @@ fn the_manifests_security_context_reads_the_pins_and_readyz_follows_them() {
         .iter()
         .map(|c| c.to_lowercase())
         .collect();
-    assert_eq!(caps, ["bpf"], "the manifest's exporter capabilities changed");
+    assert_eq!(
+        caps,
+        ["bpf"],
+        "the manifest's exporter capabilities changed"
+    );
     let empty = Node::new();
     let exporter = start(&empty, &setpriv(0, Some(&caps.join(",+"))), false);
     let r = readyz(&empty, &exporter);
-    assert_eq!((r.status, r.body.as_str()), (200, "ok: nothing pinned yet (no pod wired on this node)\n"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok: nothing pinned yet (no pod wired on this node)\n")
+    );
 
     let node = Node::new();
     let pod = pod_with_traffic(&node);
@@ -210,7 +217,10 @@ fn the_manifests_security_context_reads_the_pins_and_readyz_follows_them() {
     let cap_bpf = "0000008000000000".to_owned();
     assert_eq!(credentials(&exporter), ("0".into(), vec![cap_bpf; 5]));
     let r = readyz(&node, &exporter);
-    assert_eq!((r.status, r.body.as_str()), (200, "ok: the pinned maps are readable\n"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok: the pinned maps are readable\n")
+    );
     assert_scrape_matches_kernel(&node, &pod, "a", || scrape(&node, &exporter));
 
     // Unreadable: the pins are root's.

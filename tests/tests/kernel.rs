@@ -102,7 +102,9 @@ fn the_agent_is_not_ready_and_says_why() {
     let ready = agent.get("/readyz");
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(
-        ready.body.contains("kernel: Linux 5.15.0-91-generic lacks bpf_loop")
+        ready
+            .body
+            .contains("kernel: Linux 5.15.0-91-generic lacks bpf_loop")
             && ready
                 .body
                 .contains("kernel: the kernel's br_netfilter is not active"),

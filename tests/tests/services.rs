@@ -15,7 +15,9 @@
 use std::time::{Duration, Instant};
 
 use podmeter_tests::{
-    services::{bridge_nf_sysctls, kube_proxy, udp_echoes, Service, UdpEcho},
+    services::{
+        bridge_nf_sysctls, http_server, kube_proxy, run_kind_checks, udp_echo, udp_echoes, Service,
+    },
     sim_cluster::SimCluster,
     traffic::{tcp_talks, TcpServer},
     NetNs, Pod,
@@ -27,6 +29,14 @@ const SVC: Service = Service {
     port: 80,
 };
 const TARGET_PORT: u16 = 8080;
+/// The same ClusterIPs on another port, to an HTTP server on the same
+/// endpoint: kind-config/checks.sh fetches over HTTP.
+const HTTP_SVC: Service = Service {
+    v4: SVC.v4,
+    v6: SVC.v6,
+    port: 81,
+};
+const HTTP_TARGET_PORT: u16 = 8081;
 
 /// Waits (up to 10 s: a new pod's first IPv6 neighbour discovery can take
 /// a moment) until `from` talks TCP and UDP with the Service over `family`'s
@@ -71,10 +81,12 @@ fn services_work_on_the_same_node_another_node_and_hairpin_whatever_the_sysctls(
     let b = n1.add_pod("b", &c.conf(1));
     let other = n2.add_pod("c", &c.conf(2));
     let _tcp = TcpServer::start(&b.ns, TARGET_PORT);
-    let _udp = UdpEcho::start(&b.ns, TARGET_PORT);
+    let _udp = udp_echo(&b.ns, TARGET_PORT);
+    let _http = http_server(&b.ns, HTTP_TARGET_PORT);
     // kube-proxy runs on every node.
     for n in [n1, n2] {
         kube_proxy(&n.ns, &SVC, &b.ips(), TARGET_PORT);
+        kube_proxy(&n.ns, &HTTP_SVC, &b.ips(), HTTP_TARGET_PORT);
     }
 
     every_case(&a, &b, &other, 0);
@@ -97,9 +109,13 @@ fn services_work_on_the_same_node_another_node_and_hairpin_whatever_the_sysctls(
         ]);
     };
     br(0);
+    let checks = run_kind_checks(&HTTP_SVC, &b.ns, &a.ns, &other.ns);
+    let text = String::from_utf8_lossy(&checks.stdout);
     assert!(
-        !tcp_talks(&a.ns, SVC.v4, SVC.port, Duration::from_secs(2)),
-        "a same-node Service answered with netfilter off on the bridge: the check cannot fail"
+        !checks.status.success()
+            && text.contains("FAILED: Service 10.96.0.10 from a pod on the same node")
+            && text.contains("ok: Service 10.96.0.10 from a pod on another node"),
+        "kind-config/checks.sh did not notice a same-node Service failing:\n{text}"
     );
     br(1);
     // ... and without hairpin the bridge does not send b's frame back to it.
@@ -127,4 +143,23 @@ fn services_work_on_the_same_node_another_node_and_hairpin_whatever_the_sysctls(
         bridge_nf_sysctls(&n.ns, 1);
     }
     every_case(&a, &b, &other, 1);
+
+    // kind-config/up.sh's final Service checks, run here.
+    let checks = run_kind_checks(&HTTP_SVC, &b.ns, &a.ns, &other.ns);
+    let text = String::from_utf8_lossy(&checks.stdout);
+    assert!(
+        checks.status.success(),
+        "kind-config/checks.sh:\n{text}{}",
+        String::from_utf8_lossy(&checks.stderr)
+    );
+    for ip in [SVC.v4, SVC.v6] {
+        for case in [
+            "a pod on the same node",
+            "a pod on another node",
+            "its own endpoint (hairpin)",
+        ] {
+            let line = format!("ok: Service {ip} from {case}");
+            assert!(text.contains(&line), "no {line:?} in\n{text}");
+        }
+    }
 }
