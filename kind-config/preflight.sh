@@ -43,6 +43,8 @@ preflight() {
   fi
   case $build in
     docker)
+      command -v docker >/dev/null 2>&1 ||
+        fail "the image build needs docker, or podman as root (PODMETER_IMAGE_BUILD=podman: scripts/image.sh)"
       if command -v docker >/dev/null 2>&1 && ! docker buildx version >/dev/null 2>&1; then
         fail "docker has no BuildKit (docker buildx): install the docker-buildx-plugin package; Containerfile.build uses RUN --mount=type=cache"
       fi ;;
