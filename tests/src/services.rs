@@ -8,17 +8,16 @@
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     process::{Command, Output},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
     time::Duration,
 };
 
-use crate::{daemonset::workspace, NetNs};
+use crate::{
+    daemonset::workspace,
+    traffic::{connected_udp, tcp_server, Background},
+    NetNs,
+};
 
 /// A Service's ClusterIPs (one per family) and port.
 pub struct Service {
@@ -72,38 +71,6 @@ pub fn bridge_nf_sysctls(node: &NetNs, value: u8) {
     }
 }
 
-/// A loop on a thread of its own, run until drop.
-pub struct Background {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Background {
-    /// Runs `step` until dropped; `step` must return within ~20 ms.
-    fn run(mut step: impl FnMut() + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                step();
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A UDP server on every address (IPv4 and IPv6) of `ns` at `port`: sends
 /// every datagram back.
 pub fn udp_echo(ns: &NetNs, port: u16) -> Background {
@@ -124,26 +91,20 @@ pub fn udp_echo(ns: &NetNs, port: u16) -> Background {
 /// An HTTP server on every address of `ns` at `port`: reads a request head
 /// and answers `200 ok` to anything (what kind-config/checks.sh fetches).
 pub fn http_server(ns: &NetNs, port: u16) -> Background {
-    let listener = ns.run_in(|| TcpListener::bind(("::", port)).expect("bind"));
-    listener.set_nonblocking(true).unwrap();
-    Background::run(move || match listener.accept() {
-        Ok((mut stream, _)) => {
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 512];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+    tcp_server(ns, port, |mut stream| {
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
             }
-            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
         }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-        Err(e) => panic!("accept: {e}"),
+        let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
     })
 }
 
@@ -154,16 +115,7 @@ pub fn http_server(ns: &NetNs, port: u16) -> Background {
 pub fn udp_echoes(ns: &NetNs, addr: &str, port: u16) -> bool {
     let to = SocketAddr::new(addr.parse().unwrap(), port);
     ns.run_in(|| {
-        let any: SocketAddr = if to.is_ipv4() {
-            "0.0.0.0:0".parse().unwrap()
-        } else {
-            "[::]:0".parse().unwrap()
-        };
-        let socket = UdpSocket::bind(any).unwrap();
-        socket.connect(to).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
+        let socket = connected_udp(to, Duration::from_millis(700));
         let mut buf = [0u8; 16];
         (0..3).any(|_| {
             socket.send(b"echo?").is_ok()
