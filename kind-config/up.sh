@@ -78,6 +78,18 @@ reconcile_existing() {
   done
 }
 
+# An existing cluster is checked before the build, so that one that cannot
+# be reused stops the run at once. Captured, not piped: under pipefail,
+# grep -q closing the pipe early can fail `kind get clusters` and take the
+# create branch; its errors show.
+clusters=$(kind get clusters)
+fresh=1
+if grep -qx "$CLUSTER" <<<"$clusters"; then
+  fresh=0
+  kind export kubeconfig --name "$CLUSTER"
+  reconcile_existing
+fi
+
 # --- 2. Image ------------------------------------------------------------------
 case $build in
   podman)
@@ -93,19 +105,12 @@ case $build in
 esac
 
 # --- 3. Cluster ----------------------------------------------------------------
-# Captured, not piped: under pipefail, grep -q closing the pipe early can
-# fail `kind get clusters` and take the create branch. Its errors show.
-clusters=$(kind get clusters)
-if grep -qx "$CLUSTER" <<<"$clusters"; then
+if [ "$fresh" = 0 ]; then
   say "reusing the kind cluster $CLUSTER (after a change to kind-cluster.yaml: kind delete cluster --name $CLUSTER)"
-  kind export kubeconfig --name "$CLUSTER"
-  reconcile_existing
-  fresh=0
 else
   say "creating the kind cluster $CLUSTER (1 control plane, 2 workers, no default CNI)"
   # No --wait: nodes stay NotReady until podmeter's agent writes their conflist.
   kind create cluster --config kind-config/kind-cluster.yaml
-  fresh=1
 fi
 trap on_exit EXIT
 

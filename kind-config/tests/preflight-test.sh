@@ -22,15 +22,24 @@ stub() { # NAME BODY
   printf '#!/bin/bash\n%s\n' "$2" >"$TMP/bin/$1"
   chmod +x "$TMP/bin/$1"
 }
-KIND='echo "kind $*" >>"$STUB_LOG"; [ "$1" = get ] && exit 0; exit 1'
+# With STUB_CLUSTER set, a cluster podmeter exists (one node), made with
+# pod subnet STUB_SUBNET and holding the conflists STUB_CONFS.
+KIND='echo "kind $*" >>"$STUB_LOG"
+case "$1 $2" in
+  "get clusters") [ -n "${STUB_CLUSTER:-}" ] && echo podmeter; exit 0 ;;
+  "get nodes") echo podmeter-worker; exit 0 ;;
+  "export kubeconfig") exit 0 ;;
+esac
+exit 1'
 stub kind "$KIND"
-stub kubectl 'exit 0'
+stub kubectl 'printf "networking:\n  podSubnet: %s\n" "${STUB_SUBNET:-10.244.0.0/16,fd00:10:244::/56}"'
 stub openssl 'exit 0'
 stub uname 'echo "${STUB_RELEASE:-6.1.0-27-amd64}"'
 stub docker '
 echo "docker $*" >>"$STUB_LOG"
 case "$1 $2" in
   "info "*) exit 0 ;;
+  "exec podmeter-worker") printf "%s\n" ${STUB_CONFS:-10-podmeter.conflist}; exit 0 ;;
   "buildx version") exit "${STUB_BUILDX:-0}" ;;
   "network inspect")
     [ "${STUB_NETWORK:-none}" = none ] && exit 1
@@ -86,6 +95,11 @@ stub openssl 'exit 0'
 rm "$TMP/bin/kind"
 up "no kind" "kind not found: https://kind.sigs.k8s.io"
 stub kind "$KIND"
+up "rerun on this script's cluster: goes on to build" building STUB_CLUSTER=1
+up "rerun on a cluster made with kindnet" "has another CNI's config in /etc/cni/net.d (10-kindnet.conflist )" \
+  STUB_CLUSTER=1 STUB_CONFS="10-kindnet.conflist 10-podmeter.conflist"
+up "rerun on a cluster with another pod subnet" "has pod subnet '10.100.0.0/16'" \
+  STUB_CLUSTER=1 STUB_SUBNET=10.100.0.0/16
 fake_root no-btf
 up "no BTF" "has no BTF (/sys/kernel/btf/vmlinux)"
 fake_root no-br-netfilter
