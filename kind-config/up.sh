@@ -3,20 +3,31 @@
 #
 #   kind-config/up.sh
 #
-# 1. checks kind, kubectl and docker;
+# 1. preflight (kind-config/preflight.sh), before any build: kind, kubectl,
+#    docker (or podman with KIND_EXPERIMENTAL_PROVIDER=podman), BuildKit for
+#    the Docker build, openssl, the host kernel (>= 5.17, BTF, br_netfilter),
+#    IPv6 on an existing `kind` network, inotify limits; every problem is
+#    printed with its fix;
 # 2. builds the image localhost/podmeter:dev: with podman as root,
 #    scripts/image.sh (OCI archive, no Docker involved); otherwise
 #    `docker build` of kind-config/image/Containerfile.build
 #    (PODMETER_IMAGE_BUILD=podman|docker forces one);
-# 3. creates the cluster from kind-config/kind-cluster.yaml, or reuses it;
-# 4. loads the image into every node (kind load image-archive / docker-image);
+# 3. creates the cluster from kind-config/kind-cluster.yaml, or reuses it
+#    (exporting its kubeconfig; refused if it has another pod subnet or
+#    another CNI's conflist);
+# 4. loads the image into every node (kind load image-archive / docker-image)
+#    and makes the exporter's CA, certificate and password (as a whole; the
+#    bcrypt hash by the exporter just built);
 # 5. applies kind-config/manifests/ (namespace first) and
 #    kind-config/monitoring/ (Prometheus + Grafana, configured from
 #    prometheus/ and dashboards/), restarting what runs an older image or
 #    configuration on a rerun;
 # 6. waits for the nodes, the DaemonSet(s), the demo pods and monitoring;
-# 7. checks that pods on the two workers reach each other with their own
-#    addresses (IPv4 and IPv6), then prints how to reach /metrics,
+# 7. a final check, each result by name (kind-config/checks.sh): pods on
+#    different nodes by pod IP with their own addresses, a Service's
+#    ClusterIPs from the same node, another node and its own endpoint
+#    (hairpin), its DNS name through CoreDNS, and one scrape of an exporter
+#    through TLS + basic auth from a pod; then prints how to reach /metrics,
 #    Prometheus and the dashboard.
 # Idempotent: run it again after a change to rebuild, reload and restart.
 set -euo pipefail
@@ -34,24 +45,7 @@ say() { echo "up: $*" >&2; }
 die() { echo "up: $*" >&2; exit 1; }
 k() { kubectl --context "$CONTEXT" "$@"; }
 
-# --- 1. Tools ------------------------------------------------------------------
-missing=()
-for tool in kind kubectl docker; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-[ ${#missing[@]} -eq 0 ] || die "${missing[*]} not found: kind runs its nodes as Docker containers (https://kind.sigs.k8s.io/docs/user/quick-start/), kubectl drives them"
-docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (is it running, may this user use it?)"
-
-# On failure, show what the cluster looks like, since that is where the cause is.
-# (An EXIT trap: an ERR trap would not fire for a failure inside k() under set -e.)
-on_exit() {
-  local rc=$?
-  [ "$rc" = 0 ] && return
-  say "failed (exit $rc); the cluster now:"
-  k get nodes -o wide >&2 2>/dev/null || true
-  k get pods -A -o wide >&2 2>/dev/null || true
-  say "more: kubectl --context $CONTEXT -n $NAMESPACE describe pods; kubectl --context $CONTEXT -n $NAMESPACE logs ds/<name> --all-containers"
-}
-
-# --- 2. Image ------------------------------------------------------------------
+# --- 1. Preflight: everything below needs, before minutes of building ----------
 build=${PODMETER_IMAGE_BUILD:-}
 if [ -z "$build" ]; then
   if [ "$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
@@ -60,6 +54,43 @@ if [ -z "$build" ]; then
     build=docker
   fi
 fi
+case $build in podman | docker) ;; *) die "PODMETER_IMAGE_BUILD=$build: podman or docker" ;; esac
+# shellcheck source=kind-config/preflight.sh
+. kind-config/preflight.sh
+preflight "$build" || exit 1
+
+# An existing cluster must be one this script made: podmeter as its only CNI
+# (a kindnet conflist left in /etc/cni/net.d would be loaded instead: lower
+# file name) and kind-cluster.yaml's pod subnet (the DaemonSet's
+# --cluster-cidr).
+reconcile_existing() {
+  local want have node conf others
+  want=$(awk -F'"' '/^ *podSubnet:/ {print $2}' kind-config/kind-cluster.yaml)
+  have=$(k -n kube-system get configmap kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' |
+    awk '/podSubnet:/ {print $2}')
+  [ "$have" = "$want" ] ||
+    die "the existing cluster $CLUSTER has pod subnet '$have', not kind-cluster.yaml's '$want': kind delete cluster --name $CLUSTER, then run this again"
+  for node in $(kind get nodes --name "$CLUSTER"); do
+    conf=$("$ENGINE" exec "$node" ls /etc/cni/net.d)
+    others=$(grep -v -e '^10-podmeter.conflist$' -e '^$' <<<"$conf" || true)
+    [ -z "$others" ] ||
+      die "node $node has another CNI's config in /etc/cni/net.d ($(tr '\n' ' ' <<<"$others")): the cluster was made with kindnet or another CNI; kind delete cluster --name $CLUSTER, then run this again"
+  done
+}
+
+# An existing cluster is checked before the build, so that one that cannot
+# be reused stops the run at once. Captured, not piped: under pipefail,
+# grep -q closing the pipe early can fail `kind get clusters` and take the
+# create branch; its errors show.
+clusters=$(kind get clusters)
+fresh=1
+if grep -qx "$CLUSTER" <<<"$clusters"; then
+  fresh=0
+  kind export kubeconfig --name "$CLUSTER"
+  reconcile_existing
+fi
+
+# --- 2. Image ------------------------------------------------------------------
 case $build in
   podman)
     say "building $IMAGE with scripts/image.sh (static release build: minutes the first time)"
@@ -69,20 +100,17 @@ case $build in
     ;;
   docker)
     say "building $IMAGE with docker build -f kind-config/image/Containerfile.build (from source: minutes the first time)"
-    docker build -f kind-config/image/Containerfile.build -t "$IMAGE" .
+    DOCKER_BUILDKIT=1 docker build -f kind-config/image/Containerfile.build -t "$IMAGE" .
     ;;
-  *) die "PODMETER_IMAGE_BUILD=$build: podman or docker" ;;
 esac
 
 # --- 3. Cluster ----------------------------------------------------------------
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+if [ "$fresh" = 0 ]; then
   say "reusing the kind cluster $CLUSTER (after a change to kind-cluster.yaml: kind delete cluster --name $CLUSTER)"
-  fresh=0
 else
   say "creating the kind cluster $CLUSTER (1 control plane, 2 workers, no default CNI)"
   # No --wait: nodes stay NotReady until podmeter's agent writes their conflist.
   kind create cluster --config kind-config/kind-cluster.yaml
-  fresh=1
 fi
 trap on_exit EXIT
 
@@ -97,38 +125,53 @@ fi
 # --- 4b. The exporter's TLS and basic auth ---------------------------------------
 # The exporter listens on each node's address, which every pod reaches: it
 # serves TLS with basic auth only. A CA, a certificate for the name
-# Prometheus checks (podmeter-exporter) and a password are made once, kept
-# in target/kind-secrets/ (never committed) and reused on the next run.
+# Prometheus checks (podmeter-exporter), a password and its bcrypt hash are
+# kept in target/kind-secrets/ (never committed) and reused on the next run;
+# if any file is missing, all are made again together (a new password with
+# an old hash would leave Prometheus with 401s). The hash comes from the
+# exporter just built (podmeter-exporter hash-password): no other tool.
 SECRETS=target/kind-secrets
+SECRET_FILES=(ca.crt ca.key tls.crt tls.key password web-config.yml)
+hash_password() { # stdin: the password
+  if [ "$build" = podman ]; then
+    "target/$(uname -m)-unknown-linux-gnu/release/podmeter-exporter" hash-password
+  else
+    docker run --rm -i --entrypoint /usr/local/bin/podmeter-exporter "$IMAGE" hash-password
+  fi
+}
 make_secrets() {
-  command -v openssl >/dev/null 2>&1 || die "openssl not found: it makes the exporter's TLS certificate"
-  mkdir -p "$SECRETS" && chmod 0700 "$SECRETS"
-  (
-    cd "$SECRETS"
-    if [ ! -f tls.crt ]; then
-      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-        -subj /CN=podmeter-kind-ca -keyout ca.key -out ca.crt 2>/dev/null
-      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj /CN=podmeter-exporter -keyout tls.key -out tls.csr 2>/dev/null
-      printf 'subjectAltName=DNS:podmeter-exporter\n' >san.ext
-      openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-        -extfile san.ext -out tls.crt 2>/dev/null
-      rm -f tls.csr san.ext ca.srl
-    fi
-    [ -f password ] || openssl rand -hex 24 | tr -d '\n' >password
-    if [ ! -f web-config.yml ]; then
-      local hash
-      if command -v htpasswd >/dev/null 2>&1; then
-        hash=$(htpasswd -nbBC 10 "" "$(cat password)" | tr -d ':\n')
-      elif python3 -c 'import bcrypt' 2>/dev/null; then
-        hash=$(python3 -c 'import bcrypt,sys; print(bcrypt.hashpw(sys.stdin.read().encode(), bcrypt.gensalt(10)).decode())' <password)
-      else
-        die "no bcrypt tool: install apache2-utils (htpasswd) or python3-bcrypt"
-      fi
-      printf 'tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: %s\n' \
-        "$hash" >web-config.yml
-    fi
-  )
+  local f missing=0 tmp
+  for f in "${SECRET_FILES[@]}"; do [ -f "$SECRETS/$f" ] || missing=1; done
+  [ "$missing" = 1 ] || return 0
+  say "making the exporter's CA, certificate and password ($SECRETS/)"
+  mkdir -p target
+  tmp=$(mktemp -d target/kind-secrets.XXXXXX)
+  # Output kept and shown on failure: openssl's errors are the diagnosis.
+  if ! (
+    set -e
+    cd "$tmp"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj /CN=podmeter-kind-ca -keyout ca.key -out ca.crt
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj /CN=podmeter-exporter -keyout tls.key -out tls.csr
+    printf 'subjectAltName=DNS:podmeter-exporter\n' >san.ext
+    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out tls.crt
+    rm -f tls.csr san.ext ca.srl
+    openssl rand -hex 24 | tr -d '\n' >password
+    hash=$(cd "$ROOT" && hash_password <"$tmp/password")
+    [ -n "$hash" ]
+    printf 'tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: %s\n' \
+      "$hash" >web-config.yml
+  ) >"$tmp.log" 2>&1; then
+    cat "$tmp.log" >&2
+    rm -rf "$tmp" "$tmp.log"
+    die "making the exporter's secrets failed (output above)"
+  fi
+  rm -f "$tmp.log"
+  chmod 0700 "$tmp"
+  rm -rf "$SECRETS"
+  mv "$tmp" "$SECRETS"
 }
 make_secrets
 apply_secret() { # NAMESPACE NAME --from-file=...
@@ -186,53 +229,119 @@ fi
 say "waiting for Prometheus and Grafana"
 k -n "$MONITORING" rollout status deploy/monitoring --timeout="$TIMEOUT"
 
-# --- 7. Pods on different nodes ----------------------------------------------------
-# One busybox pod per worker serves, by CGI, the address it sees a request
-# come from; each fetches from the other over every address family. The
-# agents' routes carry it, and no masquerade: the answer is the client pod's
-# own address.
+port=$(k -n "$NAMESPACE" get ds -o jsonpath='{.items[0].spec.template.metadata.annotations.prometheus\.io/port}')
+port=${port:-9977}
+
+# --- 7. A final check that would notice -------------------------------------------
+# Pods on both workers serve, by busybox httpd CGI, the address they see a
+# request come from; a Service selects the first only. Each check is
+# reported by name (kind-config/checks.sh):
+#  - pods on different nodes by pod IP, seeing each other's own address
+#    (the agents' routes, no masquerade), IPv4 and IPv6;
+#  - the Service's ClusterIPs from a pod on its endpoint's node (the reply
+#    is bridged: kube-proxy must see it), from another node, and from the
+#    endpoint itself (hairpin);
+#  - the Service's DNS name through CoreDNS (itself a Service);
+#  - one scrape of an exporter through TLS + basic auth from a pod, with the
+#    CA and password Prometheus uses.
 CHECK_IMAGE=busybox:1.36
+CURL_IMAGE=curlimages/curl:8.11.1
 # shellcheck disable=SC2016 # $REMOTE_ADDR is for the CGI script, not here
 SERVE='mkdir -p /www/cgi-bin && printf "#!/bin/sh\necho Content-Type: text/plain\necho\necho \$REMOTE_ADDR\n" >/www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www'
 read -r -a workers <<<"$(k get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{.items[*].metadata.name}')"
-[ "${#workers[@]}" -ge 2 ] || die "cross-node check: need two workers, found ${#workers[@]}"
-check_pods=(podmeter-check-a podmeter-check-b)
+[ "${#workers[@]}" -ge 2 ] || die "final check: need two workers, found ${#workers[@]}"
+# a: the Service's endpoint, on worker 0; b: on worker 1; c: a client on worker 0.
+check_pods=(podmeter-check-a podmeter-check-b podmeter-check-c)
+check_nodes=("${workers[0]}" "${workers[1]}" "${workers[0]}")
+SCRAPE_POD=podmeter-check-scrape
 family() { if [[ $1 == *:* ]]; then echo 6; else echo 4; fi; }
 k -n default delete pod "${check_pods[@]}" --ignore-not-found --wait=true >/dev/null
-for i in 0 1; do
+k -n "$MONITORING" delete pod "$SCRAPE_POD" --ignore-not-found --wait=true >/dev/null
+for i in 0 1 2; do
   k -n default run "${check_pods[$i]}" --image="$CHECK_IMAGE" --restart=Never \
-    --overrides="{\"apiVersion\":\"v1\",\"spec\":{\"nodeName\":\"${workers[$i]}\"}}" \
+    --labels="podmeter-check=${check_pods[$i]}" \
+    --overrides="{\"apiVersion\":\"v1\",\"spec\":{\"nodeName\":\"${check_nodes[$i]}\"}}" \
     --command -- sh -c "$SERVE" >/dev/null
 done
-k -n default wait --for=condition=Ready "pod/${check_pods[0]}" "pod/${check_pods[1]}" --timeout="$TIMEOUT" >/dev/null
-say "pods on different nodes:"
-check_failed=0
+k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: podmeter-check, namespace: default}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {podmeter-check: podmeter-check-a}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+k -n default wait --for=condition=Ready "${check_pods[@]/#/pod/}" --timeout="$TIMEOUT" >/dev/null
+# shellcheck source=kind-config/checks.sh
+. kind-config/checks.sh
+pod_fetch() { k -n default exec "$1" -- wget -q -T 5 -O - "$2"; }
+say "final check:"
+# Pods on different nodes keep their own addresses.
 for i in 0 1; do
   from=${check_pods[$i]} to=${check_pods[$((1 - i))]}
   read -r -a from_ips <<<"$(k -n default get pod "$from" -o jsonpath='{.status.podIPs[*].ip}')"
   read -r -a to_ips <<<"$(k -n default get pod "$to" -o jsonpath='{.status.podIPs[*].ip}')"
   for ip in "${to_ips[@]}"; do
-    url="http://$ip:8080/cgi-bin/peer" own=
-    [[ $ip == *:* ]] && url="http://[$ip]:8080/cgi-bin/peer"
+    own=
     for a in "${from_ips[@]}"; do  # the client's address of the same family
       if [ "$(family "$a")" = "$(family "$ip")" ]; then own=$a; fi
     done
-    if seen=$(k -n default exec "$from" -- wget -q -T 5 -O - "$url" 2>&1); then
+    name="$from -> $to ($ip) on another node, seen from $own"
+    if seen=$(pod_fetch "$from" "$(url "$ip" 8080 /cgi-bin/peer)" 2>&1); then
       seen=$(tr -d '[]\r\n' <<<"$seen")
       if [ -n "$own" ] && [[ $seen == *"$own" ]]; then
-        echo "  ok: $from ($own) -> $to ($ip): seen from $seen"
+        echo "  ok: $name"
       else
-        echo "  FAILED: $from -> $to ($ip) answered, but saw the request come from $seen, not $own (masqueraded?)"
-        check_failed=1
+        echo "  FAILED: $name: the request came from $seen (masqueraded?)"
+        CHECKS_FAILED=1
       fi
     else
-      echo "  FAILED: $from -> $to ($ip): $seen"
-      check_failed=1
+      echo "  FAILED: $name: $seen"
+      CHECKS_FAILED=1
     fi
   done
 done
+read -r -a cluster_ips <<<"$(k -n default get service podmeter-check -o jsonpath='{.spec.clusterIPs[*]}')"
+service_checks podmeter-check-a podmeter-check-c podmeter-check-b 80 /cgi-bin/peer "${cluster_ips[@]}"
+check "DNS name podmeter-check.default.svc.cluster.local through CoreDNS" podmeter-check-b \
+  http://podmeter-check.default.svc.cluster.local/cgi-bin/peer
+
+# The exporter on worker 0, as Prometheus scrapes it: TLS checked against
+# the CA for the name podmeter-exporter, basic auth, from a pod.
+node_ip=$(k get node "${workers[0]}" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+node_ip=${node_ip%% *}
+[[ $node_ip == *:* ]] && node_ip="[$node_ip]"
+k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $SCRAPE_POD, namespace: $MONITORING}
+spec:
+  restartPolicy: Never
+  nodeName: ${workers[1]}
+  volumes: [{name: scrape, secret: {secretName: podmeter-scrape}}]
+  containers:
+    - name: curl
+      image: $CURL_IMAGE
+      volumeMounts: [{name: scrape, mountPath: /scrape, readOnly: true}]
+      command: [sh, -c]
+      args:
+        - curl -sS --fail --max-time 10 --cacert /scrape/ca.crt
+          --resolve "podmeter-exporter:$port:$node_ip" -u "prometheus:\$(cat /scrape/password)"
+          https://podmeter-exporter:$port/metrics
+YAML
+scrape_name="one scrape of the exporter on ${workers[0]} through TLS + basic auth, from a pod"
+if k -n "$MONITORING" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$SCRAPE_POD" --timeout="$TIMEOUT" >/dev/null &&
+  scraped=$(k -n "$MONITORING" logs "$SCRAPE_POD") && grep -q '^podmeter_pods ' <<<"$scraped"; then
+  echo "  ok: $scrape_name"
+else
+  echo "  FAILED: $scrape_name: $(k -n "$MONITORING" logs "$SCRAPE_POD" 2>&1 | tail -n 3)"
+  CHECKS_FAILED=1
+fi
 k -n default delete pod "${check_pods[@]}" --wait=false >/dev/null
-[ "$check_failed" = 0 ] || die "pods on different nodes do not reach each other with their own addresses: see kubectl --context $CONTEXT -n $NAMESPACE logs ds/podmeter -c agent (routes), and ip route on the nodes (docker exec podmeter-worker ip route show proto 152)"
+k -n default delete service podmeter-check --wait=false >/dev/null
+k -n "$MONITORING" delete pod "$SCRAPE_POD" --wait=false >/dev/null
+[ "$CHECKS_FAILED" = 0 ] || die "the final check failed (above): see kubectl --context $CONTEXT -n $NAMESPACE logs ds/podmeter -c agent (routes, /readyz's kernel and br_netfilter messages), ip route on the nodes ($ENGINE exec podmeter-worker ip route show proto 152), and README.md \"Services\""
 
 # --- Where things are ----------------------------------------------------------
 trap - EXIT
@@ -241,8 +350,6 @@ echo "podmeter is up on kind cluster '$CLUSTER' (kubectl --context $CONTEXT)."
 echo
 k get pods -A -o wide --field-selector=metadata.namespace!=kube-system
 echo
-port=$(k -n "$NAMESPACE" get ds -o jsonpath='{.items[0].spec.template.metadata.annotations.prometheus\.io/port}' 2>/dev/null || true)
-port=${port:-9977}
 cat <<TXT
 Metrics (one exporter per node, hostNetwork, port $port, TLS + basic auth;
 the CA and the password are in $SECRETS/):

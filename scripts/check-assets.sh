@@ -7,6 +7,7 @@
 #     (newest; the manifests also 1.33)
 #   - kind-config/kind-cluster.yaml: only fields kind's v1alpha4 Cluster has
 #   - kind-config/up.sh, scripts/image*.sh: bash -n, and shellcheck when installed
+#   - kind-config/up.sh's preflight against stub tools (kind-config/tests/preflight-test.sh)
 #   - kind-config/image/: both Containerfiles list the same binaries; hadolint
 #   - dashboards/*.json: parses, datasource variable used everywhere, namespace/pod
 #     variables, every target has a PromQL expr using only known variables, and
@@ -218,7 +219,11 @@ check_scripts() {
   fi
 }
 step "scripts: kind-config/up.sh scripts/image*.sh" \
-  check_scripts kind-config/up.sh scripts/image.sh scripts/image-check.sh scripts/image-lib.sh
+  check_scripts kind-config/up.sh kind-config/preflight.sh kind-config/tests/preflight-test.sh \
+  scripts/image.sh scripts/image-check.sh scripts/image-lib.sh
+# up.sh's preflight with stub tools and a fake /proc and /sys: it stops
+# before building, naming the fix (kind-config/tests/preflight-test.sh).
+step "kind-config/up.sh preflight (stub tools)" bash kind-config/tests/preflight-test.sh
 
 # The Docker path (Containerfile.build) must build what the scratch path does.
 check_containerfiles() {

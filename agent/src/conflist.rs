@@ -52,6 +52,12 @@ pub fn render(ranges: &[IpNet], options: &Options) -> String {
         // outside the cluster routes them back. Other nodes' pods do (the
         // agents' routes), hence `clusterCIDRs`.
         "ipMasq": true,
+        // kube-proxy's Services: a pod reaching itself through its own
+        // Service is DNATed back to the port it came from (hairpin), and a
+        // same-node backend's reply must pass netfilter to be un-NATed even
+        // where net.bridge.bridge-nf-call-* is 0 (the bridge's own option).
+        "hairpinMode": true,
+        "bridgeNetfilter": true,
         "pinPath": options.pin_path,
         "ipam": {
             "type": "builtin",
@@ -122,6 +128,8 @@ mod tests {
                         "isGateway": true,
                         "isDefaultGateway": true,
                         "ipMasq": true,
+                        "hairpinMode": true,
+                        "bridgeNetfilter": true,
                         "pinPath": "/sys/fs/bpf/podmeter",
                         "ipam": {
                             "type": "builtin",

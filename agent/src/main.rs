@@ -36,6 +36,23 @@ fn main() -> ExitCode {
     podmeter_daemon::run(run(args))
 }
 
+/// What the node's kernel lacks for the plugin (logged, and reported by
+/// `/readyz`): the plugin's ADD would fail with the same messages. The
+/// agent does not load `br_netfilter` itself: its image has no modules,
+/// and kind's nodes cannot load any.
+fn kernel_missing() -> Vec<String> {
+    let probe = podmeter_ebpf::kernel::Probe::default();
+    let missing: Vec<String> = [probe.programs(), probe.br_netfilter()]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.to_string())
+        .collect();
+    for m in &missing {
+        error!("the kernel cannot run podmeter's pods: {m}");
+    }
+    missing
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     // Mistakes in the DaemonSet's volumes show here, at start, rather than
     // as a conflist that is never written.
@@ -80,6 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         warn!("no --cluster-cidr: any Node's pod range that is not this node's own networks or special space is routed (the Service range too); set it to the cluster's pod ranges");
     }
     let readiness = ready::Readiness::default();
+    readiness.set_kernel_missing(kernel_missing());
     let metrics = Arc::new(metrics::Metrics::default());
     // Before anything else touches the node's routes: a node without
     // rtnetlink has nothing to route with, nor to check pod ranges against.

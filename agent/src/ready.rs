@@ -7,7 +7,7 @@
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
-    Arc,
+    Arc, OnceLock,
 };
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
@@ -23,9 +23,16 @@ pub struct Readiness(Arc<Parts>);
 struct Parts {
     conflist: AtomicBool,
     routes: AtomicBool,
+    /// What the kernel lacks, found once at start (it cannot change while
+    /// the agent runs): every pod ADD would fail with the same message.
+    kernel: OnceLock<Vec<String>>,
 }
 
 impl Readiness {
+    pub fn set_kernel_missing(&self, missing: Vec<String>) {
+        let _ = self.0.kernel.set(missing);
+    }
+
     pub fn set_conflist(&self, written: bool) {
         self.0.conflist.store(written, Ordering::Relaxed);
     }
@@ -44,6 +51,10 @@ impl Readiness {
             ),
         ];
         let missing: Vec<&str> = parts.iter().filter(|(ok, _)| !ok).map(|p| p.1).collect();
+        if let Some(kernel) = self.0.kernel.get().filter(|k| !k.is_empty()) {
+            let lines: String = kernel.iter().map(|k| format!("kernel: {k}\n")).collect();
+            return (false, lines);
+        }
         if missing.is_empty() {
             (true, "ok: conflist written, routes synced\n".into())
         } else {
@@ -97,5 +108,10 @@ mod tests {
         );
         r.set_routes(true);
         assert!(r.report().0);
+        r.set_kernel_missing(vec!["Linux 5.15 lacks bpf_loop".into()]);
+        assert_eq!(
+            r.report(),
+            (false, "kernel: Linux 5.15 lacks bpf_loop\n".into())
+        );
     }
 }

@@ -29,6 +29,13 @@ pub struct PluginConfig {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub hairpin_mode: bool,
+    /// Bridged traffic passes the node's iptables/nftables hooks (the
+    /// bridge's own `nf_call_iptables`/`nf_call_ip6tables`), whatever the
+    /// node's `net.bridge.bridge-nf-call-*` sysctls say: kube-proxy's DNAT
+    /// must see a same-node Service reply to undo it. Needs the kernel's
+    /// `br_netfilter`.
+    #[serde(default)]
+    pub bridge_netfilter: bool,
     #[serde(default = "default_pin_path")]
     pub pin_path: PathBuf,
     /// `auto` (TCX on kernels ≥ 6.6, else clsact), `tcx` or `clsact`.
@@ -114,7 +121,7 @@ mod tests {
     fn defaults_follow_the_reference_bridge() {
         let c = PluginConfig::from_netconf(&netconf(r#"{"name":"n","type":"podmeter"}"#)).unwrap();
         assert_eq!(c.bridge, "pm0");
-        assert!(!c.is_gateway && !c.hairpin_mode);
+        assert!(!c.is_gateway && !c.hairpin_mode && !c.bridge_netfilter);
         assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/podmeter"));
         assert_eq!(c.tc_attach_mode, AttachMode::Auto);
     }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use podmeter_daemon::LogArgs;
 use podmeter_ebpf::pins::DEFAULT_PIN_PATH;
 
@@ -48,6 +48,17 @@ pub struct Args {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reads a password on stdin (one trailing newline dropped) and prints
+    /// its bcrypt hash for the web config file's `basic_auth_users`, then
+    /// exits: no htpasswd or python3-bcrypt needed.
+    HashPassword,
 }
 
 /// An absolute path other than `/`, which is the landing page, without the

@@ -8,9 +8,11 @@ mod cli;
 mod collector;
 mod exposition;
 mod format;
+mod hash_password;
 mod http;
 mod limit;
 mod pods;
+mod ready;
 mod server;
 mod tls;
 mod web_config;
@@ -29,6 +31,9 @@ use crate::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(cli::Command::HashPassword) = args.command {
+        return hash_password::run();
+    }
     args.log.init();
     podmeter_daemon::run(run(args))
 }
@@ -36,7 +41,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
-    let scraper = Arc::new(collector::Scraper::new(PinLayout::new(&args.pin_path)));
+    let layout = PinLayout::new(&args.pin_path);
+    let scraper = Arc::new(collector::Scraper::new(layout.clone()));
     let app = http::router(scraper, &args.telemetry_path, args.max_requests);
     let (app, tls) = match &args.web_config_file {
         None => (app, None),
@@ -45,6 +51,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (auth::layer(app, path), tls)
         }
     };
+    // After the auth layer: the kubelet's probe has no credentials.
+    let app = app.merge(ready::router(layout));
     let listener = TcpListener::bind(args.listen_address)
         .await
         .with_context(|| format!("listening on {}", args.listen_address))?;

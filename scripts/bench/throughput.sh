@@ -14,6 +14,14 @@
 # and run time deltas from podmeter-exporter give ns per program run.
 # The kfree_skb drop tracer podmeter attaches is machine-wide, so it is
 # attached during the reference runs too (it only runs on dropped skbs).
+#   rtt:   RUNS x PINGS pings 10 ms apart          (ms, mean round trip)
+#
+# COMPARE=bridge-netfilter compares podmeter with `bridgeNetfilter` (what the
+# agent's conflist asks: bridged traffic passes netfilter through the
+# bridge's own nf_call_iptables, for same-node Services) against podmeter
+# without it ("l2only"); both nodes have net.bridge.bridge-nf-call-* = 0 (a
+# host without br_netfilter loaded) and a kube-proxy-like nat table (a DNAT
+# for a ClusterIP nobody uses), so conntrack runs as on a Kubernetes node.
 source "$(dirname "$0")/lib.sh"
 
 RUNS=${RUNS:-5}
@@ -21,25 +29,50 @@ DUR=${DUR:-5}
 RUNS4=${RUNS4:-3}
 DUR4=${DUR4:-3}
 STAT_DUR=${STAT_DUR:-3}
+PINGS=${PINGS:-300}
+COMPARE=${COMPARE:-reference}
+case $COMPARE in
+  reference) VARIANTS=(podmeter reference) ;;
+  bridge-netfilter) VARIANTS=(podmeter l2only) ;;
+  *) echo "bench: COMPARE=$COMPARE: reference or bridge-netfilter" >&2; exit 2 ;;
+esac
 
 bench_init throughput
-need iperf3 curl
+need iperf3 curl busybox
 WORK=$(mktmp)
 RAW=$WORK/raw # lines: test variant run value
 
 declare -A NODE SERVER_IP
 PIN=/sys/fs/bpf/$TAG
-PINS+=("$PIN")
+PINS+=("$PIN-podmeter" "$PIN-l2only")
+
+# A node as COMPARE=bridge-netfilter wants it: no br_netfilter sysctls,
+# conntrack and NAT hooks in use.
+kube_proxy_like() {
+  local node=$1 f
+  for f in iptables ip6tables; do in_ns "$node" sysctl -qw "net.bridge.bridge-nf-call-$f=0"; done
+  in_ns "$node" nft -f - <<'NFT'
+table inet bench-kube-proxy {
+  chain services {
+    type nat hook prerouting priority dstnat;
+    ip daddr 10.96.0.10 tcp dport 80 dnat ip to 10.90.0.250:8080
+  }
+}
+NFT
+}
 
 # wire VARIANT: node netns with pods a and b, iperf3 server in b.
 wire() {
   local v=$1 node=$TAG-$1 plugin conf p out
   NODE[$v]=$node
   mknetns "$node"
+  [ "$COMPARE" = bridge-netfilter ] && kube_proxy_like "$node"
   for p in a b; do
     mknetns "$node-$p"
-    if [ "$v" = podmeter ]; then
-      conf=$(pm_conf "$PIN" "$WORK/ipam-$v")
+    if [ "$v" = podmeter ] || [ "$v" = l2only ]; then
+      conf=$(pm_conf "$PIN-$v" "$WORK/ipam-$v")
+      [ "$COMPARE" = bridge-netfilter ] && [ "$v" = podmeter ] &&
+        conf=$(jq -c '.bridgeNetfilter = true' <<<"$conf")
       plugin=$BIN/podmeter
     else
       conf=$(ref_conf "$WORK/ipam-$v")
@@ -52,8 +85,8 @@ wire() {
   nsenter --net="/run/netns/$node-b" iperf3 -s >/dev/null 2>&1 & # $! is iperf3 (nsenter execs)
   PIDS+=($!)
 }
-wire podmeter
-wire reference
+wire "${VARIANTS[0]}"
+wire "${VARIANTS[1]}"
 sleep 0.5 # servers listening
 
 # client VARIANT ARGS...: one iperf3 run from a to b, JSON on stdout.
@@ -79,28 +112,44 @@ udp_kpps() { jq '.end.sum_received.bytes / 64 / .end.sum_received.seconds / 1000
 
 # series TEST COUNT DURATION CONVERTER IPERF_ARGS...
 series() {
-  local test=$1 count=$2 dur=$3 conv=$4 r v order
+  local test=$1 count=$2 dur=$3 conv=$4 r v
   shift 4
   for ((r = 1; r <= count; r++)); do
-    order="podmeter reference"
-    [ $((r % 2)) = 0 ] && order="reference podmeter"
-    for v in $order; do
+    for v in $(order "$r"); do
       echo "$test $v $r $(client "$v" -t "$dur" "$@" | $conv)" >>"$RAW"
     done
   done
 }
 
-echo "throughput: RUNS=$RUNS x ${DUR}s (tcp), RUNS4=$RUNS4 x ${DUR4}s (tcp -P 4, udp 64 B)"
+# order RUN: the variants, swapped every other run.
+order() {
+  if [ $(($1 % 2)) = 0 ]; then echo "${VARIANTS[1]} ${VARIANTS[0]}"; else echo "${VARIANTS[*]}"; fi
+}
+
+# rtt_series COUNT: busybox ping from a to b, PINGS pings 10 ms apart; the
+# mean round trip in ms.
+rtt_series() {
+  local r v
+  for ((r = 1; r <= $1; r++)); do
+    for v in $(order "$r"); do
+      echo "rtt $v $r $(in_ns "${NODE[$v]}-a" busybox ping -q -c "$PINGS" -i 0.01 "${SERVER_IP[$v]}" |
+        awk -F/ '/round-trip/ { print $4 }')" >>"$RAW"
+    done
+  done
+}
+
+echo "throughput: ${VARIANTS[0]} vs ${VARIANTS[1]} (COMPARE=$COMPARE); RUNS=$RUNS x ${DUR}s (tcp), RUNS4=$RUNS4 x ${DUR4}s (tcp -P 4, udp 64 B), RUNS x $PINGS pings (rtt)"
 machine_line
 series tcp "$RUNS" "$DUR" tcp_gbps
 series tcp4 "$RUNS4" "$DUR4" tcp_gbps -P 4
 series udp "$RUNS4" "$DUR4" udp_kpps -u -l 64 -b 0
+rtt_series "$RUNS"
 
 # ---- per-program cost, from the kernel's BPF stats ----
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 RESTORE+=("sysctl -q -w kernel.bpf_stats_enabled=$old_stats")
 sysctl -q -w kernel.bpf_stats_enabled=1
-start_exporter "${NODE[podmeter]}" "$PIN"
+start_exporter "${NODE[podmeter]}" "$PIN-podmeter"
 scrape() { in_ns "${NODE[podmeter]}" curl -sf "http://$EXPORTER_ADDR/metrics"; }
 # The two tc programs and the drop tracer (ebpf/src/object.rs).
 PROGS=(pm_ingress pm_egress pm_kfree_skb)
@@ -124,20 +173,22 @@ done
 echo
 summary() { # summary TEST UNIT LABEL
   local test=$1 unit=$2 label=$3 v vals s n med p90 min max
-  for v in podmeter reference; do
+  for v in "${VARIANTS[@]}"; do
     vals=$(awk -v t="$test" -v v="$v" '$1 == t && $2 == v { printf "%s%.3g", sep, $4; sep = " " }' "$RAW")
     s=$(awk -v t="$test" -v v="$v" '$1 == t && $2 == v { print $4 }' "$RAW" | stats)
     read -r n med p90 min max <<<"$s"
     printf '| %-22s | %-9s | %-34s | %9.4g | %9.4g-%-9.4g |\n' "$label ($unit)" "$v" "$vals" "$med" "$min" "$max"
     eval "MED_$v=$med"
   done
-  printf '| %-22s | ratio     | podmeter / reference               | %9s |                     |\n' "$label" "$(ratio "$MED_podmeter" "$MED_reference")"
+  printf '| %-22s | ratio     | %-34s | %9s |                     |\n' "$label" "${VARIANTS[0]} / ${VARIANTS[1]}" \
+    "$(ratio "$(eval "echo \$MED_${VARIANTS[0]}")" "$(eval "echo \$MED_${VARIANTS[1]}")")"
 }
 echo "| test                   | variant   | runs (in order)                    |    median | spread (min-max)    |"
 echo "| ---------------------- | --------- | ---------------------------------- | --------- | ------------------- |"
 summary tcp Gbit/s "TCP 1 stream"
 summary tcp4 Gbit/s "TCP -P 4"
 summary udp kpkt/s "UDP 64 B"
+summary rtt ms "ping round trip"
 
 echo
 echo "per program run, with kernel.bpf_stats_enabled=1 (podmeter pair, ${STAT_DUR}s each; one run = one skb;"

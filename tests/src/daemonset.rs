@@ -25,7 +25,8 @@ use crate::cri::{pod_sandbox_config, PodMeta};
 /// The manifest, relative to the workspace.
 const MANIFEST: &str = "kind-config/manifests/daemonset.yaml";
 
-fn workspace() -> PathBuf {
+/// The checkout's root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -87,6 +88,12 @@ impl DaemonSet {
             .collect()
     }
 
+    /// The capabilities container `name` adds (`securityContext`), as the
+    /// manifest spells them ("BPF").
+    pub fn added_capabilities(&self, name: &str) -> Vec<String> {
+        strings(&self.container(name)["securityContext"]["capabilities"]["add"])
+    }
+
     fn container(&self, name: &str) -> &Value {
         self.spec["containers"]
             .as_array()
@@ -141,11 +148,6 @@ impl DaemonSet {
         left_out: &[&str],
     ) -> ContainerConfig {
         let c = self.container(name);
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
-                .unwrap_or_default()
-        };
         let envs = c["env"]
             .as_array()
             .map(Vec::as_slice)
@@ -259,6 +261,13 @@ impl DaemonSet {
             http_path: http_path.map(str::to_owned),
         }
     }
+}
+
+/// A list of strings in the manifest (empty when absent).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The kubelet's translation of requests and limits (cgroup v2 values

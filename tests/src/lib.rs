@@ -24,6 +24,7 @@ pub mod node;
 pub mod packet;
 pub mod podman;
 pub mod prometheus;
+pub mod services;
 pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;

@@ -15,30 +15,20 @@ use std::{
 
 use crate::NetNs;
 
-/// A TCP server in a pod: greets every connection with `hi`. Stops on drop.
-pub struct TcpServer {
+/// A loop on a thread of its own, run until drop.
+pub struct Background {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl TcpServer {
-    /// Listens on every address (IPv4 and IPv6) of `ns` at `port`.
-    pub fn start(ns: &NetNs, port: u16) -> Self {
-        let listener = ns.run_in(|| TcpListener::bind(("::", port)).expect("bind"));
-        listener.set_nonblocking(true).unwrap();
+impl Background {
+    /// Runs `step` until dropped; `step` must return within ~20 ms.
+    pub fn run(mut step: impl FnMut() + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(b"hi");
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                }
+                step();
             }
         });
         Self {
@@ -48,12 +38,43 @@ impl TcpServer {
     }
 }
 
-impl Drop for TcpServer {
+impl Drop for Background {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A TCP server on every address (IPv4 and IPv6) of `ns` at `port`: each
+/// connection is handed to `serve`. Stops on drop.
+pub fn tcp_server(
+    ns: &NetNs,
+    port: u16,
+    mut serve: impl FnMut(TcpStream) + Send + 'static,
+) -> Background {
+    let listener = ns.run_in(|| TcpListener::bind(("::", port)).expect("bind"));
+    listener.set_nonblocking(true).unwrap();
+    Background::run(move || match listener.accept() {
+        Ok((stream, _)) => serve(stream),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+        Err(e) => panic!("accept: {e}"),
+    })
+}
+
+/// A TCP server in a pod: greets every connection with `hi`. Stops on drop.
+pub struct TcpServer {
+    _running: Background,
+}
+
+impl TcpServer {
+    /// Listens on every address (IPv4 and IPv6) of `ns` at `port`.
+    pub fn start(ns: &NetNs, port: u16) -> Self {
+        let _running = tcp_server(ns, port, |mut stream| {
+            let _ = stream.write_all(b"hi");
+        });
+        Self { _running }
     }
 }
 
@@ -77,20 +98,26 @@ pub fn tcp_talks(ns: &NetNs, addr: &str, port: u16, timeout: Duration) -> bool {
 pub fn udp_refused(ns: &NetNs, addr: &str, port: u16) -> bool {
     let to = SocketAddr::new(addr.parse().unwrap(), port);
     ns.run_in(|| {
-        let any: SocketAddr = if to.is_ipv4() {
-            "0.0.0.0:0".parse().unwrap()
-        } else {
-            "[::]:0".parse().unwrap()
-        };
-        let socket = UdpSocket::bind(any).unwrap();
-        socket.connect(to).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let socket = connected_udp(to, Duration::from_secs(2));
         socket.send(b"anyone?").unwrap();
         let mut buf = [0u8; 16];
         matches!(socket.recv(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
     })
+}
+
+/// A UDP socket of `to`'s family connected to `to`, with a read timeout:
+/// the kernel delivers it only datagrams from `to`. Call it on a thread
+/// inside the namespace ([`NetNs::run_in`]).
+pub fn connected_udp(to: SocketAddr, timeout: Duration) -> UdpSocket {
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(any).unwrap();
+    socket.connect(to).unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    socket
 }
 
 /// One `busybox ping` from `ns`: true if the reply came.

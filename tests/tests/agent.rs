@@ -74,6 +74,8 @@ fn expected_conflist(dirs: &AgentDirs, ranges: &[&str], portmap: bool) -> Value 
         "isGateway": true,
         "isDefaultGateway": true,
         "ipMasq": true,
+        "hairpinMode": true,
+        "bridgeNetfilter": true,
         "pinPath": "/sys/fs/bpf/podmeter",
         "ipam": {
             "type": "builtin",

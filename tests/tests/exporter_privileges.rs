@@ -5,8 +5,10 @@
 
 use std::{fs, process::Command};
 
+use podmeter_ebpf::pins::DROPS_MAP;
 use podmeter_tests::{
     binary,
+    daemonset::DaemonSet,
     exporter::{assert_scrape_matches_kernel, pod_series, sample, Exporter},
     http,
     node::GATEWAY_V4,
@@ -77,6 +79,12 @@ fn scrape(node: &Node, exporter: &Exporter) -> String {
     let r = node.ns.run_in(move || http::get(addr, "/metrics", None));
     assert_eq!(r.status, 200);
     r.body
+}
+
+/// `/readyz` from inside the node.
+fn readyz(node: &Node, exporter: &Exporter) -> http::Response {
+    let addr = exporter.addr;
+    node.ns.run_in(move || http::get(addr, "/readyz", None))
 }
 
 fn pod_with_traffic(node: &Node) -> Pod {
@@ -173,5 +181,61 @@ fn another_uid_with_only_cap_dac_override_reads_the_pins() {
     assert_eq!(
         sample(&metrics, "podmeter_exporter_scrape_errors_total"),
         Some(0.0)
+    );
+}
+
+/// The DaemonSet's exporter: uid 0 with exactly the capabilities its
+/// manifest adds (CAP_BPF, which kernels 5.17-6.4 need for any bpf() call
+/// while `kernel.unprivileged_bpf_disabled` is set) and a read-only bpffs:
+/// it reads the pins and `/readyz` says so. `/readyz` fails, naming why,
+/// when the pins cannot be read (another uid) or a map is missing, and
+/// passes where nothing is pinned yet.
+#[test]
+fn the_manifests_security_context_reads_the_pins_and_readyz_follows_them() {
+    podmeter_testkit::needs_root!();
+    let caps: Vec<String> = DaemonSet::load()
+        .added_capabilities("exporter")
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    assert_eq!(
+        caps,
+        ["bpf"],
+        "the manifest's exporter capabilities changed"
+    );
+    let empty = Node::new();
+    let exporter = start(&empty, &setpriv(0, Some(&caps.join(",+"))), false);
+    let r = readyz(&empty, &exporter);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok: nothing pinned yet (no pod wired on this node)\n")
+    );
+
+    let node = Node::new();
+    let pod = pod_with_traffic(&node);
+    let exporter = start(&node, &setpriv(0, Some(&caps.join(",+"))), true);
+    let cap_bpf = "0000008000000000".to_owned();
+    assert_eq!(credentials(&exporter), ("0".into(), vec![cap_bpf; 5]));
+    let r = readyz(&node, &exporter);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ok: the pinned maps are readable\n")
+    );
+    assert_scrape_matches_kernel(&node, &pod, "a", || scrape(&node, &exporter));
+
+    // Unreadable: the pins are root's.
+    let other = start(&node, &setpriv(65534, None), false);
+    let r = readyz(&node, &other);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Permission denied"), "{}", r.body);
+
+    // A map missing from a pin directory that is there.
+    fs::remove_file(node.layout().map(DROPS_MAP)).unwrap();
+    let r = readyz(&node, &exporter);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains(DROPS_MAP) || r.body.contains("No such file"),
+        "{}",
+        r.body
     );
 }

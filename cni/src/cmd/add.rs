@@ -27,7 +27,7 @@ use crate::{
     error::PluginError,
     masq,
     net::{
-        bridge::ensure_bridge,
+        bridge::{ensure_bridge, ensure_netfilter},
         link::{delete_link_by_name, set_up, LinkSummary},
         names::temp_peer_name,
         netns::{in_netns, with_netlink, Netlink},
@@ -167,6 +167,9 @@ fn create_links(
     let created = netlink.run(|h| async move {
         let bridge =
             ensure_bridge(&h, &inv.plugin.bridge, inv.plugin.mtu, &plan.bridge_addrs).await?;
+        if inv.plugin.bridge_netfilter {
+            ensure_netfilter(&h, &inv.plugin.bridge).await?;
+        }
         let host = create_veth(
             &h,
             name,

@@ -2,7 +2,7 @@
 //! touches anything, STATUS reports it, so a config that cannot ADD on this
 //! node does not pass STATUS.
 
-use podmeter_ebpf::{attach, loader, loader::Programs, AttachMode};
+use podmeter_ebpf::{attach, kernel::Probe, loader, loader::Programs, AttachMode};
 
 use super::Invocation;
 use crate::{
@@ -13,9 +13,17 @@ use crate::{
     timing,
 };
 
-/// Loads (or reopens) the programs, and checks the attach mode, `nft` for
+/// Checks the kernel (release, BTF; `br_netfilter` for `bridgeNetfilter`),
+/// loads (or reopens) the programs, and checks the attach mode, `nft` for
 /// `ipMasq` and that the bridge's name is free or a bridge.
 pub fn node_ready(inv: &Invocation, netlink: &Netlink) -> Result<Programs, PluginError> {
+    let kernel = Probe::default();
+    kernel.programs().map_err(not_available)?;
+    if inv.plugin.bridge_netfilter {
+        kernel
+            .br_netfilter()
+            .map_err(|e| not_available(format!("bridgeNetfilter: {e}")))?;
+    }
     let programs = loader::ensure_loaded(&inv.layout())?;
     timing::mark("programs: load or reopen");
     let mode = inv.plugin.tc_attach_mode;
@@ -37,4 +45,8 @@ pub fn node_ready(inv: &Invocation, netlink: &Netlink) -> Result<Programs, Plugi
     }
     timing::mark("preflight: netlink, nft");
     Ok(programs)
+}
+
+fn not_available(e: impl ToString) -> PluginError {
+    PluginError::NotAvailable(e.to_string())
 }

@@ -1,6 +1,8 @@
 //! The node's bridge that all pod veths are enslaved to.
 
 use ipnet::IpNet;
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::packet_route::link::InfoBridge;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
 use super::addr::add_address;
@@ -51,6 +53,36 @@ pub async fn ensure_bridge(
         add_address(h, br.index, *gw, name).await?;
     }
     Ok(br.summary())
+}
+
+/// Turns on the bridge `name`'s own `nf_call_iptables` and
+/// `nf_call_ip6tables` unless they are: bridged pod-to-pod traffic then
+/// passes the node's netfilter hooks even where the node's
+/// `net.bridge.bridge-nf-call-*` sysctls are 0 (Docker ≥ 27.3 hosts, kind
+/// nodes), so kube-proxy un-NATs a same-node Service's reply. The option
+/// has an effect only with the kernel's `br_netfilter` present, which the
+/// preflight checks.
+pub async fn ensure_netfilter(h: &Handle, name: &str) -> Result<(), NetError> {
+    let br = link_by_name(h, name)
+        .await?
+        .ok_or_else(|| NetError::LinkNotFound {
+            name: name.to_owned(),
+        })?;
+    if br.bridge_netfilter == Some(true) {
+        return Ok(());
+    }
+    // Bridge options change through RTM_NEWLINK on the existing link (no
+    // NLM_F_CREATE): RTM_SETLINK ignores IFLA_LINKINFO's data.
+    let msg = LinkBridge::new(name)
+        .append_info_data(InfoBridge::NfCallIpTables(true))
+        .append_info_data(InfoBridge::NfCallIp6Tables(true))
+        .build();
+    h.link()
+        .add(msg)
+        .set_flags(NLM_F_REQUEST | NLM_F_ACK)
+        .execute()
+        .await
+        .map_err(NetError::netlink("set nf_call_iptables on bridge", name))
 }
 
 /// A random unicast, locally administered MAC address.

@@ -4,7 +4,8 @@ use std::fs::File;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoPortData, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use rtnetlink::{Handle, LinkUnspec};
 
@@ -41,6 +42,8 @@ pub struct LinkDetails {
     pub admin_up: bool,
     /// Hairpin mode of the bridge port, when the link is a bridge port.
     pub hairpin: Option<bool>,
+    /// A bridge's `nf_call_iptables` and `nf_call_ip6tables`, both on.
+    pub bridge_netfilter: Option<bool>,
     /// `IFLA_LINK`: a veth's peer, by its index in its own namespace.
     pub link_index: Option<u32>,
     /// `IFLA_LINK_NETNSID`: the peer's namespace, by the id this namespace
@@ -68,6 +71,7 @@ impl LinkDetails {
             controller: None,
             admin_up: msg.header.flags.contains(LinkFlags::Up),
             hairpin: None,
+            bridge_netfilter: None,
             link_index: None,
             link_netnsid: None,
         };
@@ -89,6 +93,9 @@ impl LinkDetails {
                                     _ => None,
                                 });
                             }
+                            LinkInfo::Data(InfoData::Bridge(opts)) => {
+                                d.bridge_netfilter = Some(bridge_netfilter(opts));
+                            }
                             _ => {}
                         }
                     }
@@ -98,6 +105,18 @@ impl LinkDetails {
         }
         d
     }
+}
+
+/// Whether a bridge hands its IPv4 and IPv6 traffic to netfilter.
+fn bridge_netfilter(opts: &[InfoBridge]) -> bool {
+    let on = |want: fn(&InfoBridge) -> Option<bool>| opts.iter().find_map(want) == Some(true);
+    on(|o| match o {
+        InfoBridge::NfCallIpTables(v) => Some(*v),
+        _ => None,
+    }) && on(|o| match o {
+        InfoBridge::NfCallIp6Tables(v) => Some(*v),
+        _ => None,
+    })
 }
 
 /// Looks a link up by name in the handle's namespace; `Ok(None)` if there is none.
