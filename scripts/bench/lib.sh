@@ -7,10 +7,15 @@
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=$ROOT/target/release
+# BIN=dir runs other builds (the per-packet figures are the BPF object's,
+# which clang builds the same way for debug and release).
+BUILD_RELEASE=1
+[ -n "${BIN:-}" ] && BUILD_RELEASE=0
+BIN=${BIN:-$ROOT/target/release}
 CNI_PATH=/usr/lib/cni
 
-# bench_init NAME: the resource prefix, the cleanup trap, the release build.
+# bench_init NAME: the resource prefix, the cleanup trap, the release build
+# (unless BIN names another build).
 bench_init() {
   TAG="pmbench-$1-$$"
   NETNS=() # every netns we made (node and pod), removed on exit
@@ -28,7 +33,9 @@ bench_init() {
     echo "bench: bpffs is not mounted at /sys/fs/bpf (scripts/setup.sh mounts it)" >&2
     exit 1
   fi
-  (cd "$ROOT" && cargo build --release --workspace --bins --locked -q)
+  if [ "$BUILD_RELEASE" = 1 ]; then
+    (cd "$ROOT" && cargo build --release --workspace --bins --locked -q)
+  fi
 }
 
 bench_cleanup() {
