@@ -211,20 +211,27 @@ int pm_ingress(struct __sk_buff *skb)
 {
 	struct pm_counter *c = pod_counter(skb, PM_DIR_TRANSMIT);
 	__u32 len = skb->len + (skb->vlan_present ? 4 : 0);
-	struct pm_packet p = {};
+	__u32 ifindex = skb->ifindex;
+	const struct pm_source *s;
 	struct pm_policy *pol;
-	__u32 ifindex, reason;
-	int parsed;
+	__u32 reason;
 
 	if (!c)
 		return TC_ACT_UNSPEC;
 	count(c, len);
-	parsed = parse(skb, &p);
-	reason = source_check(skb, &p, parsed);
-	if (!reason) {
-		ifindex = skb->ifindex;
-		pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
-		if (pol)
+	s = pod_source(ifindex);
+	pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
+	reason = source_frame(skb, s);
+	if (!reason)
+		reason = source_quick(skb, s);
+	/* The full parse only where validation or policy needs it. */
+	if (reason == PM_CHECK_PARSE || (!reason && pol)) {
+		struct pm_packet p = {};
+		int parsed = parse(skb, &p);
+
+		if (reason == PM_CHECK_PARSE)
+			reason = source_check(skb, s, &p, parsed);
+		if (!reason && pol)
 			reason = policy_verdict(skb, PM_DIR_TRANSMIT, pol, &p, parsed);
 	}
 	return reason ? deny(skb, PM_DIR_TRANSMIT, reason, len) : TC_ACT_UNSPEC;

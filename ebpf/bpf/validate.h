@@ -39,6 +39,46 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pm_sources SEC(".maps");
 
+/*
+ * A per-CPU copy of the entries of the pods this CPU last saw transmit,
+ * direct-mapped by ifindex: a hit costs an array lookup the verifier
+ * inlines instead of a hash lookup, on every packet a pod sends. An entry
+ * never changes while its pod lives (ADD writes it once before the pod's
+ * links come up; DEL removes it with the veth), and the kernel allocates
+ * ifindexes cyclically, so a copy cannot outlive its pod into another pod
+ * with the same ifindex. Not pinned: the programs' own.
+ */
+#define PM_SOURCE_SLOTS 64
+struct pm_source_slot {
+	__u32 ifindex; /* 0: empty (no device has ifindex 0) */
+	__u32 pad;
+	struct pm_source source;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PM_SOURCE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pm_source_slot);
+} pm_source_cache SEC(".maps");
+
+/* The pod's pm_sources entry (NULL: none), from this CPU's copy if it has one. */
+static __always_inline const struct pm_source *pod_source(__u32 ifindex)
+{
+	__u32 slot = ifindex % PM_SOURCE_SLOTS;
+	struct pm_source_slot *c = bpf_map_lookup_elem(&pm_source_cache, &slot);
+	const struct pm_source *s;
+
+	if (c && c->ifindex == ifindex)
+		return &c->source;
+	s = bpf_map_lookup_elem(&pm_sources, &ifindex);
+	if (s && c) {
+		c->ifindex = ifindex;
+		c->source = *s;
+	}
+	return s;
+}
+
 /* Whether a (16 bytes, IPv4 in the first 4) equals b of family. */
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 {
@@ -162,19 +202,74 @@ static __always_inline int ip_ok(struct __sk_buff *skb, const struct pm_packet *
 }
 
 /*
- * 0 if the pod behind this host veth may transmit the packet (parsed into
- * p, with parse()'s result), else the drop reason.
+ * The frame's own check, first for every frame: 0 if it comes from the pod
+ * with entry s (NULL: none) untagged and from the pod's MAC, else the drop
+ * reason.
  */
-static __always_inline __u32 source_check(struct __sk_buff *skb, const struct pm_packet *p,
-					  int parsed)
+static __always_inline __u32 source_frame(struct __sk_buff *skb, const struct pm_source *s)
 {
-	__u32 ifindex = skb->ifindex;
-	const struct pm_source *s = bpf_map_lookup_elem(&pm_sources, &ifindex);
 	__u8 src[ETH_ALEN];
 
 	if (!s || vlan_tagged(skb))
 		return PM_DROP_SPOOFED_SOURCE;
 	if (load(skb, ETH_ALEN, src, sizeof(src)) || !mac_eq(src, s->mac))
+		return PM_DROP_SPOOFED_SOURCE;
+	return 0;
+}
+
+/* source_quick()'s answer for a packet it leaves to source_check(). */
+#define PM_CHECK_PARSE 1
+
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+/*
+ * Most of what pods send, checked without the full parse (the per-packet
+ * cost of validation for a pod without policy): TCP, UDP or SCTP from a
+ * specified source, without IPv6 extension headers, with its ports in the
+ * packet. 0 if the source is the pod's, SPOOFED_SOURCE if not,
+ * PM_CHECK_PARSE for anything else (ARP, ICMP, extension headers, the
+ * unspecified source, a short packet), which source_check() decides.
+ * Called after source_frame() passed the frame.
+ */
+static __always_inline __u32 source_quick(struct __sk_buff *skb, const struct pm_source *s)
+{
+	__u32 min_len;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (load(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5 ||
+		    !has_ports(ip.protocol) || !ip.saddr)
+			return PM_CHECK_PARSE;
+		min_len = ETH_HLEN + ip.ihl * 4 + 4;
+		if (!(ip.frag_off & bpf_htons(PM_IP_OFFSET)) && skb->len < min_len)
+			return PM_CHECK_PARSE;
+		return pod_addr(s, AF_INET, (const __u8 *)&ip.saddr) ? 0 : PM_DROP_SPOOFED_SOURCE;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (load(skb, ETH_HLEN, &ip6, sizeof(ip6)) || ip6.version != 6 ||
+		    !has_ports(ip6.nexthdr) || all_zero((const __u8 *)&ip6.saddr, AF_INET6) ||
+		    skb->len < ETH_HLEN + sizeof(ip6) + 4)
+			return PM_CHECK_PARSE;
+		return pod_addr(s, AF_INET6, (const __u8 *)&ip6.saddr) ? 0 : PM_DROP_SPOOFED_SOURCE;
+	}
+	return PM_CHECK_PARSE;
+}
+
+/*
+ * 0 if the pod with entry s may transmit the packet (parsed into p, with
+ * parse()'s result), else the drop reason. Called after source_frame()
+ * passed the frame.
+ */
+static __always_inline __u32 source_check(struct __sk_buff *skb, const struct pm_source *s,
+					  const struct pm_packet *p, int parsed)
+{
+	if (!s)
 		return PM_DROP_SPOOFED_SOURCE;
 	if (parsed == PM_PARSE_BAD)
 		return PM_DROP_UNPARSABLE;

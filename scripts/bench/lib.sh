@@ -153,7 +153,7 @@ machine_line() {
   # Uncommitted changes outside scripts/bench would change what was measured.
   dirty=$(git -C "$ROOT" status --porcelain -- . ':!scripts/bench' ':!BENCHMARKS.md' 2>/dev/null | head -1)
   echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "podmeter: commit $rev${dirty:+ + uncommitted changes}, release build"
+  echo "podmeter: commit $rev${dirty:+ + uncommitted changes}, binaries in $BIN"
 }
 
 # Network configs, the same shape for both plugins: bridge pmb0, isGateway,
