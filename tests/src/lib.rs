@@ -23,6 +23,7 @@ pub mod leftovers;
 pub mod netns;
 pub mod nft;
 pub mod node;
+pub mod packet;
 pub mod podman;
 pub mod prometheus;
 pub mod sim_cluster;
