@@ -173,7 +173,7 @@ fn neighbour_mac(pod: &Pod, addr: IpAddr) -> String {
 fn a_pod_cannot_send_as_another() {
     podmeter_testkit::needs_root!();
     let (node, [a, b, c]) = pods(["a", "b", "c"]);
-    let ((a4, a6), (b4, b6), (_, c6)) = (addrs(&a), addrs(&b), addrs(&c));
+    let ((a4, a6), (b4, b6), (c4, c6)) = (addrs(&a), addrs(&b), addrs(&c));
     let (a_mac, b_mac, c_mac) = (pod_mac(&a), pod_mac(&b), pod_mac(&c));
     default_deny(&node, "b", "receive");
     rule(
@@ -235,6 +235,16 @@ fn a_pod_cannot_send_as_another() {
             &ip(src, dst, TCP, &syn),
         ));
     }
+    // A's MAC alone, with C's own address: only the MAC check stops it
+    // moving A's MAC to C's bridge port.
+    let own = frames::udp(c4, b4, 40003, 7000, b"as a's mac");
+    sent.push(eth(
+        b_mac,
+        a_mac,
+        &[],
+        frames::ETH_P_IP,
+        &ip(c4, b4, UDP, &own),
+    ));
     // ARP: a reply to B and a gratuitous request, both "A is at C's MAC".
     sent.push(eth(
         b_mac,
