@@ -6,7 +6,14 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-const SOURCES: &[&str] = &["bpf/podmeter.bpf.c", "bpf/podmeter.h", "bpf/policy.h"];
+const SOURCES: &[&str] = &[
+    "bpf/podmeter.bpf.c",
+    "bpf/podmeter.h",
+    "bpf/parse.h",
+    "bpf/policy.h",
+    "bpf/fragments.h",
+    "bpf/validate.h",
+];
 const CLANG_CANDIDATES: &[&str] = &["clang", "clang-21", "clang-20", "clang-19", "clang-18"];
 
 fn find_clang() -> String {

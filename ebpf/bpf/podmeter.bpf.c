@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * tc programs attached to each pod's host-side veth. They count, and for a
- * pod with policy (policy.h) drop what its rules deny. Everything else
+ * tc programs attached to each pod's host-side veth. They count, drop what
+ * a pod sends as someone else (validate.h), and for a pod with policy
+ * (policy.h) drop what its rules deny. Everything else
  * returns TC_ACT_UNSPEC so that, under TCX, any program attached after ours
  * (another tool's policy, say) still runs and decides the packet's fate.
  */
@@ -11,8 +12,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "fragments.h"
+#include "parse.h"
 #include "podmeter.h"
 #include "policy.h"
+#include "validate.h"
 
 /*
  * Per-CPU so concurrent packets on different CPUs never lose an update.
@@ -113,7 +117,7 @@ static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int 
  * The host veth of the packet a tc program just denied on this CPU (0:
  * none). The kernel frees a TC_ACT_SHOT packet on the same CPU right after
  * the program returns, so the drop tracer, seeing this mark, knows the drop
- * was counted as POLICY_DENIED already and does not count it again.
+ * was counted with podmeter's own reason already and does not count it again.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -202,13 +206,14 @@ static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key 
 	return c;
 }
 
-/* Counts a packet the pod's policy denied and drops it. */
-static __always_inline int deny(struct __sk_buff *skb, __u32 direction)
+/* Counts a packet podmeter drops (len bytes, reason one of podmeter's
+ * own) and drops it. */
+static __always_inline int deny(struct __sk_buff *skb, __u32 direction, __u32 reason, __u32 len)
 {
 	struct pm_drop_key key = {
 		.ifindex = skb->ifindex,
 		.direction = direction,
-		.reason = PM_DROP_POLICY_DENIED,
+		.reason = reason,
 	};
 	struct pm_counter *c = drop_counter(&key);
 	__u32 zero = 0;
@@ -216,7 +221,7 @@ static __always_inline int deny(struct __sk_buff *skb, __u32 direction)
 
 	if (c) {
 		c->packets += 1;
-		c->bytes += skb->len;
+		c->bytes += len;
 	}
 	mark = bpf_map_lookup_elem(&pm_denied, &zero);
 	if (mark)
@@ -224,20 +229,37 @@ static __always_inline int deny(struct __sk_buff *skb, __u32 direction)
 	return TC_ACT_SHOT;
 }
 
-/* Whether the pod behind this host veth may pass the packet: yes unless it
- * has policy and the policy says no. */
-static __always_inline int allowed(struct __sk_buff *skb, __u32 direction)
+/*
+ * 0 if the pod behind this host veth may pass the packet (parsed into p
+ * with parse()'s result), else the drop reason: none without policy;
+ * with policy, what the rules say, and a packet that could not be parsed
+ * to its end is never allowed.
+ */
+static __always_inline __u32 policy_verdict(struct __sk_buff *skb, __u32 direction,
+					    const struct pm_policy *pol, struct pm_packet *p,
+					    int parsed)
 {
 	__u32 ifindex = skb->ifindex;
-	struct pm_policy *pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
 
-	return !pol || policy_allows(skb, ifindex, direction, pol);
+	if (parsed == PM_PARSE_BAD)
+		return PM_DROP_UNPARSABLE;
+	if (parsed == PM_PARSE_NOT_IP)
+		return skb->protocol == bpf_htons(ETH_P_ARP) ||
+				       pol->default_action[direction & 1] == PM_ACTION_ALLOW ?
+			       0 :
+			       PM_DROP_POLICY_DENIED;
+	if (frag_follows(ifindex, direction, p))
+		return 0;
+	if (!policy_allows(ifindex, direction, pol, p))
+		return PM_DROP_POLICY_DENIED;
+	frag_allowed(ifindex, direction, p);
+	return 0;
 }
 
-static __always_inline void count(struct pm_counter *c, struct __sk_buff *skb)
+static __always_inline void count(struct pm_counter *c, __u32 len)
 {
 	c->packets += 1;
-	c->bytes += skb->len;
+	c->bytes += len;
 }
 
 static __always_inline struct pm_counter *pod_counter(struct __sk_buff *skb, __u32 direction)
@@ -250,17 +272,42 @@ static __always_inline struct pm_counter *pod_counter(struct __sk_buff *skb, __u
 	return bpf_map_lookup_elem(&pm_counters, &key);
 }
 
-/* Host veth ingress: the pod transmitted this packet. The veth counted it
- * as sent whatever the policy says, and so do we. */
+/*
+ * Host veth ingress: the pod transmitted this packet. The veth counted it
+ * as sent whatever happens to it next, and so do we, with the bytes the
+ * veth counted: a VLAN tag the kernel popped on the way in (vlan_present)
+ * was in the frame the pod sent. Then the source is checked (validate.h),
+ * then the pod's policy, if any.
+ */
 SEC("classifier")
 int pm_ingress(struct __sk_buff *skb)
 {
 	struct pm_counter *c = pod_counter(skb, PM_DIR_TRANSMIT);
+	__u32 len = skb->len + (skb->vlan_present ? 4 : 0);
+	__u32 ifindex = skb->ifindex;
+	const struct pm_source *s;
+	struct pm_policy *pol;
+	__u32 reason;
 
 	if (!c)
 		return TC_ACT_UNSPEC;
-	count(c, skb);
-	return allowed(skb, PM_DIR_TRANSMIT) ? TC_ACT_UNSPEC : deny(skb, PM_DIR_TRANSMIT);
+	count(c, len);
+	s = pod_source(ifindex);
+	pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
+	reason = source_frame(skb, s);
+	if (!reason)
+		reason = source_quick(skb, s);
+	/* The full parse only where validation or policy needs it. */
+	if (reason == PM_CHECK_PARSE || (!reason && pol)) {
+		struct pm_packet p = {};
+		int parsed = parse(skb, &p);
+
+		if (reason == PM_CHECK_PARSE)
+			reason = source_check(skb, s, &p, parsed);
+		if (!reason && pol)
+			reason = policy_verdict(skb, PM_DIR_TRANSMIT, pol, &p, parsed);
+	}
+	return reason ? deny(skb, PM_DIR_TRANSMIT, reason, len) : TC_ACT_UNSPEC;
 }
 
 /* Host veth egress: the pod will receive this packet, unless its policy
@@ -269,12 +316,21 @@ SEC("classifier")
 int pm_egress(struct __sk_buff *skb)
 {
 	struct pm_counter *c = pod_counter(skb, PM_DIR_RECEIVE);
+	__u32 ifindex = skb->ifindex;
+	struct pm_policy *pol;
 
 	if (!c)
 		return TC_ACT_UNSPEC;
-	if (!allowed(skb, PM_DIR_RECEIVE))
-		return deny(skb, PM_DIR_RECEIVE);
-	count(c, skb);
+	pol = bpf_map_lookup_elem(&pm_policy, &ifindex);
+	if (pol) {
+		struct pm_packet p = {};
+		int parsed = parse(skb, &p);
+		__u32 reason = policy_verdict(skb, PM_DIR_RECEIVE, pol, &p, parsed);
+
+		if (reason)
+			return deny(skb, PM_DIR_RECEIVE, reason, skb->len);
+	}
+	count(c, skb->len);
 	return TC_ACT_UNSPEC;
 }
 
@@ -358,7 +414,7 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		__u32 *mark = bpf_map_lookup_elem(&pm_denied, &zero);
 
 		if (mark && *mark == dev_key.ifindex) {
-			*mark = 0; /* counted by deny() as POLICY_DENIED */
+			*mark = 0; /* counted by deny() with podmeter's own reason */
 			return 0;
 		}
 	}

@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PODMETER_ABI_VERSION 2
+#define PODMETER_ABI_VERSION 3
 
 /* Traffic direction, as seen by the pod (like cAdvisor's container_network_*). */
 enum pm_direction {
@@ -91,6 +91,21 @@ struct pm_pod_info {
 	struct pm_ip ips[PM_MAX_IPS];
 	__u32 n_ips;
 	__u32 flags; /* reserved, 0 */
+};
+
+/*
+ * pm_sources value, keyed by the pod's host veth ifindex (__u32): who the
+ * pod may send as (validate.h), as ADD configured it, and its gateways
+ * (routers whose ICMP errors about the pod's flows pass its policy).
+ * Written by userspace before the pod's links come up.
+ */
+#define PM_MAX_GATEWAYS 2
+struct pm_source {
+	__u8 mac[6]; /* the pod interface's */
+	__u8 pad[2];
+	__u8 link_local[16]; /* fe80::/64 EUI-64 of mac */
+	struct pm_ip ips[PM_MAX_IPS]; /* family 0 = unused slot */
+	struct pm_ip gateways[PM_MAX_GATEWAYS];
 };
 
 /*
@@ -194,6 +209,11 @@ struct pm_flow {
  * 16 bits from 0 upwards), so the two never collide.
  */
 #define PM_DROP_POLICY_DENIED 0xffff0001u
+/* A pod sent as someone else, tagged a frame or acted as a router (validate.h). */
+#define PM_DROP_SPOOFED_SOURCE 0xffff0002u
+/* A packet that could not be classified to its end (parse.h), from a pod
+ * or to a pod with policy. */
+#define PM_DROP_UNPARSABLE 0xffff0003u
 
 #define PM_MAX_PODS 8192
 /* Distinct (pod, direction, reason) drop entries the node can hold. */
@@ -207,6 +227,7 @@ _Static_assert(sizeof(struct pm_dev) == 8, "pm_dev layout");
 _Static_assert(sizeof(struct pm_ip) == 20, "pm_ip layout");
 _Static_assert(sizeof(struct pm_pod_info) == 760, "pm_pod_info layout");
 
+_Static_assert(sizeof(struct pm_source) == 144, "pm_source layout");
 _Static_assert(sizeof(struct pm_policy) == 8, "pm_policy layout");
 _Static_assert(sizeof(struct pm_rule) == 12, "pm_rule layout");
 _Static_assert(sizeof(struct pm_rule_key) == 28, "pm_rule_key layout");

@@ -1,36 +1,30 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * Per-pod policy, for the tc programs in podmeter.bpf.c: parsing a packet
- * into the tuple the rules and flows are keyed by, the longest-prefix rule
- * walk, and flow tracking, so that replies to connections a pod's rules let
- * through are never dropped by the other direction's rules.
+ * Per-pod policy, for the tc programs in podmeter.bpf.c: the longest-prefix
+ * rule walk, and flow tracking, so that replies to connections a pod's
+ * rules let through are never dropped by the other direction's rules.
+ * Packets come parsed (parse.h).
  *
  * Semantics (the README's "Policy" section says the same to operators):
  * - A packet is allowed if it belongs to a live flow opened in the other
- *   direction, or is an ICMP error quoting a packet of any live flow;
+ *   direction, or is an ICMP error quoting a packet of a live flow and sent
+ *   by that flow's remote end or (received) by one of the pod's gateways;
  *   otherwise the pod's rules for its direction decide: the longest CIDR
  *   holding the remote address whose rules match the packet (protocol,
  *   destination port) wins, then the direction's default. A flow the rules
  *   allowed keeps that verdict until the pod's policy changes (generation).
  * - ARP, IPv6 neighbour discovery and MLD always pass; other non-IP frames
- *   and IP packets too short to parse get the direction's default.
- * - A non-first fragment has no ports: only rules without ports match it.
+ *   get the direction's default; IP (or VLAN-tagged) packets that cannot be
+ *   parsed to their end are denied (podmeter.bpf.c, as UNPARSABLE).
+ * - A non-first fragment has no ports: it passes if its datagram's first
+ *   fragment did (fragments.h), else only rules without ports match it.
  */
 #ifndef PODMETER_POLICY_H
 #define PODMETER_POLICY_H
 
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <bpf/bpf_endian.h>
-
+#include "parse.h"
 #include "podmeter.h"
-
-#define AF_INET 2
-#define AF_INET6 10
-/* The fragment offset bits of iphdr.frag_off (include/net/ip.h). */
-#define PM_IP_OFFSET 0x1fff
+#include "validate.h"
 
 /* How long a flow stays open without packets, by protocol. Long enough
  * for TCP keepalives (2 h by default) and for conntrack-like UDP streams. */
@@ -42,8 +36,6 @@
  * it costs a fraction of a full clock read). */
 #define PM_FLOW_TOUCH_NS 1000000000ULL
 
-/* IPv6 extension headers skipped before the transport header. */
-#define PM_MAX_EXT_HEADERS 6
 /* CIDR lengths a rule walk can visit: /128 down to /0. */
 #define PM_MAX_PREFIX_WALK 129
 
@@ -71,158 +63,6 @@ struct {
 	__type(value, struct pm_flow);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pm_flows SEC(".maps");
-
-/* A packet's addresses and ports, as it travels. */
-struct pm_tuple {
-	__u8 family; /* 0: not parsed */
-	__u8 proto;
-	__u8 has_ports; /* TCP, UDP or SCTP with its header at hand */
-	__u8 pad;
-	__u16 sport; /* host byte order; ICMP echo: the identifier, both */
-	__u16 dport;
-	__u8 saddr[16];
-	__u8 daddr[16];
-};
-
-struct pm_packet {
-	struct pm_tuple t;
-	struct pm_tuple quoted; /* the packet an ICMP error is about */
-	__u8 always_allowed; /* neighbour discovery, MLD */
-};
-
-/* Headers deeper than this are read with the helper only. */
-#define PM_MAX_DIRECT_OFFSET 512
-
-/* Copies len bytes at off: straight from the packet's linear data where
- * they are (no helper call), else with bpf_skb_load_bytes. */
-static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-
-	if (off <= PM_MAX_DIRECT_OFFSET && data + off + len <= end) {
-		__builtin_memcpy(to, data + off, len);
-		return 0;
-	}
-	return bpf_skb_load_bytes(skb, off, to, len);
-}
-
-/* Reads the IP header at off into t. Returns the transport header's
- * offset, 0 if there is none (a non-first fragment), < 0 if unreadable.
- * Extension headers are followed only in the outer packet. */
-static __always_inline int parse_ip(struct __sk_buff *skb, __u32 off, __u16 eth_proto,
-				    struct pm_tuple *t, int outer)
-{
-	if (eth_proto == ETH_P_IP) {
-		struct iphdr ip;
-
-		if (load(skb, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
-			return -1;
-		t->family = AF_INET;
-		t->proto = ip.protocol;
-		__builtin_memcpy(t->saddr, &ip.saddr, 4);
-		__builtin_memcpy(t->daddr, &ip.daddr, 4);
-		if (ip.frag_off & bpf_htons(PM_IP_OFFSET))
-			return 0;
-		return off + ip.ihl * 4;
-	}
-	if (eth_proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
-		__u8 next;
-
-		if (load(skb, off, &ip6, sizeof(ip6)) || ip6.version != 6)
-			return -1;
-		t->family = AF_INET6;
-		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
-		next = ip6.nexthdr;
-		off += sizeof(ip6);
-		for (int i = 0; outer && i < PM_MAX_EXT_HEADERS; i++) {
-			__u8 h[4];
-
-			if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
-			    next != IPPROTO_DSTOPTS && next != IPPROTO_AH &&
-			    next != IPPROTO_FRAGMENT)
-				break;
-			if (load(skb, off, h, sizeof(h)))
-				return -1;
-			if (next == IPPROTO_FRAGMENT) {
-				next = h[0];
-				if (((h[2] << 8) | h[3]) & ~7) {
-					t->proto = next;
-					return 0;
-				}
-				off += 8;
-			} else if (next == IPPROTO_AH) {
-				next = h[0];
-				off += (h[1] + 2) * 4;
-			} else {
-				next = h[0];
-				off += (h[1] + 1) * 8;
-			}
-		}
-		t->proto = next;
-		return off;
-	}
-	return -1;
-}
-
-static __always_inline int is_icmp_error(__u8 proto, __u8 type)
-{
-	if (proto == IPPROTO_ICMP)
-		return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter */
-	return proto == IPPROTO_ICMPV6 && type >= 1 && type <= 4; /* same, and packet too big */
-}
-
-/* Reads ports (or the ICMP echo identifier) at off into t; returns the
- * ICMP type, or -1. */
-static __always_inline int parse_transport(struct __sk_buff *skb, __u32 off, struct pm_tuple *t)
-{
-	__u8 h[6];
-
-	if (load(skb, off, h, sizeof(h)))
-		return -1;
-	switch (t->proto) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-	case IPPROTO_SCTP:
-		t->sport = (h[0] << 8) | h[1];
-		t->dport = (h[2] << 8) | h[3];
-		t->has_ports = 1;
-		return -1;
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6:
-		/* Echo request/reply (ICMP 8/0, ICMPv6 128/129): the identifier
-		 * on both sides, so request and reply share a flow. */
-		if (h[0] == 8 || h[0] == 0 || h[0] == 128 || h[0] == 129)
-			t->sport = t->dport = (h[4] << 8) | h[5];
-		return h[0];
-	}
-	return -1;
-}
-
-/* Parses the packet in skb; < 0 if it is not IP or cannot be read. */
-static __always_inline int parse(struct __sk_buff *skb, struct pm_packet *p)
-{
-	__u16 eth_proto = bpf_ntohs(skb->protocol);
-	int off = parse_ip(skb, ETH_HLEN, eth_proto, &p->t, 1);
-	int type;
-
-	if (off <= 0)
-		return off;
-	type = parse_transport(skb, off, &p->t);
-	if (p->t.proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 137) || type == 143)) {
-		p->always_allowed = 1;
-	} else if (type >= 0 && is_icmp_error(p->t.proto, type)) {
-		/* The quoted header follows the 8 bytes of the ICMP header. */
-		off = parse_ip(skb, off + 8, eth_proto, &p->quoted, 0);
-		if (off > 0)
-			parse_transport(skb, off, &p->quoted);
-		else if (off < 0)
-			p->quoted.family = 0;
-	}
-	return 0;
-}
 
 /* The flow of a packet that travelled in direction dir, from the pod's side. */
 static __always_inline void flow_key(struct pm_flow_key *k, __u32 ifindex, __u32 dir,
@@ -366,15 +206,34 @@ static __always_inline __u8 rule_action(__u32 ifindex, __u32 dir, const struct p
 	return w.decided ? w.action : default_action;
 }
 
+/*
+ * Whether an ICMP error may count as related to the flow it quotes: it
+ * comes from (received) or goes to (transmitted) the quoted flow's remote
+ * end, or a pod receives it from one of its gateways (a router on the
+ * path). Anyone else's error about the flow meets the rules.
+ */
+static __always_inline int error_from_path(__u32 ifindex, __u32 dir, const struct pm_packet *p)
+{
+	int received = dir == PM_DIR_RECEIVE;
+	const __u8 *outer_remote = received ? p->t.saddr : p->t.daddr;
+	/* The quoted packet went the other way: its destination is the
+	 * remote end if the pod sent it. */
+	const __u8 *flow_remote = received ? p->quoted.daddr : p->quoted.saddr;
+
+	if (p->quoted.family != p->t.family)
+		return 0;
+	return addr_eq(outer_remote, flow_remote, p->t.family) ||
+	       (received && pod_gateway(ifindex, p->t.family, outer_remote));
+}
+
 /* Whether a pod with policy pol may send (dir transmit) or receive this
  * packet. Tracks the flows its rules let through. */
-static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, __u32 dir,
-					 const struct pm_policy *pol)
+static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct pm_policy *pol,
+					 const struct pm_packet *p)
 {
 	__u8 default_action = pol->default_action[dir & 1];
 	/* Read once: a verdict is stored with the generation it was made under. */
 	__u32 generation = pol->generation;
-	struct pm_packet p = {};
 	struct pm_flow_key k = {};
 	struct pm_flow_cache *cache;
 	struct pm_flow *f;
@@ -382,19 +241,17 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 	int live;
 	__u64 now;
 
-	if (parse(skb, &p) < 0)
-		return skb->protocol == bpf_htons(ETH_P_ARP) || default_action == PM_ACTION_ALLOW;
-	if (p.always_allowed)
+	if (p->always_allowed)
 		return 1;
 	now = bpf_ktime_get_coarse_ns();
-	if (p.quoted.family) {
+	if (p->quoted.family && error_from_path(ifindex, dir, p)) {
 		/* The quoted packet went the other way. */
-		flow_key(&k, ifindex, dir ^ 1, &p.quoted);
+		flow_key(&k, ifindex, dir ^ 1, &p->quoted);
 		f = bpf_map_lookup_elem(&pm_flows, &k);
 		if (f && flow_live(f, k.proto, now))
 			return 1;
 	}
-	flow_key(&k, ifindex, dir, &p.t);
+	flow_key(&k, ifindex, dir, &p->t);
 	cache = bpf_map_lookup_elem(&pm_flow_cache, &zero);
 	if (cache && now - cache->checked_ns < PM_FLOW_TOUCH_NS && flow_key_eq(&cache->key, &k) &&
 	    flow_allows(cache->opened_by, cache->generation, dir, generation))
@@ -407,7 +264,7 @@ static __always_inline int policy_allows(struct __sk_buff *skb, __u32 ifindex, _
 		flow_remember(cache, &k, f->opened_by, f->generation, now);
 		return 1;
 	}
-	if (rule_action(ifindex, dir, &p.t, default_action) != PM_ACTION_ALLOW)
+	if (rule_action(ifindex, dir, &p->t, default_action) != PM_ACTION_ALLOW)
 		return 0;
 	if (live) {
 		f->generation = generation;

@@ -4,7 +4,7 @@
 //! BTF of the compiled object, so a change on one side cannot go unnoticed.
 
 /// Mirrors `PODMETER_ABI_VERSION`: part of every pin path (`<pin path>/v1/...`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Mirrors `PM_MAX_PODS`: the registry's capacity (the counters hold two entries a pod).
 pub const MAX_PODS: u32 = 8192;
@@ -135,6 +135,26 @@ pub struct IpEntry {
     pub addr: [u8; 16],
 }
 
+impl IpEntry {
+    /// A single address (its full prefix length).
+    pub fn host(addr: std::net::IpAddr) -> Self {
+        let mut e = Self::default();
+        match addr {
+            std::net::IpAddr::V4(a) => {
+                e.family = libc::AF_INET as u8;
+                e.prefix_len = 32;
+                e.addr[..4].copy_from_slice(&a.octets());
+            }
+            std::net::IpAddr::V6(a) => {
+                e.family = libc::AF_INET6 as u8;
+                e.prefix_len = 128;
+                e.addr = a.octets();
+            }
+        }
+        e
+    }
+}
+
 /// Mirrors `struct pm_pod_info`: fixed-size, NUL-padded strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
@@ -151,9 +171,31 @@ pub struct PodInfo {
     pub flags: u32,
 }
 
+/// Mirrors `PM_MAX_GATEWAYS`.
+pub const MAX_GATEWAYS: usize = 2;
+
+/// Mirrors `struct pm_source`: who a pod may send as, and its gateways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Source {
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+    /// The `fe80::/64` EUI-64 address of `mac`.
+    pub link_local: [u8; 16],
+    pub ips: [IpEntry; MAX_IPS],
+    pub gateways: [IpEntry; MAX_GATEWAYS],
+}
+
 /// Mirrors `PM_DROP_POLICY_DENIED`: podmeter's own drop reason, beyond
 /// any kernel's `enum skb_drop_reason`.
 pub const DROP_POLICY_DENIED: u32 = 0xffff_0001;
+
+/// Mirrors `PM_DROP_SPOOFED_SOURCE`: a pod sent as someone else, tagged a
+/// frame or acted as a router.
+pub const DROP_SPOOFED_SOURCE: u32 = 0xffff_0002;
+
+/// Mirrors `PM_DROP_UNPARSABLE`: a packet that could not be classified.
+pub const DROP_UNPARSABLE: u32 = 0xffff_0003;
 
 /// Mirrors `PM_RULES_PER_PREFIX`.
 pub const RULES_PER_PREFIX: usize = 16;
@@ -288,3 +330,5 @@ unsafe impl aya::Pod for RuleSet {}
 unsafe impl aya::Pod for FlowKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Flow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Source {}

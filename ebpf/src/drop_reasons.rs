@@ -7,10 +7,24 @@ use std::{collections::HashMap, path::Path};
 
 use btf_rs::{Btf, Type};
 
-use crate::{abi::DROP_POLICY_DENIED, Error};
+use crate::{
+    abi::{DROP_POLICY_DENIED, DROP_SPOOFED_SOURCE, DROP_UNPARSABLE},
+    Error,
+};
 
 /// The name of podmeter's own drop reason: packets a pod's policy denied.
 pub const POLICY_DENIED: &str = "POLICY_DENIED";
+/// Packets a pod sent as someone else (source validation).
+pub const SPOOFED_SOURCE: &str = "SPOOFED_SOURCE";
+/// Packets that could not be classified to their end.
+pub const UNPARSABLE: &str = "UNPARSABLE";
+
+/// podmeter's own drop reasons, beyond any kernel's `enum skb_drop_reason`.
+pub const OWN: [(u32, &str); 3] = [
+    (DROP_POLICY_DENIED, POLICY_DENIED),
+    (DROP_SPOOFED_SOURCE, SPOOFED_SOURCE),
+    (DROP_UNPARSABLE, UNPARSABLE),
+];
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const ENUM_NAME: &str = "skb_drop_reason";
@@ -46,11 +60,11 @@ impl DropReasons {
         Ok(Self(names))
     }
 
-    /// The name of `reason` (`POLICY_DENIED` for podmeter's own), or its
+    /// The name of `reason` (see [`OWN`] for podmeter's own), or its
     /// number if the kernel did not name it.
     pub fn name(&self, reason: u32) -> String {
-        if reason == DROP_POLICY_DENIED {
-            return POLICY_DENIED.to_owned();
+        if let Some((_, name)) = OWN.iter().find(|(v, _)| *v == reason) {
+            return (*name).to_owned();
         }
         self.0
             .get(&reason)
@@ -60,8 +74,8 @@ impl DropReasons {
 
     /// The value named `name`, if the kernel (or podmeter) has it.
     pub fn value(&self, name: &str) -> Option<u32> {
-        if name == POLICY_DENIED {
-            return Some(DROP_POLICY_DENIED);
+        if let Some((value, _)) = OWN.iter().find(|(_, n)| *n == name) {
+            return Some(*value);
         }
         self.iter().find_map(|(v, n)| (n == name).then_some(v))
     }
@@ -94,6 +108,8 @@ mod tests {
         assert_eq!(reasons.name(u32::MAX), u32::MAX.to_string());
         assert_eq!(reasons.name(DROP_POLICY_DENIED), POLICY_DENIED);
         assert_eq!(reasons.value(POLICY_DENIED), Some(DROP_POLICY_DENIED));
+        assert_eq!(reasons.name(DROP_SPOOFED_SOURCE), SPOOFED_SOURCE);
+        assert_eq!(reasons.value(UNPARSABLE), Some(DROP_UNPARSABLE));
         assert_eq!(reasons.value("TC_INGRESS").map(|v| v < 256), Some(true));
     }
 

@@ -23,9 +23,11 @@ mod pod_keys;
 pub mod policy;
 pub mod policy_store;
 pub mod registry;
+pub mod sources;
 
 pub use abi::{Direction, PodCounter};
 pub use attach::AttachMode;
 pub use error::Error;
 pub use pins::PinLayout;
 pub use registry::{PodDevices, PodIdentity};
+pub use sources::PodSource;

@@ -6,10 +6,10 @@ use std::path::Path;
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo},
+    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, Source},
     object::{MapSpec, MAPS},
     pin_dir,
-    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
     Error,
 };
 
@@ -20,6 +20,7 @@ pub struct PinnedMaps {
     pub(crate) registry: HashMap<MapData, u32, PodInfo>,
     pub(crate) devices: HashMap<MapData, DevKey, Dev>,
     pub(crate) drops: PerCpuHashMap<MapData, DropKey, PodCounter>,
+    pub(crate) sources: HashMap<MapData, u32, Source>,
 }
 
 impl PinnedMaps {
@@ -32,6 +33,7 @@ impl PinnedMaps {
             registry: open_typed(layout, REGISTRY_MAP)?,
             devices: open_typed(layout, DEVICES_MAP)?,
             drops: open_typed(layout, DROPS_MAP)?,
+            sources: open_typed(layout, SOURCES_MAP)?,
         })
     }
 

@@ -5,9 +5,12 @@ use aya::{maps::MapType, programs::TcAttachType};
 use crate::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet, MAX_DROP_KEYS, MAX_FLOWS, MAX_PODS, MAX_RULE_PREFIXES,
+        RuleKeyData, RuleSet, Source, MAX_DROP_KEYS, MAX_FLOWS, MAX_PODS, MAX_RULE_PREFIXES,
     },
-    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP},
+    pins::{
+        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP,
+        SOURCES_MAP,
+    },
 };
 
 /// The object, aligned as the ELF parser requires.
@@ -23,7 +26,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 7] = [
+pub const MAPS: [MapSpec; 8] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -51,6 +54,13 @@ pub const MAPS: [MapSpec; 7] = [
         key_size: size_of::<DropKey>() as u32,
         value_size: size_of::<PodCounter>() as u32,
         max_entries: MAX_DROP_KEYS,
+    },
+    MapSpec {
+        name: SOURCES_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<Source>() as u32,
+        max_entries: MAX_PODS,
     },
     MapSpec {
         name: POLICY_MAP,

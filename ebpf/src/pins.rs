@@ -5,6 +5,7 @@
 //! <pin path>/v<ABI>/pm_counters          per-CPU counters   (map)
 //! <pin path>/v<ABI>/pm_registry          pod identities     (map)
 //! <pin path>/v<ABI>/pm_devices           pod devices by netns and ifindex (map)
+//! <pin path>/v<ABI>/pm_sources           who each pod may send as (map)
 //! <pin path>/v<ABI>/pm_drops             per-CPU drops by pod, direction, reason (map)
 //! <pin path>/v<ABI>/pm_policy            pods with policy: default actions (map)
 //! <pin path>/v<ABI>/pm_rules             policy rules by pod, direction, CIDR (LPM trie)
@@ -27,6 +28,7 @@ pub const COUNTERS_MAP: &str = "pm_counters";
 pub const REGISTRY_MAP: &str = "pm_registry";
 pub const DEVICES_MAP: &str = "pm_devices";
 pub const DROPS_MAP: &str = "pm_drops";
+pub const SOURCES_MAP: &str = "pm_sources";
 pub const POLICY_MAP: &str = "pm_policy";
 pub const RULES_MAP: &str = "pm_rules";
 pub const FLOWS_MAP: &str = "pm_flows";
@@ -84,15 +86,15 @@ mod tests {
         let l = PinLayout::new("/sys/fs/bpf/x");
         assert_eq!(
             l.map(COUNTERS_MAP),
-            Path::new("/sys/fs/bpf/x/v2/pm_counters")
+            Path::new("/sys/fs/bpf/x/v3/pm_counters")
         );
         assert_eq!(
             l.program("pm_ingress"),
-            Path::new("/sys/fs/bpf/x/v2/prog_pm_ingress")
+            Path::new("/sys/fs/bpf/x/v3/prog_pm_ingress")
         );
         assert_eq!(
             l.link(7, "egress"),
-            Path::new("/sys/fs/bpf/x/v2/links/7_egress")
+            Path::new("/sys/fs/bpf/x/v3/links/7_egress")
         );
     }
 }

@@ -56,6 +56,7 @@ pod_keys!(PerCpuHashMap, CounterKey, crate::abi::PodCounter, |k| k
 pod_keys!(PerCpuHashMap, DropKey, crate::abi::PodCounter, |k| k
     .ifindex);
 pod_keys!(HashMap, u32, crate::abi::PolicyEntry, |k| *k);
+pod_keys!(HashMap, u32, crate::abi::Source, |k| *k);
 pod_keys!(HashMap, FlowKey, crate::abi::Flow, |k| k.ifindex);
 
 impl PodKeys for LpmTrie<MapData, RuleKeyData, crate::abi::RuleSet> {

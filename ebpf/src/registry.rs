@@ -7,11 +7,12 @@ use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
 
 use crate::{
     abi::{
-        CounterKey, Dev, DevKey, Direction, DropKey, IpEntry, PodCounter, PodInfo, Side, MAX_IPS,
+        CounterKey, Dev, DevKey, Direction, DropKey, IpEntry, PodCounter, PodInfo, Side, Source,
+        MAX_IPS,
     },
     maps::{open_typed, PinnedMaps},
     pin_dir,
-    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP},
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
     pod_keys::PodKeys,
     policy_store, Error,
 };
@@ -117,7 +118,7 @@ impl PinnedMaps {
     }
 }
 
-/// Removes a pod interface's policy, devices, counters and drops, and its
+/// Removes a pod interface's policy, source, devices, counters and drops, and its
 /// identity last: a DEL killed halfway leaves the identity, by which the next DEL or
 /// GC finds what is left. Removing the devices first means no drop is
 /// attributed to the pod once its counters are going. Each map is opened on
@@ -132,6 +133,11 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     let mut problems: Vec<Error> = policy_store::forget(layout, ifindex);
     problems.extend(
         [
+            with_map(
+                layout,
+                SOURCES_MAP,
+                |m: &mut HashMap<MapData, u32, Source>| m.remove_pod(ifindex),
+            ),
             with_map(layout, DEVICES_MAP, |m| remove_devices(m, ifindex)),
             with_map(layout, COUNTERS_MAP, |m| remove_counters(m, ifindex)),
             with_map(
@@ -185,7 +191,7 @@ pub fn find_attachment(
         .map(|(ifindex, _)| ifindex))
 }
 
-/// Host ifindexes with devices, counters, drops or policy but no identity: left by
+/// Host ifindexes with devices, counters, drops, a source or policy but no identity: left by
 /// an ADD or DEL that died halfway, or an ADD still in flight.
 pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     let registered: BTreeSet<u32> = pods(layout)?.into_iter().map(|(i, _)| i).collect();
@@ -209,6 +215,11 @@ pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
         layout,
         DROPS_MAP,
         |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| m.collect_ifindexes(&mut found),
+    )?;
+    with_map(
+        layout,
+        SOURCES_MAP,
+        |m: &mut HashMap<MapData, u32, Source>| m.collect_ifindexes(&mut found),
     )?;
     found.extend(policy_store::ifindexes(layout)?);
     Ok(found.difference(&registered).copied().collect())
@@ -296,17 +307,10 @@ fn encode(pod: &PodIdentity) -> Result<PodInfo, Error> {
     }
     let mut ips = [IpEntry::default(); MAX_IPS];
     for (slot, (addr, prefix_len)) in ips.iter_mut().zip(&pod.ips) {
-        slot.prefix_len = *prefix_len;
-        match addr {
-            IpAddr::V4(a) => {
-                slot.family = libc::AF_INET as u8;
-                slot.addr[..4].copy_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                slot.family = libc::AF_INET6 as u8;
-                slot.addr = a.octets();
-            }
-        }
+        *slot = IpEntry {
+            prefix_len: *prefix_len,
+            ..IpEntry::host(*addr)
+        };
     }
     Ok(PodInfo {
         k8s_namespace: text("namespace", &pod.namespace)?,

@@ -10,7 +10,7 @@ use object::{Object, ObjectSection};
 use podmeter_ebpf::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, IpEntry, PodCounter, PodInfo, PolicyEntry,
-        RuleEntry, RuleKeyData, RuleSet,
+        RuleEntry, RuleKeyData, RuleSet, Source,
     },
     object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
 };
@@ -99,6 +99,16 @@ fn rust_mirrors_match_btf() {
                 ips,
                 n_ips,
                 flags,
+            }),
+        ),
+        (
+            "pm_source",
+            rust_layout!(Source {
+                mac,
+                pad,
+                link_local,
+                ips,
+                gateways
             }),
         ),
         (

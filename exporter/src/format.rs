@@ -261,10 +261,10 @@ podmeter_pod_receive_packets_total{POD} 3
 # HELP podmeter_pod_transmit_packets_total Packets transmitted by the pod interface (host veth ingress).
 # TYPE podmeter_pod_transmit_packets_total counter
 podmeter_pod_transmit_packets_total{POD} 2
-# HELP podmeter_pod_drop_packets_total Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.
+# HELP podmeter_pod_drop_packets_total Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by podmeter (POLICY_DENIED: the pod's policy; SPOOFED_SOURCE: sent as someone else; UNPARSABLE: not classifiable), by direction and reason.
 # TYPE podmeter_pod_drop_packets_total counter
 podmeter_pod_drop_packets_total{DROP} 1
-# HELP podmeter_pod_drop_bytes_total Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.
+# HELP podmeter_pod_drop_bytes_total Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by podmeter (POLICY_DENIED: the pod's policy; SPOOFED_SOURCE: sent as someone else; UNPARSABLE: not classifiable), by direction and reason.
 # TYPE podmeter_pod_drop_bytes_total counter
 podmeter_pod_drop_bytes_total{DROP} 84
 # HELP podmeter_bpf_program_run_count_total Times the eBPF program ran (while kernel.bpf_stats_enabled=1).

@@ -189,13 +189,13 @@ const DROPS: [Counter<PodCounter>; 2] = [
     counter(
         "podmeter_pod_drop_packets",
         None,
-        "Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
+        "Packets of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by podmeter (POLICY_DENIED: the pod's policy; SPOOFED_SOURCE: sent as someone else; UNPARSABLE: not classifiable), by direction and reason.",
         |c| c.packets,
     ),
     counter(
         "podmeter_pod_drop",
         Some(Unit::Bytes),
-        "Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by the pod's policy (POLICY_DENIED), by direction and reason.",
+        "Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by podmeter (POLICY_DENIED: the pod's policy; SPOOFED_SOURCE: sent as someone else; UNPARSABLE: not classifiable), by direction and reason.",
         |c| c.bytes,
     ),
 ];

@@ -7,10 +7,15 @@
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=$ROOT/target/release
+# BIN=dir runs other builds (the per-packet figures are the BPF object's,
+# which clang builds the same way for debug and release).
+BUILD_RELEASE=1
+[ -n "${BIN:-}" ] && BUILD_RELEASE=0
+BIN=${BIN:-$ROOT/target/release}
 CNI_PATH=/usr/lib/cni
 
-# bench_init NAME: the resource prefix, the cleanup trap, the release build.
+# bench_init NAME: the resource prefix, the cleanup trap, the release build
+# (unless BIN names another build).
 bench_init() {
   TAG="pmbench-$1-$$"
   NETNS=() # every netns we made (node and pod), removed on exit
@@ -28,7 +33,9 @@ bench_init() {
     echo "bench: bpffs is not mounted at /sys/fs/bpf (scripts/setup.sh mounts it)" >&2
     exit 1
   fi
-  (cd "$ROOT" && cargo build --release --workspace --bins --locked -q)
+  if [ "$BUILD_RELEASE" = 1 ]; then
+    (cd "$ROOT" && cargo build --release --workspace --bins --locked -q)
+  fi
 }
 
 bench_cleanup() {
@@ -146,7 +153,7 @@ machine_line() {
   # Uncommitted changes outside scripts/bench would change what was measured.
   dirty=$(git -C "$ROOT" status --porcelain -- . ':!scripts/bench' ':!BENCHMARKS.md' 2>/dev/null | head -1)
   echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "podmeter: commit $rev${dirty:+ + uncommitted changes}, release build"
+  echo "podmeter: commit $rev${dirty:+ + uncommitted changes}, binaries in $BIN"
 }
 
 # Network configs, the same shape for both plugins: bridge pmb0, isGateway,

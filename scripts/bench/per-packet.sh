@@ -3,6 +3,7 @@
 # and pod-to-pod throughput with and without policy rules.
 #
 #   ROUNDS=7 REPEAT=1000000 THROUGHPUT_ROUNDS=3 bash scripts/bench/per-packet.sh
+#   BIN=/path/to/other/build/bin ... (another build's podmeter and podmeterctl)
 #
 # 1. BPF_PROG_TEST_RUN (`bpftool prog run ... repeat N`): the kernel runs the
 #    pinned program N times on one 54-byte TCP packet and reports the mean
@@ -10,7 +11,9 @@
 #    floor of its own (skb set-up per run), so an empty tc program is run the
 #    same way, interleaved, and "work" is the program minus that floor. The
 #    packet's skb->ifindex is the pod's host veth (ctx_in), so the programs
-#    find the pod's entries as on the real hook. Cases, by hook:
+#    find the pod's entries as on the real hook, and the transmitted packet
+#    carries the pod's own MAC and address (source validation passes it).
+#    Cases, by hook:
 #      absent        a device that is no pod (lo): one failed lookup
 #      counting      a pod without policy: count, one failed policy lookup
 #      policy, N     a pod with policy and N rules that do not match the
@@ -42,13 +45,14 @@ machine_line
 
 # Pods: p0 is measured with test runs; a1 -> b1 and a2 -> b2 carry iperf3.
 conf=$(pm_conf "$PIN" "$WORK/ipam")
-declare -A IP HOSTIF
+declare -A IP HOSTIF MAC
 for pod in p0 a1 b1 a2 b2; do
   ns=$TAG-$pod
   mknetns "$ns"
   result=$(cni_call "$NODE" "$BIN/podmeter" ADD "$ns" <<<"$conf")
   IP[$pod]=$(pod_ip "$result")
   HOSTIF[$pod]=$(jq -r '.interfaces[1].name' <<<"$result")
+  MAC[$pod]=$(jq -r '.interfaces[2].mac' <<<"$result")
 done
 pod_ref() { echo "bench/$TAG-$1"; }
 ifindex() { ip -n "$NODE" -j link show "$1" | jq '.[0].ifindex'; }
@@ -62,14 +66,14 @@ char LICENSE[] SEC("license") = "GPL";
 EOF
 clang-19 -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$WORK/empty.bpf.c" -o "$WORK/empty.o"
 bpftool prog load "$WORK/empty.o" "$PIN/bench_empty" type classifier
-PROG_DIR=$PIN/v2
+PROG_DIR=$(echo "$PIN"/v*) # the build's ABI version
 
-# packet SRC DST SPORT DPORT FILE: Ethernet + IPv4 + TCP SYN, 54 bytes.
+# packet SRCMAC SRC DST SPORT DPORT FILE: Ethernet + IPv4 + TCP SYN, 54 bytes.
 packet() {
   python3 - "$@" <<'EOF'
 import ipaddress, struct, sys
-src, dst, sport, dport, path = sys.argv[1:]
-eth = bytes.fromhex("0200000000020200000000010800")
+srcmac, src, dst, sport, dport, path = sys.argv[1:]
+eth = bytes.fromhex("020000000002" + srcmac.replace(":", "") + "0800")
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0,
                  ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
 tcp = struct.pack("!HHIIBBHHH", int(sport), int(dport), 0, 0, 5 << 4, 0x02, 65535, 0, 0)
@@ -81,8 +85,8 @@ ctx() {
   python3 -c 'import struct,sys; b=bytearray(192); struct.pack_into("<I",b,40,int(sys.argv[1])); open(sys.argv[2],"wb").write(b)' "$1" "$2"
 }
 REMOTE=10.90.200.1
-packet "${IP[p0]}" "$REMOTE" 40000 8080 "$WORK/tx.pkt" # p0 sends (host ingress)
-packet "$REMOTE" "${IP[p0]}" 40000 8080 "$WORK/rx.pkt" # p0 receives (host egress)
+packet "${MAC[p0]}" "${IP[p0]}" "$REMOTE" 40000 8080 "$WORK/tx.pkt" # p0 sends (host ingress)
+packet 02:00:00:00:00:01 "$REMOTE" "${IP[p0]}" 40000 8080 "$WORK/rx.pkt" # p0 receives (host egress)
 ctx 1 "$WORK/lo.ctx"
 ctx "$(ifindex "${HOSTIF[p0]}")" "$WORK/pod.ctx"
 

@@ -16,10 +16,13 @@ use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuHashMap};
 use podmeter_ebpf::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet,
+        RuleKeyData, RuleSet, Source,
     },
     object::DROP_TRACEPOINT,
-    pins::{COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP},
+    pins::{
+        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP,
+        SOURCES_MAP,
+    },
     PinLayout,
 };
 use serde_json::{json, Value};
@@ -48,6 +51,7 @@ pub struct Leftovers {
     pub addrs: BTreeSet<String>,
     pub routes: BTreeSet<String>,
     pub leases: Vec<String>,
+    /// Pod identities and sources (who each pod may send as).
     pub registry: usize,
     pub counters: usize,
     pub devices: usize,
@@ -69,7 +73,8 @@ impl Leftovers {
             addrs: addrs(&site.netns),
             routes: routes(&site.netns),
             leases: leases(&site.data_dir.join(&site.network)),
-            registry: map_keys::<HashMap<_, u32, PodInfo>>(&layout, REGISTRY_MAP),
+            registry: map_keys::<HashMap<_, u32, PodInfo>>(&layout, REGISTRY_MAP)
+                + map_keys::<HashMap<_, u32, Source>>(&layout, SOURCES_MAP),
             counters: map_keys::<PerCpuHashMap<_, CounterKey, PodCounter>>(&layout, COUNTERS_MAP),
             devices: map_keys::<HashMap<_, DevKey, Dev>>(&layout, DEVICES_MAP),
             drops: map_keys::<PerCpuHashMap<_, DropKey, PodCounter>>(&layout, DROPS_MAP),

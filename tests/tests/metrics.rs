@@ -11,6 +11,7 @@ use std::{
 use podmeter_tests::{
     binary,
     exporter::{self, pod_series, promtool_check_metrics, sample, Exporter},
+    frames,
     prometheus::Prometheus,
     sysctl::BpfStats,
     traffic::tcp_talks,
@@ -188,6 +189,15 @@ fn prometheus_returns_data_for_every_dashboard_and_rule_expression() {
         9,
         Duration::from_millis(500)
     ));
+    // A frame from another MAC, for the source validation alert.
+    let forged = frames::eth(
+        frames::BROADCAST,
+        [2, 0, 0, 0, 0, 9],
+        &[],
+        frames::ETH_P_ARP,
+        &[0; 28],
+    );
+    frames::send(&a.ns, "eth0", &[forged]);
     let exporter = start_exporter(&node);
     let prometheus = Prometheus::start(exporter.addr);
 

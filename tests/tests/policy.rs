@@ -18,6 +18,7 @@ use podmeter_ebpf::{
 };
 use podmeter_tests::{
     leftovers::link_pins,
+    nft::NftCounter,
     traffic::{pings, tcp_talks, udp_refused, TcpServer},
     NetNs, Node, Pod, TwoPods,
 };
@@ -96,43 +97,6 @@ fn drop_reasons(node: &Node, pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-/// An nftables counter in a pod's own output path: the kernel's count of
-/// the packets the pod sent that match `rule` (e.g. `tcp dport 8080`).
-struct OutCounter<'a>(&'a NetNs);
-
-impl<'a> OutCounter<'a> {
-    fn new(ns: &'a NetNs, rule: &str) -> Self {
-        ns.exec(&["nft", "add", "table", "inet", "pmtest"]);
-        ns.exec(&[
-            "nft",
-            "add chain inet pmtest out { type filter hook output priority 0 ; }",
-        ]);
-        ns.exec(&["nft", &format!("add rule inet pmtest out {rule} counter")]);
-        Self(ns)
-    }
-
-    /// (packets, bytes); bytes from the IP header on, as nft counts.
-    fn read(&self) -> (u64, u64) {
-        let out = self
-            .0
-            .exec(&["nft", "-j", "list", "chain", "inet", "pmtest", "out"]);
-        let json: Value = serde_json::from_str(&out).unwrap();
-        let counter = json["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|o| o["rule"]["expr"].as_array())
-            .flatten()
-            .find_map(|e| e.get("counter"))
-            .expect("the counter rule")
-            .clone();
-        (
-            counter["packets"].as_u64().unwrap(),
-            counter["bytes"].as_u64().unwrap(),
-        )
-    }
-}
-
 /// Issue 10, case 1: A may not send to B's TCP 8080, and nothing else changes.
 #[test]
 fn a_transmit_deny_stops_one_port_and_nothing_else() {
@@ -155,7 +119,7 @@ fn a_transmit_deny_stops_one_port_and_nothing_else() {
         &["--cidr", &cidr, "--proto", "tcp", "--ports", "8080"],
     );
     assert_eq!(id, 1);
-    let syns = OutCounter::new(&a.ns, "tcp dport 8080");
+    let syns = NftCounter::new(&a.ns, "out", "output", "tcp dport 8080");
     assert!(!tcp_talks(&a.ns, &b_ip, 8080, Duration::from_secs(3)));
     assert!(tcp_talks(&a.ns, &b_ip, 8081, QUICK), "another port");
     assert!(pings(&a.ns, &b_ip), "ping");

@@ -11,7 +11,7 @@ use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
     attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
-    policy_store::PolicyStore, registry, PodDevices, PodIdentity,
+    policy_store::PolicyStore, registry, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
@@ -120,6 +120,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             configure_pod_interface(&h, peer_name, inv.ifname, &plan.addrs, &plan.routes).await
         })
     })??;
+    // Before the host end comes up: the programs drop all a pod without
+    // its source sends.
+    maps.set_source(host.index, &pod_source(plan, &pod)?)?;
     netlink.run(|h| async move { set_up(&h, host.index).await })?;
     timing::mark("netlink: pod side, host up");
 
@@ -223,6 +226,30 @@ fn pod_devices(
         pod_netns_cookie,
         pod_ifindex,
     })
+}
+
+/// Who the pod may send as: its interface's MAC and its addresses.
+fn pod_source(plan: &Plan, pod: &LinkSummary) -> Result<PodSource, PluginError> {
+    let mac = parse_mac(&pod.mac).ok_or_else(|| {
+        PluginError::Net(NetError::Setup {
+            what: "read the pod interface's MAC",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, pod.mac.clone()),
+        })
+    })?;
+    Ok(PodSource {
+        mac,
+        ips: plan.addrs.iter().map(IpNet::addr).collect(),
+        gateways: plan.gateways.clone(),
+    })
+}
+
+/// `aa:bb:cc:dd:ee:ff` as six bytes.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
 }
 
 /// A gateway forwards between pods and the rest of the node, as the

@@ -24,6 +24,9 @@ pub struct Plan {
     pub routes: Vec<PodRoute>,
     /// Default routes added for `isDefaultGateway`, reported in the result.
     pub default_routes: Vec<Route>,
+    /// The pod's routers, one per family: ICMP errors from them about the
+    /// pod's flows pass its policy.
+    pub gateways: Vec<IpAddr>,
 }
 
 impl Plan {
@@ -75,11 +78,16 @@ impl Plan {
             .cloned()
             .collect();
         let routes = pod_routes(&all_routes, &leased.ips);
+        let gateways = [true, false]
+            .into_iter()
+            .filter_map(|v4| family_gateway(&leased.ips, v4))
+            .collect();
         Ok(Self {
             addrs,
             bridge_addrs,
             routes,
             default_routes,
+            gateways,
         })
     }
 }

@@ -68,6 +68,7 @@ pub async fn configure_pod_interface(
         // fail with a confusing EACCES.
         write_sysctl(&format!("ipv6/conf/{ifname}/disable_ipv6"), "0")?;
     }
+    refuse_routers(ifname)?;
     for a in addrs {
         add_address(h, index, *a, ifname).await?;
     }
@@ -82,6 +83,24 @@ pub async fn configure_pod_interface(
         .ok_or_else(|| NetError::LinkNotFound {
             name: ifname.to_owned(),
         })
+}
+
+/// The pod's gateway is configured statically: router advertisements and redirects (which
+/// podmeter's programs drop when a pod sends them) must not change its routes or addresses,
+/// and its link-local address is the EUI-64 one of its MAC, which source validation expects.
+/// Before the link comes up, so no address or route is ever taken from elsewhere.
+fn refuse_routers(ifname: &str) -> Result<(), NetError> {
+    write_sysctl(&format!("ipv4/conf/{ifname}/accept_redirects"), "0")?;
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        for (name, value) in [
+            ("accept_ra", "0"),
+            ("accept_redirects", "0"),
+            ("addr_gen_mode", "0"),
+        ] {
+            write_sysctl(&format!("ipv6/conf/{ifname}/{name}"), value)?;
+        }
+    }
+    Ok(())
 }
 
 async fn add_route(h: &Handle, index: u32, ifname: &str, r: &PodRoute) -> Result<(), NetError> {
