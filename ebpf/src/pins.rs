@@ -8,7 +8,8 @@
 //! <pin path>/v<ABI>/pm_drops             per-CPU drops by pod, direction, reason (map)
 //! <pin path>/v<ABI>/pm_policy            pods with policy: default actions (map)
 //! <pin path>/v<ABI>/pm_rules             policy rules by pod, direction, CIDR (LPM trie)
-//! <pin path>/v<ABI>/pm_flows             flows of pods with policy (LRU map)
+//! <pin path>/v<ABI>/pm_flow_tables       each policy pod's flow table (hash of maps)
+//! <pin path>/v<ABI>/pm_flow_state        each policy pod's flow table occupancy (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
 //! <pin path>/v<ABI>/prog_pm_egress
 //! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
@@ -29,7 +30,8 @@ pub const DEVICES_MAP: &str = "pm_devices";
 pub const DROPS_MAP: &str = "pm_drops";
 pub const POLICY_MAP: &str = "pm_policy";
 pub const RULES_MAP: &str = "pm_rules";
-pub const FLOWS_MAP: &str = "pm_flows";
+pub const FLOW_TABLES_MAP: &str = "pm_flow_tables";
+pub const FLOW_STATE_MAP: &str = "pm_flow_state";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLayout {
@@ -84,15 +86,15 @@ mod tests {
         let l = PinLayout::new("/sys/fs/bpf/x");
         assert_eq!(
             l.map(COUNTERS_MAP),
-            Path::new("/sys/fs/bpf/x/v2/pm_counters")
+            Path::new("/sys/fs/bpf/x/v3/pm_counters")
         );
         assert_eq!(
             l.program("pm_ingress"),
-            Path::new("/sys/fs/bpf/x/v2/prog_pm_ingress")
+            Path::new("/sys/fs/bpf/x/v3/prog_pm_ingress")
         );
         assert_eq!(
             l.link(7, "egress"),
-            Path::new("/sys/fs/bpf/x/v2/links/7_egress")
+            Path::new("/sys/fs/bpf/x/v3/links/7_egress")
         );
     }
 }
