@@ -79,8 +79,7 @@ impl FlowTables {
 
     /// Drops the pod's table (freed with its last reference) and occupancy.
     pub fn remove(&mut self, ifindex: u32) -> Result<(), Error> {
-        ignore_missing(self.tables.remove(&ifindex))
-            .map_err(|e| self.error(FLOW_TABLES_MAP, e))?;
+        ignore_missing(self.tables.remove(&ifindex)).map_err(|e| self.error(FLOW_TABLES_MAP, e))?;
         ignore_missing(self.state.remove(&ifindex)).map_err(|e| self.error(FLOW_STATE_MAP, e))
     }
 
@@ -133,7 +132,10 @@ pub(crate) fn forget(layout: &PinLayout, ifindex: u32) -> [Result<(), Error>; 2]
 }
 
 /// Adds the ifindex of every pod with a table or occupancy to `found`.
-pub(crate) fn collect_ifindexes(layout: &PinLayout, found: &mut BTreeSet<u32>) -> Result<(), Error> {
+pub(crate) fn collect_ifindexes(
+    layout: &PinLayout,
+    found: &mut BTreeSet<u32>,
+) -> Result<(), Error> {
     with_map(layout, FLOW_TABLES_MAP, |m: &mut TablesMap| {
         m.collect_ifindexes(found)
     })?;

@@ -4,8 +4,8 @@ use aya::{maps::MapType, programs::TcAttachType};
 
 use crate::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet, MAX_DROP_KEYS, MAX_PODS, MAX_RULE_PREFIXES,
+        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
+        RuleSet, MAX_DROP_KEYS, MAX_PODS, MAX_RULE_PREFIXES,
     },
     pins::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,

@@ -10,8 +10,8 @@ use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use podmeter_ebpf::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, PodCounter, PodInfo, PolicyEntry,
-        RuleEntry, RuleKeyData, RuleSet, FLOWS_PER_POD,
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, PodCounter, PodInfo,
+        PolicyEntry, RuleEntry, RuleKeyData, RuleSet, FLOWS_PER_POD,
     },
     flow_tables::FLOW_TABLE_FLAGS,
     object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},

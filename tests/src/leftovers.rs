@@ -15,8 +15,8 @@ use std::{
 use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, Map, MapData, PerCpuHashMap};
 use podmeter_ebpf::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet,
+        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
+        RuleSet,
     },
     flow_tables::FlowTable,
     object::DROP_TRACEPOINT,
