@@ -27,7 +27,7 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
 COUNT=${COUNT:-4000}
 REPEAT=100000
-BASE_BIN=${BASE_BIN:?set BASE_BIN to the base build's binary directory}
+BASE_BIN=${BASE_BIN:?set BASE_BIN to the binary directory of the base build}
 
 bench_init flows
 need bpftool clang-19 python3
@@ -110,8 +110,9 @@ memlock() {
   local key id
   key=$(printf '%08x' "${IFX[new]}" | sed 's/\(..\)\(..\)\(..\)\(..\)/\4 \3 \2 \1/')
   # shellcheck disable=SC2086
-  id=$(bpftool -j map lookup pinned "$(echo "${PIN[new]}"/v[0-9]*)/pm_flow_tables" key hex $key | jq '.value')
-  bpftool -j map show id "$id" | jq '.bytes_memlock'
+  id=$(bpftool -j map lookup pinned "$(echo "${PIN[new]}"/v[0-9]*)/pm_flow_tables" key hex $key |
+    jq -r '.value | map(ltrimstr("0x")) | reverse | join("")')
+  bpftool -j map show id $((16#$id)) | jq '.bytes_memlock'
 }
 policy new deny
 empty=$(memlock)
