@@ -88,7 +88,7 @@ for ((r = 0; r < ROUNDS; r++)); do
 done
 
 echo
-echo "1. ns per run, median of $ROUNDS rounds (each the median over its packets); work = run - empty program"
+echo "1. ns per run, median of $ROUNDS rounds (each the 10-90% trimmed mean over its packets); work = run - empty program"
 printf '%-34s %9s %9s %9s %9s %9s\n' case "base" "new" "base wk" "new wk" "new/base"
 row() { # row LABEL CASE FLOORCASE
   local base new fb fn
