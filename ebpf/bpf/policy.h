@@ -15,6 +15,10 @@
  * - ARP, IPv6 neighbour discovery and MLD always pass; other non-IP frames
  *   and IP packets too short to parse get the direction's default.
  * - A non-first fragment has no ports: only rules without ports match it.
+ * - Flows live in the pod's own table, within a budget per opening
+ *   direction (podmeter.h); a new flow over budget is not recorded
+ *   (refused): its packet keeps the rules' verdict, its replies get no
+ *   flow exception. No flow ever displaces another.
  */
 #ifndef PODMETER_POLICY_H
 #define PODMETER_POLICY_H
@@ -284,6 +288,10 @@ static __always_inline void flow_touch(struct pm_flow *f, __u64 now)
  * hash of the 28-byte key) while the pod's policy generation stands and the
  * table's entry was refreshed less than PM_FLOW_TOUCH_NS ago (so the table
  * still sees the flow as used). Not pinned: a cache of the programs' own.
+ * It never writes back to a table: a flow deleted from one (its pod's
+ * policy removed) passes by the cache for at most that 1 s; a sweep deletes
+ * only flows idle for 30 s or more, which no cache entry younger than 1 s
+ * can hold.
  */
 struct pm_flow_cache {
 	struct pm_flow_key key;
