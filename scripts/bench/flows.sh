@@ -18,6 +18,8 @@
 #   full         COUNT new flows when the table is full: the base evicts
 #                (LRU, after 66,000 flows); this build refuses (budget spent
 #                after 8,192; a sweep at most once a second)
+#   sweep        (this build) one new flow a second after that: it sweeps the
+#                8,192 live flows, deleting none
 #   floor        an empty tc program, run the same ways
 # The pod's policy is removed (flows and all) and made again between rounds.
 # Memory: the pod's flow table (bpftool's memlock: the kernel's own account
@@ -70,7 +72,7 @@ runs() {
   python3 "$RUNS" "$prog" "${IFX[$b]}" "$1" "${POD_IP[$b]}" "$REMOTE" "${@:2}"
 }
 
-for case in new established cached full floor1 floorR; do : >"$WORK/$case.base" && : >"$WORK/$case.new"; done
+for case in new established cached full floor1 floorR sweep; do : >"$WORK/$case.base" && : >"$WORK/$case.new"; done
 for ((r = 0; r < ROUNDS; r++)); do
   for b in base new; do
     [ $((r % 2)) = 1 ] && b=$([ $b = base ] && echo new || echo base)
@@ -78,9 +80,13 @@ for ((r = 0; r < ROUNDS; r++)); do
     { read -r n; read -r e; } < <(runs "$b" "${PROG[$b]}" transmit 0 "$COUNT" 2)
     echo "$n" >>"$WORK/new.$b" && echo "$e" >>"$WORK/established.$b"
     runs "$b" "${PROG[$b]}" transmit 0 1 1 $REPEAT >>"$WORK/cached.$b"
-    fill=66000 && [ $b = new ] && fill=8192
+    fill=66000 && [ "$b" = new ] && fill=8192
     runs "$b" "${PROG[$b]}" transmit "$COUNT" "$fill" 1 >/dev/null
     runs "$b" "${PROG[$b]}" transmit $((COUNT + fill)) "$COUNT" 1 >>"$WORK/full.$b"
+    if [ "$b" = new ]; then # one more a second later: it sweeps 8,192 live flows
+      sleep 1.1
+      runs new "${PROG[new]}" transmit $((2 * COUNT + fill)) 1 1 >>"$WORK/sweep.new"
+    fi
     policy "$b" allow
     runs "$b" "${PIN[new]}/bench_empty" transmit 0 "$COUNT" 1 >>"$WORK/floor1.$b"
     runs "$b" "${PIN[new]}/bench_empty" transmit 0 1 1 $REPEAT >>"$WORK/floorR.$b"
@@ -103,6 +109,7 @@ row "new flow" new floor1
 row "established, cache miss" established floor1
 row "established, cache hit" cached floorR
 row "new flow, table full" full floor1
+printf '%-34s %9s %9s\n' "new flow, full, sweeping 8,192" - "$(stats <"$WORK/sweep.new" | cut -d' ' -f2)"
 
 # 2. Memory of the flow state (new build): the pod's table by its id in
 # pm_flow_tables, as the kernel accounts it.
