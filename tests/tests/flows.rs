@@ -126,11 +126,23 @@ fn run_to_end(mut child: Child) {
 }
 
 /// A TCP stream from a server in one pod to a client in another: the
-/// server writes 1 KiB every 10 ms; the client counts what it reads.
+/// server writes 1 KiB every 3 s, a sparse long-lived connection (its flow
+/// is idle between writes, which is what an LRU evicts first); the client
+/// counts what it reads.
 struct Stream {
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
+}
+
+const WRITE_EVERY: Duration = Duration::from_secs(3);
+
+/// Sleeps for `d`, or less once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Stream {
@@ -151,7 +163,7 @@ impl Stream {
             .unwrap();
         let writer = std::thread::spawn(move || {
             while !stop_w.load(Ordering::Relaxed) && sending.write_all(&[7u8; 1024]).is_ok() {
-                std::thread::sleep(Duration::from_millis(10));
+                sleep_unless(&stop_w, WRITE_EVERY);
             }
         });
         let reader = std::thread::spawn(move || {
@@ -199,11 +211,13 @@ fn tcp_retransmits(ns: &NetNs) -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
-/// Must-show 4: attacker C repeats ~24,000 UDP flows towards D (which
-/// allows C) and towards B, from both CPUs, for 30 s. B (receive default
-/// deny) keeps receiving its own long-lived connection to A, no segment of
-/// it is lost (A never retransmits); C's and D's tables stop at their
-/// budgets and count the refusals; B's table is untouched.
+/// Must-show 4: attacker C repeats 80,000 UDP flows towards D (which allows
+/// C) and towards B, from both CPUs, for 30 s. B (receive default deny)
+/// keeps receiving its own long-lived connection to A, no segment of it is
+/// lost (A never retransmits); C's and D's tables stop at their budgets and
+/// count the refusals; B's table is untouched. (The same flood against the
+/// node-wide LRU this replaced evicts B's flow: B stops receiving, A
+/// retransmits.)
 #[test]
 fn a_flood_of_new_flows_spends_only_the_flooders_budgets() {
     podmeter_testkit::needs_root!();
@@ -227,13 +241,13 @@ fn a_flood_of_new_flows_spends_only_the_flooders_budgets() {
     assert_eq!(b_before.flows, [0, 1], "B's connection, opened by B");
     let retransmits = tcp_retransmits(&a.ns);
 
-    // Two senders with a socket each: 2 x 6,000 ports x 2 targets.
+    // Two senders with a socket each: 2 x 20,000 ports x 2 targets.
     let flooders: Vec<Child> = (0..2)
         .map(|cpu| {
             python(
                 &c.ns,
                 FLOOD,
-                &[&cpu.to_string(), "30", "6000", &d_ip, &b_ip],
+                &[&cpu.to_string(), "30", "20000", &d_ip, &b_ip],
             )
         })
         .collect();
@@ -250,7 +264,7 @@ fn a_flood_of_new_flows_spends_only_the_flooders_budgets() {
         last = now;
     }
     flooders.into_iter().for_each(run_to_end);
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(WRITE_EVERY + Duration::from_millis(500));
     assert!(stream.received() > last, "B receives after the flood");
     assert_eq!(
         tcp_retransmits(&a.ns),
