@@ -2,5 +2,7 @@
 //! and the conflist rendered from them, so that tests run containerd with
 //! exactly the conflist the agent writes.
 
+pub mod admit;
 pub mod conflist;
 pub mod ranges;
+pub mod special;

@@ -26,7 +26,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use podmeter_agent::{conflist, ranges};
+use podmeter_agent::{admit, conflist, ranges};
 
 use crate::cli::Args;
 
@@ -76,13 +76,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         install::Outcome::Unchanged => info!(path = %plugin.display(), "the plugin is up to date"),
     }
 
+    if args.cluster_cidrs.is_empty() {
+        warn!("no --cluster-cidr: any Node's pod range that is not this node's own networks or special space is routed (the Service range too); set it to the cluster's pod ranges");
+    }
     let readiness = ready::Readiness::default();
     let metrics = Arc::new(metrics::Metrics::default());
     // Before anything else touches the node's routes: a node without
-    // rtnetlink has nothing to route with.
+    // rtnetlink has nothing to route with, nor to check pod ranges against.
+    let table = route_table::RouteTable::connect()?;
     let routing = if args.routes {
-        let table = route_table::RouteTable::connect()?;
-        Some(routing::Routing::new(args.node_name.clone(), table))
+        Some(routing::Routing::new(args.node_name.clone()))
     } else {
         info!("not routing to other nodes (--routes.enabled=false)");
         readiness.set_routes(true);
@@ -107,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ipam_data_dir: args.ipam_data_dir.clone(),
         cluster_cidrs: args.cluster_cidrs.clone(),
         readiness,
+        table,
         routing,
         metrics,
     };

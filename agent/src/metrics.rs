@@ -3,6 +3,7 @@
 //! and how often syncing failed. Pod metrics are the exporter's.
 
 use std::{
+    collections::BTreeSet,
     sync::{atomic::AtomicU64, Arc},
     time::SystemTime,
 };
@@ -17,6 +18,8 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use crate::routes::Skipped;
 
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -49,6 +52,33 @@ struct StageLabel {
     stage: &'static str,
 }
 
+/// A node this agent does not route to (or not fully), and why: one series
+/// per problem while it lasts, gone when it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct NodeError {
+    pub node: String,
+    pub reason: &'static str,
+    /// The other node of an overlap; empty otherwise.
+    pub peer: String,
+}
+
+impl NodeError {
+    pub fn new(node: &str, reason: &'static str) -> Self {
+        Self {
+            node: node.to_owned(),
+            reason,
+            peer: String::new(),
+        }
+    }
+
+    pub fn skipped(skipped: &Skipped) -> Self {
+        Self {
+            peer: skipped.peer().unwrap_or_default().to_owned(),
+            ..Self::new(skipped.node(), skipped.reason())
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +86,7 @@ pub struct Metrics {
     nodes: Gauge,
     last_sync: Gauge<f64, AtomicU64>,
     errors: Family<StageLabel, Counter>,
+    node_errors: Family<NodeError, Gauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +112,12 @@ impl Default for Metrics {
             "Failed attempts to sync, by stage (watch, conflist, routes)",
             errors.clone(),
         );
+        let node_errors = Family::<NodeError, Gauge>::default();
+        registry.register(
+            "node_errors",
+            "Nodes whose pod ranges or InternalIPs are not used (1 while so), by node, reason and the other node of an overlap",
+            node_errors.clone(),
+        );
         // Every stage shows from the start, at 0: a rate over a series
         // that appears with its first error misses that error.
         for stage in Stage::ALL {
@@ -92,6 +129,7 @@ impl Default for Metrics {
             nodes,
             last_sync,
             errors,
+            node_errors,
         }
     }
 }
@@ -115,6 +153,14 @@ impl Metrics {
     pub fn error(&self, stage: Stage) {
         self.errors.get_or_create(&stage.label()).inc();
     }
+
+    /// The node problems of the last pass, replacing the previous ones.
+    pub fn set_node_errors(&self, errors: &BTreeSet<NodeError>) {
+        self.node_errors.clear();
+        for e in errors {
+            self.node_errors.get_or_create(e).set(1);
+        }
+    }
 }
 
 pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -136,6 +182,17 @@ mod tests {
         m.set_routes(4);
         m.set_nodes(3);
         m.error(Stage::Routes);
+        m.set_node_errors(&[NodeError::new("gone", "conflict")].into());
+        m.set_node_errors(
+            &[
+                NodeError::new("x", "special_range"),
+                NodeError {
+                    peer: "b".into(),
+                    ..NodeError::new("aaa", "overlap")
+                },
+            ]
+            .into(),
+        );
         let mut text = String::new();
         encode(&mut text, &m.registry).unwrap();
         for line in [
@@ -144,8 +201,12 @@ mod tests {
             "podmeter_agent_last_sync_timestamp_seconds 0.0",
             "podmeter_agent_sync_errors_total{stage=\"watch\"} 0",
             "podmeter_agent_sync_errors_total{stage=\"routes\"} 1",
+            "podmeter_agent_node_errors{node=\"x\",reason=\"special_range\",peer=\"\"} 1",
+            "podmeter_agent_node_errors{node=\"aaa\",reason=\"overlap\",peer=\"b\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+        // A problem that went away leaves no series behind.
+        assert!(!text.contains("gone"), "{text}");
     }
 }

@@ -8,6 +8,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::{
     packet_route::{
+        address::{AddressAttribute, AddressMessage},
+        link::{LinkAttribute, LinkMessage},
         route::{
             RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
         },
@@ -16,7 +18,10 @@ use rtnetlink::{
     Handle, RouteMessageBuilder,
 };
 
-use crate::routes::{Found, Via};
+use crate::{
+    admit::Host,
+    routes::{Found, Via},
+};
 
 /// The route protocol (`proto` in `ip route`) that marks the agent's own
 /// routes, as routing daemons mark theirs (bird 12, zebra 11, Calico 80).
@@ -43,6 +48,11 @@ pub enum RouteError {
         node: String,
         source: Box<rtnetlink::Error>,
     },
+    #[error("listing this node's {what}: {source}")]
+    Host {
+        what: &'static str,
+        source: Box<rtnetlink::Error>,
+    },
     #[error("deleting route {dst}: {source}")]
     Delete {
         dst: IpNet,
@@ -54,6 +64,8 @@ pub enum RouteError {
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub found: Found,
+    /// The output link's index.
+    oif: Option<u32>,
     message: RouteMessage,
 }
 
@@ -131,6 +143,64 @@ impl RouteTable {
             .map_err(error)
     }
 
+    /// What of this node a Node may not claim ([`Host`]), leaving out the
+    /// pod bridge `bridge` (its address and route are this node's pod
+    /// range, checked like every node's).
+    pub async fn host(&self, bridge: &str, cluster_cidrs: &[IpNet]) -> Result<Host, RouteError> {
+        let error = |what| {
+            move |source| RouteError::Host {
+                what,
+                source: Box::new(source),
+            }
+        };
+        // Listed rather than got by name: a missing bridge (no pod added
+        // yet) is no error, just nothing to leave out.
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(error("links"))?;
+        let bridge = links
+            .iter()
+            .find(|l| {
+                l.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::IfName(n) if n == bridge))
+            })
+            .map(|l| l.header.index);
+        let addresses: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(error("addresses"))?;
+        let routes = self.list().await?;
+        let not_bridge = |index: Option<u32>| bridge.is_none() || index != bridge;
+        Ok(Host {
+            cluster_cidrs: cluster_cidrs.to_vec(),
+            addresses: addresses
+                .iter()
+                .filter(|a| not_bridge(Some(a.header.index)))
+                .filter_map(own_address)
+                .collect(),
+            connected: routes
+                .iter()
+                .filter(|r| r.found.gateway.is_none() && !r.found.ours && not_bridge(r.oif))
+                .map(|r| r.found.dst)
+                .collect(),
+            gateways: routes
+                .iter()
+                .filter(|r| !r.found.ours)
+                .filter_map(|r| r.found.gateway)
+                .collect(),
+        })
+    }
+
     pub async fn delete(&self, route: &Listed) -> Result<(), RouteError> {
         self.handle
             .route()
@@ -148,10 +218,11 @@ impl RouteTable {
 /// broadcast and multicast routes, other tables).
 fn listed_route(message: RouteMessage) -> Option<Listed> {
     let mut table = u32::from(message.header.table);
-    let (mut dst, mut gateway) = (None, None);
+    let (mut dst, mut gateway, mut oif) = (None, None, None);
     for attr in &message.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Destination(a) => dst = address(a),
             RouteAttribute::Gateway(a) => gateway = address(a),
             _ => {}
@@ -171,7 +242,11 @@ fn listed_route(message: RouteMessage) -> Option<Listed> {
         gateway,
         ours: u8::from(message.header.protocol) == PROTOCOL,
     };
-    Some(Listed { found, message })
+    Some(Listed {
+        found,
+        oif,
+        message,
+    })
 }
 
 fn address(a: &RouteAddress) -> Option<IpAddr> {
@@ -180,4 +255,17 @@ fn address(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
         _ => None,
     }
+}
+
+/// An interface's own address (IFA_LOCAL; IFA_ADDRESS is the peer's on a
+/// point-to-point link, and the only one elsewhere).
+fn own_address(message: &AddressMessage) -> Option<IpAddr> {
+    let find = |local: bool| {
+        message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if local => Some(*ip),
+            AddressAttribute::Address(ip) if !local => Some(*ip),
+            _ => None,
+        })
+    };
+    find(true).or_else(|| find(false))
 }

@@ -17,7 +17,10 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
-use crate::ranges::pod_ranges;
+use crate::{
+    admit::{check_gateway, check_range, Host, Refused},
+    ranges::pod_ranges,
+};
 
 /// Where a pod range goes, and for which node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +36,18 @@ pub enum Skipped {
         node: String,
         error: String,
     },
+    /// Special space, outside `--cluster-cidr`, or this node's own
+    /// networks; or an InternalIP that is no usable next hop.
+    Refused {
+        node: String,
+        refused: Refused,
+    },
     NoInternalIp {
         node: String,
         range: IpNet,
     },
-    /// Overlaps this node's own range or a range routed to another node
-    /// (first by node name wins): routing it would take others' traffic.
+    /// Overlaps another node's range. Both are left out (each reported),
+    /// so no name order lets one node take another's pods' traffic.
     Overlaps {
         node: String,
         range: IpNet,
@@ -47,10 +56,40 @@ pub enum Skipped {
     },
 }
 
+impl Skipped {
+    pub fn node(&self) -> &str {
+        match self {
+            Self::BadPodCidrs { node, .. }
+            | Self::Refused { node, .. }
+            | Self::NoInternalIp { node, .. }
+            | Self::Overlaps { node, .. } => node,
+        }
+    }
+
+    /// The `reason` label of `podmeter_agent_node_errors`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadPodCidrs { .. } => "bad_pod_cidrs",
+            Self::Refused { refused, .. } => refused.reason(),
+            Self::NoInternalIp { .. } => "no_internal_ip",
+            Self::Overlaps { .. } => "overlap",
+        }
+    }
+
+    /// The other node of an overlap.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Self::Overlaps { owner, .. } => Some(owner),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Skipped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::BadPodCidrs { node, error } => write!(f, "node {node}: {error}"),
+            Self::Refused { node, refused } => write!(f, "node {node}: {refused}"),
             Self::NoInternalIp { node, range } => {
                 write!(f, "node {node}: no InternalIP of {range}'s family")
             }
@@ -72,63 +111,100 @@ pub struct Desired {
 }
 
 /// Routes to the pod ranges of every node but `own`, from `nodes` (the
-/// reflector's store, in any order).
-pub fn desired(nodes: &[Arc<Node>], own: &str) -> Desired {
-    let mut nodes: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
-    // Own node first, so that its ranges are never routed away; then by
-    // name, so that a conflict resolves the same way on every node.
-    nodes.sort_by_key(|n| (n.name_any() != own, n.name_any()));
-    let mut taken: Vec<(IpNet, String)> = Vec::new();
+/// reflector's store, in any order). Every node's ranges, `own`'s too, are
+/// checked against `host` and against each other; the result does not
+/// depend on the nodes' order or names.
+pub fn desired(nodes: &[Arc<Node>], own: &str, host: &Host) -> Desired {
     let mut out = Desired::default();
-    for node in nodes {
+    // (range, node) of every range that passed its own checks.
+    let mut claims: Vec<(IpNet, &Node)> = Vec::new();
+    for node in nodes.iter().map(Arc::as_ref) {
         let name = node.name_any();
-        let ranges = match pod_ranges(node) {
-            Ok(ranges) => ranges,
+        match pod_ranges(node) {
+            Ok(ranges) => {
+                for range in ranges {
+                    match check_range(range, host) {
+                        Ok(()) => claims.push((range, node)),
+                        Err(refused) => {
+                            out.skipped.insert(Skipped::Refused {
+                                node: name.clone(),
+                                refused,
+                            });
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 out.skipped.insert(Skipped::BadPodCidrs {
                     node: name,
                     error: e.to_string(),
                 });
-                continue;
             }
-        };
-        for range in ranges {
-            if let Some((with, owner)) = taken
-                .iter()
-                .find(|(t, _)| t.contains(&range) || range.contains(t))
-            {
-                out.skipped.insert(Skipped::Overlaps {
-                    node: name.clone(),
-                    range,
-                    with: *with,
-                    owner: owner.clone(),
+        }
+    }
+    let overlapping = overlaps_of(&mut claims);
+    for (i, (range, node)) in claims.iter().enumerate() {
+        let name = node.name_any();
+        if let Some(&j) = overlapping.get(&i) {
+            let (with, owner) = claims[j];
+            out.skipped.insert(Skipped::Overlaps {
+                node: name,
+                range: *range,
+                with,
+                owner: owner.name_any(),
+            });
+            continue;
+        }
+        if name == own {
+            continue;
+        }
+        let gateway = internal_ip(node, range.addr().is_ipv4());
+        match gateway.map(|ip| check_gateway(ip, host).map(|()| ip)) {
+            Some(Ok(gateway)) => {
+                out.routes.insert(
+                    *range,
+                    Via {
+                        gateway,
+                        node: name,
+                    },
+                );
+            }
+            Some(Err(refused)) => {
+                out.skipped.insert(Skipped::Refused {
+                    node: name,
+                    refused,
                 });
-                continue;
             }
-            taken.push((range, name.clone()));
-            if name == own {
-                continue;
-            }
-            match internal_ip(node, range.addr().is_ipv4()) {
-                Some(gateway) => {
-                    out.routes.insert(
-                        range,
-                        Via {
-                            gateway,
-                            node: name.clone(),
-                        },
-                    );
-                }
-                None => {
-                    out.skipped.insert(Skipped::NoInternalIp {
-                        node: name.clone(),
-                        range,
-                    });
-                }
+            None => {
+                out.skipped.insert(Skipped::NoInternalIp {
+                    node: name,
+                    range: *range,
+                });
             }
         }
     }
     out
+}
+
+/// For each claim that overlaps another, the index of one it overlaps.
+/// Sorts `claims` by network: CIDRs nest or are disjoint, so a claim
+/// overlaps an earlier one exactly when the earlier claim reaching furthest
+/// contains it (one pass, not every pair: a pass runs on every Node event).
+fn overlaps_of(claims: &mut [(IpNet, &Node)]) -> BTreeMap<usize, usize> {
+    claims.sort_by_key(|(range, node)| (range.network(), range.prefix_len(), node.name_any()));
+    let mut found = BTreeMap::new();
+    let mut widest: Option<usize> = None;
+    for i in 0..claims.len() {
+        let range = claims[i].0;
+        match widest {
+            Some(w) if claims[w].0.contains(&range) => {
+                found.insert(i, w);
+                found.entry(w).or_insert(i);
+            }
+            _ => widest = Some(i),
+        }
+    }
+    found
 }
 
 /// The node's first InternalIP of the family (dual-stack nodes list one of
@@ -275,7 +351,7 @@ mod tests {
             ),
             node("c", &["fd00:10:244:3::/64"], &[("InternalIP", "fc00::4")]),
         ];
-        let got = desired(&nodes, "a");
+        let got = desired(&nodes, "a", &host());
         assert_eq!(
             got.routes,
             routes(&[
@@ -287,7 +363,7 @@ mod tests {
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
         // Seen from b, a's ranges go via a's addresses.
         assert_eq!(
-            desired(&nodes, "b").routes[&net("10.244.1.0/24")],
+            desired(&nodes, "b", &host_of("172.18.0.3", "fc00::3")).routes[&net("10.244.1.0/24")],
             via("172.18.0.2", "a")
         );
     }
@@ -298,12 +374,30 @@ mod tests {
             node("a", &["10.244.1.0/24"], &[("InternalIP", "172.18.0.2")]),
             node("b", &[], &[("InternalIP", "172.18.0.3")]),
         ];
-        assert_eq!(desired(&nodes, "a"), Desired::default());
+        assert_eq!(desired(&nodes, "a", &host()), Desired::default());
         // The own node need not be there (deleted, not registered yet).
         assert_eq!(
-            desired(&nodes[..1], "x").routes,
+            desired(&nodes[..1], "x", &host_of("172.18.0.9", "fc00::9")).routes,
             routes(&[("10.244.1.0/24", "172.18.0.2", "a")])
         );
+    }
+
+    /// Node "a" as this node: 172.18.0.2 on 172.18.0.0/16 and fc00::/64.
+    fn host() -> Host {
+        host_of("172.18.0.2", "fc00::2")
+    }
+
+    fn host_of(v4: &str, v6: &str) -> Host {
+        Host {
+            cluster_cidrs: Vec::new(),
+            addresses: vec![v4.parse().unwrap(), v6.parse().unwrap()],
+            connected: vec![net("172.18.0.0/16"), net("fc00::/64")],
+            gateways: vec!["172.18.0.1".parse().unwrap()],
+        }
+    }
+
+    fn reasons(got: &Desired) -> Vec<String> {
+        got.skipped.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -313,24 +407,121 @@ mod tests {
             // Only an IPv6 address for an IPv4 range.
             node("b", &["10.244.2.0/24"], &[("InternalIP", "fc00::3")]),
             node("c", &["10.244.3.1/24"], &[("InternalIP", "172.18.0.4")]),
-            // Inside a's range: routing it would steal a's pods' traffic.
-            node("d", &["10.244.1.128/25"], &[("InternalIP", "172.18.0.5")]),
-            // The same range as e, which sorts first.
-            node("f", &["10.244.5.0/24"], &[("InternalIP", "172.18.0.7")]),
             node("e", &["10.244.5.0/24"], &[("InternalIP", "172.18.0.6")]),
             node("g", &["10.244.7.0/24"], &[("InternalIP", "not an address")]),
         ];
-        let got = desired(&nodes, "a");
+        let got = desired(&nodes, "a", &host());
         assert_eq!(got.routes, routes(&[("10.244.5.0/24", "172.18.0.6", "e")]));
-        let reasons: Vec<String> = got.skipped.iter().map(ToString::to_string).collect();
         assert_eq!(
-            reasons,
+            reasons(&got),
             [
                 "node c: pod CIDR 10.244.3.1/24 has host bits set (the network is 10.244.3.0/24)",
                 "node b: no InternalIP of 10.244.2.0/24's family",
                 "node g: no InternalIP of 10.244.7.0/24's family",
+            ]
+        );
+    }
+
+    /// Issue 18's hostile Nodes, each beside healthy ones: none gets a
+    /// route, each is reported, the healthy ones keep theirs.
+    #[test]
+    fn hostile_nodes_get_no_route_and_are_reported() {
+        let healthy = || {
+            vec![
+                node("a", &["10.244.1.0/24"], &[("InternalIP", "172.18.0.2")]),
+                node("b", &["10.244.2.0/24"], &[("InternalIP", "172.18.0.3")]),
+            ]
+        };
+        let want = routes(&[("10.244.2.0/24", "172.18.0.3", "b")]);
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&["172.18.0.0/25"], "172.18.0.9", "host_range"),
+            (&["172.18.0.1/32"], "172.18.0.9", "host_range"),
+            (&["169.254.169.254/32"], "172.18.0.9", "special_range"),
+            (&["128.0.0.0/1"], "172.18.0.9", "special_range"),
+            (&["fe80::/65"], "fc00::9", "special_range"),
+            (&["255.255.255.255/32"], "172.18.0.9", "special_range"),
+            (&["10.244.9.0/24"], "127.0.0.1", "bad_internal_ip"),
+            (&["10.244.9.0/24"], "172.18.0.2", "bad_internal_ip"),
+            (&["10.244.9.0/24"], "224.0.0.1", "bad_internal_ip"),
+            (&["10.244.9.0/24"], "0.0.0.0", "bad_internal_ip"),
+            (&["10.244.9.0/24"], "192.0.2.9", "bad_internal_ip"),
+        ];
+        for (cidrs, ip, reason) in cases {
+            let mut nodes = healthy();
+            nodes.push(node("x", cidrs, &[("InternalIP", ip)]));
+            let got = desired(&nodes, "a", &host());
+            assert_eq!(got.routes, want, "{cidrs:?} via {ip}");
+            let skipped: Vec<_> = got.skipped.iter().map(|s| (s.node(), s.reason())).collect();
+            assert_eq!(
+                skipped,
+                [("x", *reason)],
+                "{cidrs:?} via {ip}: {:?}",
+                reasons(&got)
+            );
+        }
+        // The Service range: refused only where --cluster-cidr says so.
+        let mut nodes = healthy();
+        nodes.push(node(
+            "x",
+            &["10.96.0.0/16"],
+            &[("InternalIP", "172.18.0.9")],
+        ));
+        let mut h = host();
+        h.cluster_cidrs = vec![net("10.244.0.0/16")];
+        let got = desired(&nodes, "a", &h);
+        assert_eq!(got.routes, want);
+        assert_eq!(
+            reasons(&got),
+            ["node x: 10.96.0.0/16 is not inside --cluster-cidr (10.244.0.0/16)"]
+        );
+    }
+
+    /// Overlapping claims: neither is routed, both are reported, and the
+    /// nodes' names and order change nothing.
+    #[test]
+    fn overlapping_nodes_are_both_left_out_whatever_their_names() {
+        for hijacker in ["aaa-hijack", "zzz-hijack"] {
+            let mut nodes = vec![
+                node("a", &["10.244.1.0/24"], &[("InternalIP", "172.18.0.2")]),
+                node("b", &["10.244.2.0/24"], &[("InternalIP", "172.18.0.3")]),
+                node("c", &["10.244.4.0/24"], &[("InternalIP", "172.18.0.4")]),
+                node(
+                    hijacker,
+                    &["10.244.2.0/23"],
+                    &[("InternalIP", "172.18.0.9")],
+                ),
+            ];
+            for _ in 0..2 {
+                let got = desired(&nodes, "a", &host());
+                assert_eq!(got.routes, routes(&[("10.244.4.0/24", "172.18.0.4", "c")]));
+                let mut reported: Vec<_> = got
+                    .skipped
+                    .iter()
+                    .map(|s| (s.node(), s.reason(), s.peer()))
+                    .collect();
+                reported.sort();
+                let mut want = vec![
+                    ("b", "overlap", Some(hijacker)),
+                    (hijacker, "overlap", Some("b")),
+                ];
+                want.sort();
+                assert_eq!(reported, want);
+                nodes.reverse();
+            }
+        }
+        // A node claiming this node's range: neither routed (ours never
+        // is), both reported.
+        let nodes = [
+            node("a", &["10.244.1.0/24"], &[("InternalIP", "172.18.0.2")]),
+            node("d", &["10.244.1.128/25"], &[("InternalIP", "172.18.0.5")]),
+        ];
+        let got = desired(&nodes, "a", &host());
+        assert!(got.routes.is_empty());
+        assert_eq!(
+            reasons(&got),
+            [
+                "node a: 10.244.1.0/24 overlaps 10.244.1.128/25 of node d",
                 "node d: 10.244.1.128/25 overlaps 10.244.1.0/24 of node a",
-                "node f: 10.244.5.0/24 overlaps 10.244.5.0/24 of node e",
             ]
         );
     }

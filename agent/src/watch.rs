@@ -9,7 +9,7 @@
 //! the conflist and routes stay as the last full node list left them (fail
 //! static), rather than being judged against a list that may be stale.
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -24,11 +24,13 @@ use kube::{
 use tracing::{error, info, warn};
 
 use crate::{
-    conflist::{self, Options},
+    admit::{check_range, Host},
+    conflist::{self, Options, BRIDGE},
     install::{self, Outcome},
-    metrics::{Metrics, Stage},
+    metrics::{Metrics, NodeError, Stage},
     ranges::pod_ranges,
     ready::Readiness,
+    route_table::RouteTable,
     routing::Routing,
 };
 
@@ -49,6 +51,9 @@ pub struct Reconciler {
     pub ipam_data_dir: PathBuf,
     pub cluster_cidrs: Vec<IpNet>,
     pub readiness: Readiness,
+    /// Read on every pass for what of this node no Node may claim; changed
+    /// only by `routing`.
+    pub table: RouteTable,
     /// `None` with `--routes.enabled=false`.
     pub routing: Option<Routing>,
     pub metrics: Arc<Metrics>,
@@ -60,9 +65,16 @@ pub struct Reconciler {
 enum State {
     NodeMissing,
     NoPodCidrs,
-    BadPodCidrs(String),
+    /// Unparsable or refused ([`check_range`]): no conflist.
+    BadPodCidrs {
+        reason: &'static str,
+        error: String,
+    },
     Written(Vec<IpNet>, bool),
     Failed(String),
+    /// This node's addresses and routes could not be read: nothing judged,
+    /// nothing changed.
+    HostUnreadable(String),
 }
 
 /// Watches Nodes until `shutdown` resolves.
@@ -145,8 +157,21 @@ pub async fn run(
 impl Reconciler {
     /// The conflist's state, and whether the routes were all applied.
     async fn reconcile(&mut self, nodes: &Store<Node>) -> (State, bool) {
-        let state = self.reconcile_conflist(nodes);
-        let routes_ok = self.reconcile_routes(nodes).await;
+        // Without this node's addresses and routes no range can be judged:
+        // nothing is changed until they can be read.
+        let host = match self.table.host(BRIDGE, &self.cluster_cidrs).await {
+            Ok(host) => host,
+            Err(e) => {
+                self.metrics.error(Stage::Routes);
+                return (State::HostUnreadable(e.to_string()), false);
+            }
+        };
+        let state = self.reconcile_conflist(nodes, &host);
+        let (routes_ok, mut node_errors) = self.reconcile_routes(nodes, &host).await;
+        if let State::BadPodCidrs { reason, .. } = &state {
+            node_errors.insert(NodeError::new(&self.node_name, reason));
+        }
+        self.metrics.set_node_errors(&node_errors);
         if matches!(state, State::Failed(_)) {
             self.metrics.error(Stage::Conflist);
         } else if routes_ok {
@@ -155,37 +180,43 @@ impl Reconciler {
         (state, routes_ok)
     }
 
-    /// One routing pass over the store; whether it applied everything.
-    async fn reconcile_routes(&mut self, nodes: &Store<Node>) -> bool {
+    /// One routing pass over the store: whether it applied everything, and
+    /// the nodes it left out. Readiness needs only the table to be readable:
+    /// a node left out or a route the kernel refused is that node's problem.
+    async fn reconcile_routes(
+        &mut self,
+        nodes: &Store<Node>,
+        host: &Host,
+    ) -> (bool, BTreeSet<NodeError>) {
         let nodes = nodes.state();
         self.metrics.set_nodes(nodes.len());
         let Some(routing) = self.routing.as_mut() else {
-            return true;
+            return (true, BTreeSet::new());
         };
-        let ok = match routing.sync(&nodes).await {
+        let (read, ok, node_errors) = match routing.sync(&self.table, &nodes, host).await {
             Ok(pass) => {
                 self.metrics.set_routes(pass.owned);
-                pass.failed == 0
+                (true, pass.failed == 0, pass.node_errors)
             }
             Err(e) => {
                 error!(error = %e, retry_in = ?RETRY, "syncing routes failed");
-                false
+                (false, false, BTreeSet::new())
             }
         };
         if !ok {
             self.metrics.error(Stage::Routes);
         }
-        self.readiness.set_routes(ok);
-        ok
+        self.readiness.set_routes(read);
+        (ok, node_errors)
     }
 
-    fn reconcile_conflist(&self, nodes: &Store<Node>) -> State {
+    fn reconcile_conflist(&self, nodes: &Store<Node>, host: &Host) -> State {
         let state = match nodes.get(&ObjectRef::new(&self.node_name)) {
             // Deleted, or not registered yet: keep whatever conflist there
             // is; a re-registered node gets its ranges rewritten.
             None => State::NodeMissing,
-            Some(node) => match pod_ranges(&node) {
-                Err(e) => State::BadPodCidrs(e.to_string()),
+            Some(node) => match own_ranges(&node, host) {
+                Err(bad) => bad,
                 Ok(ranges) if ranges.is_empty() => State::NoPodCidrs,
                 Ok(ranges) => self.write(ranges),
             },
@@ -221,8 +252,8 @@ impl Reconciler {
                 warn!(node, "this node's Node object is not there (yet); waiting")
             }
             State::NoPodCidrs => info!(node, "the node has no spec.podCIDRs yet; waiting"),
-            State::BadPodCidrs(e) => {
-                error!(node, error = %e, "the node's pod ranges cannot be used; waiting for a change")
+            State::BadPodCidrs { reason, error } => {
+                error!(node, reason, %error, "the node's pod ranges cannot be used: no conflist; waiting for a change")
             }
             State::Written(ranges, portmap) => {
                 if !portmap {
@@ -233,6 +264,26 @@ impl Reconciler {
             State::Failed(e) => {
                 error!(node, error = %e, retry_in = ?RETRY, "writing the conflist failed")
             }
+            State::HostUnreadable(e) => {
+                error!(node, error = %e, retry_in = ?RETRY, "reading this node's addresses and routes failed; conflist and routes left as they are")
+            }
         }
     }
+}
+
+/// This node's pod ranges, if each may be a pod range here: a refused one
+/// gets no conflist (the plugin would refuse it too, or worse, take this
+/// node's own network onto the pod bridge).
+fn own_ranges(node: &Node, host: &Host) -> Result<Vec<IpNet>, State> {
+    let ranges = pod_ranges(node).map_err(|e| State::BadPodCidrs {
+        reason: "bad_pod_cidrs",
+        error: e.to_string(),
+    })?;
+    for range in &ranges {
+        check_range(*range, host).map_err(|refused| State::BadPodCidrs {
+            reason: refused.reason(),
+            error: refused.to_string(),
+        })?;
+    }
+    Ok(ranges)
 }

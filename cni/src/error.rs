@@ -11,11 +11,11 @@ pub const CODE_MASQ: u32 = 130;
 /// A bug: the plugin panicked.
 pub const CODE_INTERNAL: u32 = 199;
 
-/// The error result for a panic, in the spec's error JSON.
-pub fn internal_error(panic: &str) -> serde_json::Value {
+/// The error result for a panic, in the spec's error JSON and the version
+/// every other error is answered in.
+pub fn internal_error(version: &str, panic: &str) -> serde_json::Value {
     serde_json::json!({
-        // As rscni writes its own errors: the newest version it speaks.
-        "cniVersion": "1.1.0",
+        "cniVersion": version,
         "code": CODE_INTERNAL,
         "msg": "internal error",
         "details": format!("podmeter panicked: {panic}"),
@@ -26,6 +26,10 @@ pub fn internal_error(panic: &str) -> serde_json::Value {
 pub enum PluginError {
     #[error("invalid network config: {0}")]
     Config(String),
+
+    /// `CNI_ARGS` carries what no runtime sends.
+    #[error("CNI_ARGS: {0}")]
+    Args(String),
 
     #[error(transparent)]
     Ipam(#[from] IpamError),
@@ -53,6 +57,7 @@ impl From<PluginError> for CniError {
         let details = e.to_string();
         match e {
             PluginError::Config(_) => CniError::InvalidNetworkConfig(details),
+            PluginError::Args(_) => CniError::InvalidEnvValue(details),
             PluginError::Ipam(e) => e.into(),
             PluginError::Net(NetError::NetNs { .. }) => CniError::InvalidNetNS(details),
             PluginError::Net(_) => CniError::IOFailure(details),

@@ -9,11 +9,16 @@ mod error;
 mod ipam;
 mod masq;
 mod net;
+mod reply_version;
+/// The agent's table of special-purpose space, shared file-wise: the
+/// plugin links no agent code (kube, tokio's multi-thread runtime).
+#[path = "../../agent/src/special.rs"]
+mod special;
 mod timing;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use rscni_plugin::cni::Plugin;
+use rscni_plugin::{cni::Plugin, version::PluginInfo};
 use tracing_subscriber::{filter::Targets, prelude::*};
 
 fn main() {
@@ -26,7 +31,12 @@ fn main() {
     // No about text: with one, rscni (like the Go skel) answers a missing
     // CNI_COMMAND with help and success; a runtime's mistake should be the
     // spec's error 4 instead.
-    let outcome = catch_unwind(AssertUnwindSafe(|| Plugin::default().run(&cmd::Podmeter)));
+    let version = reply_version::config_version();
+    let plugin = match version {
+        Some(v) => Plugin::new(v, PluginInfo::default().supported_versions().to_vec()),
+        None => Plugin::default(),
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| plugin.run(&cmd::Podmeter)));
     timing::finish();
     match outcome {
         Ok(Ok(())) => {}
@@ -40,7 +50,8 @@ fn main() {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            println!("{}", error::internal_error(&msg));
+            let version = version.unwrap_or(PluginInfo::default().cni_version());
+            println!("{}", error::internal_error(&version.to_string(), &msg));
             std::process::exit(1);
         }
     }

@@ -32,8 +32,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("podmeterctl: {e:#}");
+            eprintln!("podmeterctl: {}", message(&e));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes, each said once: most of the eBPF crate's
+/// errors give their source's text in their own already.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }

@@ -74,9 +74,39 @@ const volatile __u64 pm_after_egress_reasons[PM_REASON_WORDS] = {};
  * set by the loader like the bitmap above. */
 const volatile __u64 pm_tc_drop_reasons[PM_REASON_WORDS] = {};
 
+/*
+ * Drop reasons that hit a frame on its way into a veth end, after the peer
+ * end transmitted it and before this end received it: veth_xmit hands the
+ * frame to the peer (__dev_forward_skb sets skb->dev to the peer and pulls
+ * the Ethernet header) and queues it on the CPU's backlog, whose
+ * enqueue_to_backlog drops it with CPU_BACKLOG when the backlog is full and
+ * DEV_READY when the end is not running (so does flush_backlog when it goes
+ * away). skb_iif is not the end's yet. Set by the loader like the bitmaps
+ * above. On the pod's end such a frame is one pm_egress counted: it is a
+ * receive drop, taken back out of the counters; on the host end it is one
+ * the pod transmitted, before pm_ingress saw it.
+ */
+const volatile __u64 pm_arrival_reasons[PM_REASON_WORDS] = {};
+
+/* Drop reasons of a packet socket (PACKET_SOCK_ERROR): see copy_of_sent(). */
+const volatile __u64 pm_packet_socket_reasons[PM_REASON_WORDS] = {};
+
+/* NOT_SPECIFIED, set by the loader like the bitmaps above: the reason the
+ * kernel gives a multicast packet for a group the receiving stack has not
+ * joined (see not_joined()). */
+const volatile __u64 pm_unjoined_mcast_reasons[PM_REASON_WORDS] = {};
+
 static __always_inline int reason_in(const volatile __u64 *bitmap, unsigned int reason)
 {
-	return reason < 64 * PM_REASON_WORDS && (bitmap[reason / 64] >> (reason % 64)) & 1;
+	unsigned int word = reason / 64;
+
+	if (word >= PM_REASON_WORDS)
+		return 0;
+	/* clang may share one bound check between several calls; the verifier
+	 * needs the bound on each path. The barrier hides the check from clang,
+	 * so the mask (a no-op here: PM_REASON_WORDS is a power of two) stays. */
+	barrier_var(word);
+	return (bitmap[word & (PM_REASON_WORDS - 1)] >> (reason % 64)) & 1;
 }
 
 /*
@@ -113,7 +143,50 @@ struct sk_buff {
 	struct net_device *dev;
 	unsigned int len;
 	int skb_iif;
+	__u8 pkt_type : 3;
+	__u16 mac_header;
+	__u16 network_header;
+	__be16 protocol;
+	unsigned char *head;
+	unsigned char *data;
 } __attribute__((preserve_access_index));
+
+/* linux/if_packet.h: skb->pkt_type of the copies of a sent packet, see
+ * copy_of_sent(). */
+#define PACKET_OUTGOING 4
+#define PACKET_LOOPBACK 5
+
+/*
+ * Whether a packet the pod received and the kernel freed with one of
+ * pm_unjoined_mcast_reasons is multicast: MLD reports (to ff02::16), other
+ * hosts' DAD and neighbour solicitations, IGMP reports, which the bridge
+ * floods to every port and the pod's stack, not a member of those groups,
+ * frees without a reason (ip6_mc_input, ip_rcv_finish_core). Not a drop in
+ * an operator's sense (the kernel counts it nowhere), only noise after
+ * every ADD: not counted.
+ */
+static __always_inline int not_joined(struct sk_buff *skb, unsigned int reason)
+{
+	__be16 protocol = BPF_CORE_READ(skb, protocol);
+	unsigned char *head;
+	unsigned int offset;
+	__u8 first = 0;
+
+	if (!reason_in(pm_unjoined_mcast_reasons, reason))
+		return 0;
+	/* The destination address's offset in the IP header. */
+	if (protocol == bpf_htons(0x86DD /* ETH_P_IPV6 */))
+		offset = 24;
+	else if (protocol == bpf_htons(0x0800 /* ETH_P_IP */))
+		offset = 16;
+	else
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	if (bpf_probe_read_kernel(&first, 1, head + BPF_CORE_READ(skb, network_header) + offset))
+		return 0;
+	/* ff00::/8, 224.0.0.0/4 */
+	return offset == 24 ? first == 0xff : (first & 0xf0) == 0xe0;
+}
 
 /* The pod's drop counter for key, created at the first drop. */
 static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key *key)
@@ -206,11 +279,59 @@ int pm_egress(struct __sk_buff *skb)
 }
 
 /*
+ * For a frame arriving on skb->dev, the bytes of its Ethernet header, which
+ * __dev_forward_skb's eth_type_trans pulled and the veth counted; 0 for any
+ * other. Arriving: dropped for one of the arrival reasons with that header
+ * pulled. A frame the device itself was transmitting has its data at the
+ * MAC header (__dev_queue_xmit resets it there), and so has the pod's own
+ * broadcast or multicast looped back to it (dev_loopback_xmit), which the
+ * backlog may drop too.
+ */
+static __always_inline unsigned int arrival_pulled(struct sk_buff *skb, unsigned int reason)
+{
+	unsigned char *head, *data;
+	__u16 mac;
+	long pulled;
+
+	if (!reason_in(pm_arrival_reasons, reason))
+		return 0;
+	head = BPF_CORE_READ(skb, head);
+	data = BPF_CORE_READ(skb, data);
+	mac = BPF_CORE_READ(skb, mac_header);
+	pulled = data - (head + mac);
+	/* (__u16)~0: no MAC header set (skb_mac_header_was_set). A link header
+	 * is a few bytes; anything else is not a pulled one. */
+	return mac != (__u16)~0 && pulled > 0 && pulled <= 64 ? pulled : 0;
+}
+
+/*
+ * Whether the packet is a copy of one the device sent, dropped while the
+ * original went on, so not a drop of the pod's traffic:
+ * - a tap's copy: dev_queue_xmit_nit gives every packet socket (a tcpdump)
+ *   a clone of each transmitted frame, marked PACKET_OUTGOING, while the
+ *   frame goes to the driver. A socket that cannot keep up (a full receive
+ *   buffer or ring) drops it with PACKET_SOCK_ERROR. A packet socket
+ *   reports a drop only when it held the last reference: a received frame
+ *   the stack took as well is only unreferenced there, unseen here.
+ * - the pod's own broadcast or multicast looped back to its own stack
+ *   (dev_loopback_xmit, PACKET_LOOPBACK): it never crosses the veth, and
+ *   a full backlog drops it like anything else.
+ */
+static __always_inline int copy_of_sent(struct sk_buff *skb, unsigned int reason)
+{
+	__u8 type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+
+	return type == PACKET_LOOPBACK ||
+	       (type == PACKET_OUTGOING && reason_in(pm_packet_socket_reasons, reason));
+}
+
+/*
  * Every packet the kernel drops (not the ones it consumes) passes here. Only
  * drops on a registered pod device are counted. The direction comes from
  * where the packet entered: skb_iif is the device it was received on (0 if
  * it was generated locally), so on the pod's interface a received packet
- * is the pod receiving, and on the host veth a received one came from the pod.
+ * is the pod receiving, and on the host veth a received one came from the
+ * pod; a frame still arriving (see arrival_pulled()) counts as received.
  */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int reason)
@@ -221,6 +342,7 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	struct pm_counter *c;
 	struct pm_dev *d;
 	unsigned int len;
+	unsigned int pulled;
 	int received;
 
 	if (!dev)
@@ -241,19 +363,27 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		}
 	}
 
-	received = BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	if (copy_of_sent(skb, reason))
+		return 0;
+	pulled = arrival_pulled(skb, reason);
+	received = pulled || BPF_CORE_READ(skb, skb_iif) == (int)dev_key.ifindex;
+	if (d->side == PM_SIDE_POD && received && not_joined(skb, reason))
+		return 0;
 	key.ifindex = d->host_ifindex;
 	key.direction = (received == (d->side == PM_SIDE_POD)) ? PM_DIR_RECEIVE : PM_DIR_TRANSMIT;
 	key.reason = reason;
 	c = drop_counter(&key);
 	if (!c)
 		return 0;
-	len = BPF_CORE_READ(skb, len);
+	/* An arriving frame as the veth counted it, with its link header. */
+	len = BPF_CORE_READ(skb, len) + pulled;
 	c->packets += 1;
 	c->bytes += len;
 
-	if (d->side == PM_SIDE_HOST && key.direction == PM_DIR_RECEIVE &&
-	    reason_in(pm_after_egress_reasons, reason)) {
+	/* What pm_egress counted and the pod never got: dropped by the host
+	 * veth's qdisc, or on the pod's end on its way in. */
+	if (key.direction == PM_DIR_RECEIVE &&
+	    (d->side == PM_SIDE_HOST ? reason_in(pm_after_egress_reasons, reason) : pulled)) {
 		struct pm_counter_key counted = {
 			.ifindex = d->host_ifindex,
 			.direction = PM_DIR_RECEIVE,

@@ -22,6 +22,18 @@ pub const AFTER_EGRESS_REASONS: &str = "pm_after_egress_reasons";
 /// `TC_ACT_SHOT` drop reasons.
 pub const TC_DROP_REASONS: &str = "pm_tc_drop_reasons";
 
+/// The name of the rodata global holding the bitmap of the reasons that
+/// drop a frame on its way into a veth end, before it is received.
+pub const ARRIVAL_REASONS: &str = "pm_arrival_reasons";
+
+/// The name of the rodata global holding the bitmap of a packet socket's
+/// drop reasons.
+pub const PACKET_SOCKET_REASONS: &str = "pm_packet_socket_reasons";
+
+/// The name of the rodata global holding the bitmap of the reasons an
+/// IPv6 multicast packet for a group not joined is freed with.
+pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 

@@ -78,7 +78,16 @@ mod tests {
     #[test]
     fn the_running_kernel_names_its_drop_reasons() {
         let reasons = DropReasons::of_running_kernel().unwrap();
-        for expected in ["NOT_SPECIFIED", "NO_SOCKET", "TCP_CSUM"] {
+        // With the names the loader's bitmaps pick (loader.rs).
+        for expected in [
+            "NOT_SPECIFIED",
+            "NO_SOCKET",
+            "TCP_CSUM",
+            "QDISC_DROP",
+            "CPU_BACKLOG",
+            "DEV_READY",
+            "PACKET_SOCK_ERROR",
+        ] {
             let value = reasons.value(expected).expect(expected);
             assert_eq!(reasons.name(value), expected);
         }

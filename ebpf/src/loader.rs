@@ -13,7 +13,10 @@ use aya::{
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
-    abi::{AFTER_EGRESS_REASONS, REASON_WORDS, TC_DROP_REASONS},
+    abi::{
+        AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS, TC_DROP_REASONS,
+        UNJOINED_MCAST_REASONS,
+    },
     drop_reasons::DropReasons,
     lock::PinLock,
     maps,
@@ -81,10 +84,23 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // counter go down.
     let after_egress = reason_bitmap(&reasons, |name| name.starts_with("QDISC_"));
     let tc_drops = reason_bitmap(&reasons, |name| matches!(name, "TC_INGRESS" | "TC_EGRESS"));
+    // What drops a frame between veth_xmit of one end and the other end's
+    // receive (net/core/dev.c, enqueue_to_backlog and flush_backlog): a
+    // full backlog, an end that is not running. __dev_forward_skb's own
+    // drops (an end that is down, a frame over its MTU) happen while
+    // skb->dev is still the sender and say only NOT_SPECIFIED.
+    let arrival = reason_bitmap(&reasons, |name| matches!(name, "CPU_BACKLOG" | "DEV_READY"));
+    // net/packet/af_packet.c: packet_rcv and tpacket_rcv give this one
+    // reason to everything they drop after the socket's filter took it.
+    let packet_socket = reason_bitmap(&reasons, |name| name == "PACKET_SOCK_ERROR");
+    let unjoined = reason_bitmap(&reasons, |name| name == "NOT_SPECIFIED");
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
         .override_global(TC_DROP_REASONS, &tc_drops, true)
+        .override_global(ARRIVAL_REASONS, &arrival, true)
+        .override_global(PACKET_SOCKET_REASONS, &packet_socket, true)
+        .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let err = |source| Error::Program {

@@ -3,7 +3,9 @@
 //! Taken exclusively while the programs are loaded and pinned, so that
 //! concurrent plugin processes load them once, not once each; shared by every
 //! ADD while it creates a pod, and exclusively by GC, so that GC never takes a
-//! pod half made by an ADD in flight for a leftover. The kernel releases it
+//! pod half made by an ADD in flight for a leftover; shared by DEL and
+//! exclusively by a policy edit (`podmeterctl policy`), so that an edit
+//! never writes rules for a pod that DEL is removing. The kernel releases it
 //! when the holder dies, so a crash never leaves the directory locked.
 
 use std::fs::File;
@@ -23,6 +25,17 @@ impl PinLock {
     /// Blocks until no other holder is left.
     pub fn exclusive(layout: &PinLayout) -> Result<Self, Error> {
         Self::take(layout, File::lock)
+    }
+
+    /// Like [`shared`](Self::shared), but `None` where nothing is pinned
+    /// yet, without making the directories: for DEL, which must not leave
+    /// pins behind on a node that had none, and which then has no policy
+    /// edit to wait for.
+    pub fn shared_if_pinned(layout: &PinLayout) -> Result<Option<Self>, Error> {
+        if !layout.dir().exists() {
+            return Ok(None);
+        }
+        Self::shared(layout).map(Some)
     }
 
     /// Creates the directories (root's alone, on bpffs) if needed, then locks.

@@ -193,6 +193,17 @@ impl RuleSpec {
                     cidr.trunc()
                 )));
             }
+            // ::ffff:a.b.c.d is how a dual-stack socket shows an IPv4 peer;
+            // on the wire that peer is IPv4, so such a CIDR never matches.
+            if let IpNet::V6(v6) = cidr {
+                if let Some(v4) = v6.addr().to_ipv4_mapped().filter(|_| v6.prefix_len() >= 96) {
+                    return Err(InvalidRule(format!(
+                        "CIDR {cidr} is IPv4-mapped IPv6, which no packet carries: \
+                         write it as IPv4 ({v4}/{})",
+                        v6.prefix_len() - 96
+                    )));
+                }
+            }
         }
         if self.ports.is_some() && matches!(self.proto, Proto::Icmp | Proto::Icmpv6) {
             return Err(InvalidRule(format!(
@@ -654,12 +665,19 @@ mod tests {
                 "deny tcp 10.1.2.3/8 -",
                 "has host bits set (did you mean 10.0.0.0/8?)",
             ),
+            (
+                "deny any ::ffff:10.1.2.3/128 -",
+                "IPv4-mapped IPv6, which no packet carries: write it as IPv4 (10.1.2.3/32)",
+            ),
+            ("deny any ::ffff:10.0.0.0/104 -", "(10.0.0.0/8)"),
         ];
         for (text, reason) in cases {
             let err = spec(text).validate().unwrap_err().0;
             assert!(err.contains(reason), "{text}: {err}");
         }
         assert!(spec("deny any - 1-65535").validate().is_ok());
+        // Shorter prefixes hold more than mapped addresses.
+        assert!(spec("deny any ::/64 -").validate().is_ok());
         for (bad, reason) in [
             ("70000", "not a number in 0..=65535"),
             ("9-8", "ends before it starts"),

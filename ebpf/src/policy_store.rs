@@ -1,19 +1,29 @@
 //! A pod's policy in the pinned maps: its default actions (`pm_policy`),
 //! rules (`pm_rules`, an LPM trie) and flow table ([`crate::flow_tables`]).
 //!
-//! Every change is one map update the programs see whole, in an order that
-//! never opens or closes a pod by mistake: a rule is written before the
-//! pod's policy entry that makes the programs look at rules (and so is the
-//! pod's flow table), and the entry goes first when the pod's policy is
-//! removed. Edits of the same pin path
-//! are serialized by the caller holding [`crate::lock::PinLock::exclusive`].
+//! Every map update is one the programs see whole, in an order that never
+//! opens or closes a pod by mistake: a rule is written before the pod's
+//! policy entry that makes the programs look at rules (and so is the pod's
+//! flow table), and the entry goes first when the pod's policy is removed.
+//! A change (a rule added or deleted, a config's policy applied) is all or
+//! nothing: if a write fails (the table is full), the rule sets written
+//! before it are put back as they were, and the policy entry, written last,
+//! bumps the generation once. Edits of the same pin path, and DEL, are
+//! serialized by the caller holding [`crate::lock::PinLock`] (exclusive for
+//! an edit).
 
 use std::{cell::RefCell, collections::BTreeSet};
 
-use aya::maps::{lpm_trie::LpmTrie, HashMap, MapData, MapError};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    HashMap, MapData, MapError,
+};
 
 use crate::{
-    abi::{Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, RULES_PER_PREFIX},
+    abi::{
+        Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
+        RULES_PER_PREFIX,
+    },
     flow_tables::{self, FlowTables},
     maps::open_typed,
     pin_dir,
@@ -26,6 +36,11 @@ use crate::{
 
 type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
 type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
+
+/// What one change overwrote in `pm_rules` (`None`: the key was free), to
+/// put back in reverse order if a later step of the change fails.
+#[derive(Default)]
+struct Undo(Vec<(Key<RuleKeyData>, Option<RuleSet>)>);
 
 pub struct PolicyStore {
     layout: PinLayout,
@@ -137,9 +152,11 @@ impl PolicyStore {
     ) -> Result<u32, Error> {
         spec.validate().map_err(|e| Error::Policy(e.0))?;
         let id = self.rules(ifindex)?.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-        self.store_rule(ifindex, direction, spec, id)?;
-        let defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-        self.write_defaults(ifindex, defaults)?;
+        self.atomically(|store, undo| {
+            store.store_rule(undo, ifindex, direction, spec, id)?;
+            let defaults = store.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+            store.write_defaults(ifindex, defaults)
+        })?;
         Ok(id)
     }
 
@@ -147,6 +164,7 @@ impl PolicyStore {
     /// that makes the programs look at them).
     fn store_rule(
         &mut self,
+        undo: &mut Undo,
         ifindex: u32,
         direction: Direction,
         spec: &RuleSpec,
@@ -164,10 +182,11 @@ impl PolicyStore {
             let n = set.n_rules as usize;
             if n >= RULES_PER_PREFIX {
                 return Err(Error::Policy(format!(
-                    "{} already has {RULES_PER_PREFIX} rules for this CIDR and direction, \
-                     the most one CIDR can hold",
+                    "{} has {RULES_PER_PREFIX} {} rules already, the limit: \
+                     {RULES_PER_PREFIX} rules per CIDR and direction",
                     spec.cidr
-                        .map_or("any address".to_owned(), |c| c.to_string())
+                        .map_or("any address".to_owned(), |c| c.to_string()),
+                    direction.as_str(),
                 )));
             }
             set.rules[n] = entry;
@@ -176,11 +195,60 @@ impl PolicyStore {
             sets.push((key, set));
         }
         for (key, set) in sets {
-            self.rules
-                .insert(&key, set, 0)
-                .map_err(|e| self.error(RULES_MAP, e))?;
+            self.put(undo, key, Some(set))?;
         }
         Ok(())
+    }
+
+    /// Runs `change`; if it fails, puts back every rule set it wrote.
+    fn atomically<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self, &mut Undo) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut undo = Undo::default();
+        let result = change(self, &mut undo);
+        if result.is_err() {
+            for (key, before) in undo.0.into_iter().rev() {
+                // Putting back what was there needs no new entry, so it does
+                // not fail for want of room; a map error here would have
+                // failed the change's own writes first.
+                let _ = self.write_set(&key, before);
+            }
+        }
+        result
+    }
+
+    /// Writes `set` at `key` (`None`: removes it), noting in `undo` what
+    /// was there.
+    fn put(
+        &mut self,
+        undo: &mut Undo,
+        key: Key<RuleKeyData>,
+        set: Option<RuleSet>,
+    ) -> Result<(), Error> {
+        let before = self.exact(&key)?;
+        self.write_set(&key, set)?;
+        undo.0.push((key, before));
+        Ok(())
+    }
+
+    fn write_set(&mut self, key: &Key<RuleKeyData>, set: Option<RuleSet>) -> Result<(), Error> {
+        let result = match set {
+            Some(set) => self.rules.insert(key, set, 0),
+            None => ignore_missing(self.rules.remove(key)),
+        };
+        result.map_err(|e| match e {
+            MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+                // Written as the README writes the limit: 65,536.
+                let (k, units) = (MAX_RULE_PREFIXES / 1000, MAX_RULE_PREFIXES % 1000);
+                Error::Policy(format!(
+                    "the rule table is full: all {k},{units:03} CIDR entries per node are \
+                     in use (one per pod, direction and CIDR; a rule for any address \
+                     takes one per family)"
+                ))
+            }
+            e => self.error(RULES_MAP, e),
+        })
     }
 
     /// Removes rule `id` of the pod; false if it has none such.
@@ -205,17 +273,15 @@ impl PolicyStore {
             }
         }
         let found = !changed.is_empty();
-        for (key, set) in changed {
-            let result = if set.n_rules == 0 {
-                ignore_missing(self.rules.remove(&key))
-            } else {
-                self.rules.insert(&key, set, 0)
-            };
-            result.map_err(|e| self.error(RULES_MAP, e))?;
-        }
-        if let Some(defaults) = self.defaults(ifindex)?.filter(|_| found) {
-            self.write_defaults(ifindex, defaults)?;
-        }
+        self.atomically(|store, undo| {
+            for (key, set) in changed {
+                store.put(undo, key, (set.n_rules > 0).then_some(set))?;
+            }
+            match store.defaults(ifindex)?.filter(|_| found) {
+                Some(defaults) => store.write_defaults(ifindex, defaults),
+                None => Ok(()),
+            }
+        })?;
         self.drop_policy_if_idle(ifindex)?;
         Ok(found)
     }
@@ -233,12 +299,14 @@ impl PolicyStore {
         let specs = Direction::ALL
             .into_iter()
             .flat_map(|d| policy.direction(d).rules.iter().map(move |spec| (d, spec)));
-        for ((direction, spec), id) in specs.zip(1..) {
-            self.store_rule(ifindex, direction, spec, id)?;
-        }
         let defaults =
             Direction::ALL.map(|d| policy.direction(d).default_action.unwrap_or(Action::Allow));
-        self.write_defaults(ifindex, defaults)
+        self.atomically(|store, undo| {
+            for ((direction, spec), id) in specs.zip(1..) {
+                store.store_rule(undo, ifindex, direction, spec, id)?;
+            }
+            store.write_defaults(ifindex, defaults)
+        })
     }
 
     /// What a packet like `probe` would meet, without sending one: the rule
@@ -277,7 +345,7 @@ impl PolicyStore {
 
     /// The rule set stored for exactly this key's CIDR (the trie's lookup
     /// answers the longest prefix holding it, maybe a shorter one).
-    fn exact(&self, key: &aya::maps::lpm_trie::Key<RuleKeyData>) -> Result<Option<RuleSet>, Error> {
+    fn exact(&self, key: &Key<RuleKeyData>) -> Result<Option<RuleSet>, Error> {
         match self.rules.get(key, 0) {
             Ok(set) if policy::key_prefix(key) == set.prefix_len => Ok(Some(set)),
             Ok(_) | Err(MapError::KeyNotFound) => Ok(None),

@@ -1,6 +1,12 @@
 //! Basic auth and response headers from the web config file, read again
 //! for every request as the toolkit does, so users added or removed apply
 //! without a restart.
+//!
+//! Under a flood of wrong passwords: a credential verified before is
+//! answered from the cache and never waits for bcrypt; one bcrypt run at a
+//! time, and an unverified request that finds it busy is answered 429 at
+//! once (closing its connection) rather than queueing with a connection
+//! slot held; an unknown user costs what the costliest known one does.
 
 use std::{
     collections::HashMap,
@@ -11,7 +17,7 @@ use std::{
 use axum::{
     extract::{Request, State},
     http::{
-        header::{AUTHORIZATION, WWW_AUTHENTICATE},
+        header::{AUTHORIZATION, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE},
         HeaderMap, HeaderValue, StatusCode,
     },
     middleware::{self, Next},
@@ -25,10 +31,11 @@ use tracing::{debug, error};
 
 use crate::web_config::WebConfig;
 
-/// Verified for unknown users so that a wrong user costs as much as a wrong
-/// password and does not show which users exist. Cost 10, as htpasswd's
-/// default; the password is random and was thrown away.
-const DECOY_HASH: &str = "$2b$10$tM7IUzYGpoI1Y9vvzE53SOsbC83QJyByhMZsJDQL5gsh.XJ775eve";
+/// Salt and digest of a bcrypt hash whose password is random and was
+/// thrown away. Verified for unknown users, at the highest cost among the
+/// configured users ([`decoy_hash`]), so that a wrong user costs as much as
+/// a wrong password and does not show which users exist.
+const DECOY_SALT_AND_DIGEST: &str = "tM7IUzYGpoI1Y9vvzE53SOsbC83QJyByhMZsJDQL5gsh.XJ775eve";
 
 /// Remembered verifications, as the toolkit keeps (100): bcrypt is slow on
 /// purpose and Prometheus sends the same credentials every scrape.
@@ -50,8 +57,19 @@ struct Guard {
     /// password, and a changed hash in the file is a new key.
     cache: Mutex<HashMap<[u8; 32], bool>>,
     /// One bcrypt run at a time (as the toolkit): a flood of wrong
-    /// passwords costs one core, not all.
+    /// passwords costs one core, not all. Never waited for (see `Verdict::Busy`).
     bcrypt: Semaphore,
+}
+
+/// What a request's credentials come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    Denied,
+    /// Not verified before, and bcrypt is busy with another request: no
+    /// queue, whose waiters would hold connection slots for as long as the
+    /// hashes ahead of them take (10 s each at cost 17).
+    Busy,
 }
 
 async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
@@ -67,16 +85,28 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    let mut response = if config.users.is_empty() || guard.authorized(&config, req.headers()).await
-    {
-        next.run(req).await
+    let verdict = if config.users.is_empty() {
+        Verdict::Allowed
     } else {
-        (
+        guard.authorized(&config, req.headers()).await
+    };
+    let mut response = match verdict {
+        Verdict::Allowed => next.run(req).await,
+        Verdict::Denied => (
             StatusCode::UNAUTHORIZED,
             [(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"))],
             "Unauthorized\n",
         )
-            .into_response()
+            .into_response(),
+        Verdict::Busy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (RETRY_AFTER, HeaderValue::from_static("1")),
+                (CONNECTION, HeaderValue::from_static("close")),
+            ],
+            "Too many unverified credentials at once, try again later.\n",
+        )
+            .into_response(),
     };
     // On every answer, 401 included, as the toolkit does.
     for (name, value) in config.headers {
@@ -86,21 +116,24 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
 }
 
 impl Guard {
-    async fn authorized(&self, config: &WebConfig, headers: &HeaderMap) -> bool {
+    async fn authorized(&self, config: &WebConfig, headers: &HeaderMap) -> Verdict {
         let Some((user, password)) = credentials(headers) else {
             debug!("no basic auth credentials");
-            return false;
+            return Verdict::Denied;
         };
         let (hash, known) = match config.users.get(&user) {
             Some(hash) => (hash.clone(), true),
-            None => (DECOY_HASH.to_owned(), false),
+            None => (decoy_hash(config.users.values()), false),
         };
         let key = cache_key(&user, &hash, &password);
         let cached = self.cache.lock().expect("not poisoned").get(&key).copied();
         let valid = match cached {
             Some(valid) => valid,
             None => {
-                let _one = self.bcrypt.acquire().await.expect("never closed");
+                let Ok(_one) = self.bcrypt.try_acquire() else {
+                    debug!(user, "bcrypt busy: answering 429");
+                    return Verdict::Busy;
+                };
                 let valid = tokio::task::spawn_blocking(move || {
                     bcrypt::verify(&password, &hash).unwrap_or(false)
                 })
@@ -110,11 +143,24 @@ impl Guard {
                 valid
             }
         };
-        if !(valid && known) {
+        if valid && known {
+            Verdict::Allowed
+        } else {
             debug!(user, "wrong basic auth credentials");
+            Verdict::Denied
         }
-        valid && known
     }
+}
+
+/// The decoy at the highest cost of `hashes` (each already checked to be a
+/// bcrypt hash when the file was read).
+fn decoy_hash<'a>(hashes: impl Iterator<Item = &'a String>) -> String {
+    let cost = hashes
+        .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+        .map(|p| p.get_cost())
+        .max()
+        .unwrap_or(bcrypt::DEFAULT_COST);
+    format!("$2b${cost:02}${DECOY_SALT_AND_DIGEST}")
 }
 
 /// User and password of an `Authorization: Basic` header (scheme in any case).
@@ -181,9 +227,46 @@ mod tests {
     }
 
     #[test]
-    fn the_decoy_hash_is_a_cost_10_bcrypt_hash() {
-        let parts: bcrypt::HashParts = DECOY_HASH.parse().unwrap();
-        assert_eq!(parts.get_cost(), 10);
+    fn the_decoy_costs_what_the_costliest_user_does() {
+        let cost = |hashes: &[&str]| {
+            let hashes: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+            let decoy: bcrypt::HashParts = decoy_hash(hashes.iter()).parse().unwrap();
+            decoy.get_cost()
+        };
+        let four = "$2b$04$abcdefghijklmnopqrstuu5Z4Tk8GfRkUE7M3u0yDbSSeVTeRR8u6";
+        let seventeen = "$2b$17$J7LfNaCD0JfT1EvpGTmc7OMKdCMYVCz51d35nBE.mAm4LVeUIrMdu";
+        assert_eq!(cost(&[four]), 4);
+        assert_eq!(cost(&[four, seventeen]), 17);
+        assert_eq!(cost(&[]), bcrypt::DEFAULT_COST);
+    }
+
+    /// Structural, not timed: with the bcrypt permit held (a verification
+    /// in progress), a cached credential is answered, an unverified one
+    /// is told to come back, and neither waits for the permit.
+    #[tokio::test]
+    async fn cached_credentials_never_wait_for_bcrypt() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let config = WebConfig {
+            tls: None,
+            users: [("prometheus".to_owned(), hash)].into(),
+            headers: Vec::new(),
+        };
+        let guard = Guard {
+            path: Path::new("/unused").into(),
+            cache: Mutex::new(HashMap::new()),
+            bcrypt: Semaphore::new(1),
+        };
+        // "prometheus:right", "prometheus:wrong", "nobody:right"
+        let right = basic("Basic cHJvbWV0aGV1czpyaWdodA==");
+        let wrong = basic("Basic cHJvbWV0aGV1czp3cm9uZw==");
+        let nobody = basic("Basic bm9ib2R5OnJpZ2h0");
+        assert_eq!(guard.authorized(&config, &right).await, Verdict::Allowed);
+        assert_eq!(guard.authorized(&config, &wrong).await, Verdict::Denied);
+
+        let _held = guard.bcrypt.try_acquire().unwrap();
+        assert_eq!(guard.authorized(&config, &right).await, Verdict::Allowed);
+        assert_eq!(guard.authorized(&config, &wrong).await, Verdict::Denied);
+        assert_eq!(guard.authorized(&config, &nobody).await, Verdict::Busy);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod isolation;
 pub mod leftovers;
 pub mod netns;
 pub mod node;
+pub mod packet;
 pub mod podman;
 pub mod prometheus;
 pub mod sim_cluster;

@@ -344,6 +344,22 @@ impl Node {
             .unwrap()
     }
 
+    /// `podmeterctl args`, which must succeed: its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "podmeterctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `podmeterctl args`, which must fail with exit status 2 and nothing
+    /// on stdout: its stderr.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert_eq!(out.status.code(), Some(2), "podmeterctl {args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
     pub fn layout(&self) -> PinLayout {
         PinLayout::new(&self.pin_path)
     }

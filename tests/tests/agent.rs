@@ -156,6 +156,27 @@ fn waits_for_pod_cidrs_then_writes_the_conflist_and_follows_the_node() {
     );
 }
 
+/// This node's own pod range is checked like any other Node's (issue 18):
+/// special space gets no conflist, the reason in the log and the metrics;
+/// a usable range then gets one and clears the report.
+#[test]
+fn a_hostile_own_pod_cidr_gets_no_conflist_and_is_reported() {
+    podmeter_testkit::needs_root!();
+    let c = Cluster::new(&[node(NODE, &["127.0.0.0/8"], "172.18.0.2")]);
+    let agent = c.start(Mounts::Private);
+    agent.log_with("127.0.0.0/8 overlaps 127.0.0.0/8 (loopback)");
+    assert!(!c.dirs.conflist().exists(), "a conflist for 127.0.0.0/8");
+    let series = "podmeter_agent_node_errors{node=\"node-a\",reason=\"special_range\",peer=\"\"} 1";
+    assert!(agent.get("/metrics").body.contains(series));
+    assert_eq!(agent.get("/readyz").status, 503);
+
+    c.api.apply(node(NODE, &["10.244.1.0/24"], "172.18.0.2"));
+    c.conflist_with(&agent, &["10.244.1.0/24"]);
+    agent.eventually("the report cleared", || {
+        (!agent.get("/metrics").body.contains("node_errors{")).then_some(())
+    });
+}
+
 #[test]
 fn the_installed_plugin_accepts_the_conflist() {
     podmeter_testkit::needs_root!();

@@ -25,6 +25,7 @@ fn add_env(pod: &NetNs, overrides: &[(&str, &str)], drop: &[&str]) -> Vec<(&'sta
             "CNI_CONTAINERID" => "CNI_CONTAINERID",
             "CNI_IFNAME" => "CNI_IFNAME",
             "CNI_NETNS" => "CNI_NETNS",
+            "CNI_ARGS" => "CNI_ARGS",
             other => panic!("unexpected override {other}"),
         };
         env.push((key, (*v).to_owned()));
@@ -100,6 +101,40 @@ fn each_error_class_answers_its_code_and_leaves_nothing() {
     expect_code(&node, &not_ns, good.as_bytes(), 8);
     let missing = add_env(&pod, &[("CNI_NETNS", "/run/netns/does-not-exist")], &[]);
     expect_code(&node, &missing, good.as_bytes(), 8);
+}
+
+/// Issue 18: special-purpose pod ranges are config errors (7) in every
+/// version, the error JSON answers in the config's version, and a pod name
+/// longer than Kubernetes allows is the environment's error (4), not the
+/// eBPF registry's (110).
+#[test]
+fn special_ranges_and_long_names_are_refused_in_the_configs_version() {
+    podmeter_testkit::needs_root!();
+    let node = Node::new();
+    let pod = NetNs::new("pmt-pod");
+    let env = add_env(&pod, &[], &[]);
+    for version in ["0.4.0", "1.0.0", "1.1.0"] {
+        let conf = node.conf(version);
+        for subnet in ["127.0.0.0/8", "224.0.0.0/24", "169.254.0.0/16", "0.0.0.0/0"] {
+            let mut bad = conf.clone();
+            bad["ipam"]["ranges"] = json!([[{ "subnet": subnet }]]);
+            let got = expect_code(&node, &env, bad.to_string().as_bytes(), 7);
+            assert_eq!(got["cniVersion"], version, "{subnet}: {got}");
+            let details = got["details"].as_str().unwrap_or_default();
+            assert!(details.contains("not a pod range"), "{subnet}: {got}");
+        }
+        let name = format!("K8S_POD_NAMESPACE=ns;K8S_POD_NAME={}", "p".repeat(256));
+        let long = add_env(&pod, &[("CNI_ARGS", &name)], &[]);
+        let got = expect_code(&node, &long, conf.to_string().as_bytes(), 4);
+        assert_eq!(got["cniVersion"], version, "{got}");
+        assert!(
+            got["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("K8S_POD_NAME is 256 bytes"),
+            "{got}"
+        );
+    }
 }
 
 #[test]

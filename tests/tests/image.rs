@@ -112,6 +112,7 @@ fn probe_passes(node: &Node, probe: &Probe) -> bool {
 
 #[test]
 fn the_image_runs_as_the_daemonset_and_its_plugin_and_exporter_serve_three_pods() {
+    podmeter_testkit::needs_root!();
     let node = Node::new();
     // On the node's loopback: the agent shares the node's network.
     let ns_path = node.ns.path();

@@ -34,16 +34,11 @@ fn three_pods() -> (Node, [Pod; 3]) {
 }
 
 fn ctl_ok(node: &Node, args: &[&str]) -> String {
-    let out = node.ctl(args);
-    assert!(out.status.success(), "podmeterctl {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    node.ctl_ok(args)
 }
 
 fn ctl_err(node: &Node, args: &[&str]) -> String {
-    let out = node.ctl(args);
-    assert_eq!(out.status.code(), Some(2), "podmeterctl {args:?}: {out:?}");
-    assert!(out.stdout.is_empty(), "{out:?}");
-    String::from_utf8(out.stderr).unwrap()
+    node.ctl_err(args)
 }
 
 fn add_rule(node: &Node, pod: &str, direction: &str, action: &str, rest: &[&str]) -> u32 {

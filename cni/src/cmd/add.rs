@@ -40,6 +40,7 @@ use crate::{
 };
 
 pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
+    let pod_ref = PodRef::from_cni_args(inv.cni_args)?;
     let (netns_path, netns) = inv.pod_netns()?;
     let layout = &inv.layout();
     // A node that cannot do what the config asks fails here, before
@@ -79,7 +80,6 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     set_accept_ra(&host.name, 0)?;
     timing::mark("sysctls");
 
-    let pod_ref = PodRef::from_cni_args(inv.cni_args);
     let identity = PodIdentity {
         namespace: pod_ref.namespace,
         pod: pod_ref.name,

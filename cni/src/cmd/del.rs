@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use podmeter_ebpf::{attach, registry, PinLayout};
+use podmeter_ebpf::{attach, lock::PinLock, registry, PinLayout};
 
 use super::{best_effort::BestEffort, Invocation};
 use crate::{
@@ -38,6 +38,12 @@ pub fn del(inv: &Invocation) -> Result<(), PluginError> {
     ifindexes.extend(run.pins("read the registry", registered).flatten());
     timing::mark("look up veth, registry");
 
+    // A policy edit finds the pod and writes its rules under the exclusive
+    // lock: with this one held, it has written them before this DEL
+    // removes them, or finds the pod gone.
+    let _editing = run
+        .pins("lock the pin path", PinLock::shared_if_pinned(&layout))
+        .flatten();
     remove_pod_interface(&mut run, &layout, &ifindexes, &host_name);
     if PluginConfig::ip_masq(inv.conf) {
         run.step(

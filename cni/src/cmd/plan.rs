@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rscni_plugin::types::{CNIResult, IpConfig, Route};
 
-use crate::{config::PluginConfig, error::PluginError, net::pod::PodRoute};
+use crate::{
+    config::PluginConfig, error::PluginError, net::pod::PodRoute, special::special_overlap,
+};
 
 /// Index of the pod's interface in the result's `interfaces` list.
 pub const POD_INTERFACE: u32 = 2;
@@ -32,6 +34,15 @@ impl Plan {
         let addrs: Vec<IpNet> = leased.ips.iter().map(|ip| ip.address).collect();
         // A delegate's routes are only known now; still before anything is made.
         let subnets: Vec<IpNet> = addrs.iter().map(IpNet::trunc).collect();
+        // The built-in IPAM refuses such subnets in its config; a
+        // delegate (host-local) hands them out.
+        if let Some((subnet, (special, what))) =
+            subnets.iter().find_map(|s| Some((s, special_overlap(s)?)))
+        {
+            return Err(PluginError::Config(format!(
+                "IPAM subnet {subnet} overlaps {special} ({what} space): not a pod range"
+            )));
+        }
         check_routes(&leased.routes, &subnets)?;
         let bridge_addrs = if cfg.is_gateway {
             leased
@@ -187,6 +198,25 @@ mod tests {
                 accepted,
                 "{r:?} over {subnets:?}: {result:?}"
             );
+        }
+    }
+
+    /// A delegate's lease in special-purpose space: a config error (7).
+    #[test]
+    fn leases_in_special_space_are_refused() {
+        for address in [
+            "127.0.0.2/8",
+            "224.0.0.5/24",
+            "169.254.0.2/16",
+            "fe80::2/64",
+        ] {
+            let leased = CNIResult {
+                ips: vec![ip(address, None)],
+                ..CNIResult::default()
+            };
+            let err = Plan::new(&config(false, false), &leased).err();
+            let code = err.map(|e| u32::from(&rscni_plugin::error::Error::from(e)));
+            assert_eq!(code, Some(7), "{address}");
         }
     }
 

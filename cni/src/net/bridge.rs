@@ -7,6 +7,7 @@ use super::addr::add_address;
 use super::error::netlink_errno;
 use super::link::{link_by_name, LinkDetails, LinkSummary};
 use super::names::{fill_random, validate_ifname};
+use super::sysctl::set_accept_dad;
 use super::NetError;
 
 /// Makes sure a bridge `name` exists, is up, has `mtu` (if given) and carries `gateways`.
@@ -75,6 +76,8 @@ async fn create(h: &Handle, name: &str, mtu: Option<u32>) -> Result<LinkDetails,
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => return Err(NetError::netlink("create bridge", name)(e)),
     }
+    // Before any port gives the bridge a carrier (and a link-local).
+    set_accept_dad(name, 0)?;
     link_by_name(h, name)
         .await?
         .ok_or_else(|| NetError::LinkNotFound {

@@ -36,6 +36,12 @@ pub enum NetError {
     #[error("{op} {link}: no answer from the kernel")]
     NoAnswer { op: &'static str, link: String },
 
+    /// The bridge has all the ports a Linux bridge can have (`BR_MAX_PORTS`
+    /// is 1,024 port numbers, 0 unused): the kernel refuses the next
+    /// veth with EXFULL.
+    #[error("bridge #{bridge} already has 1,023 ports, the most a Linux bridge holds: no more pods on it until some are deleted")]
+    BridgeFull { bridge: u32 },
+
     /// A link we need (e.g. the pod's temporary veth end) does not exist.
     #[error("link {name} not found")]
     LinkNotFound { name: String },

@@ -32,14 +32,31 @@ pub fn read_sysctl(rel_path: &str) -> Result<String, NetError> {
 /// Sets net.ipv6.conf.`ifname`.accept_ra, in the calling thread's namespace.
 ///
 /// The host veth is a bridge port: a router advertisement arriving on it must not give the
-/// node an address or a default route. Without IPv6 in the kernel there is nothing to
-/// accept, so a missing /proc/sys/net/ipv6 is not an error.
+/// node an address or a default route.
 pub fn set_accept_ra(ifname: &str, value: u8) -> Result<(), NetError> {
+    set_ipv6_conf(ifname, "accept_ra", value)
+}
+
+/// Sets net.ipv6.conf.`ifname`.accept_dad, in the calling thread's namespace.
+///
+/// Off on the bridge before its first port comes up: the kernel sends a
+/// neighbour solicitation for a forwarded packet only from a link-local
+/// address that is no longer tentative, so while the bridge's new
+/// link-local waits out DAD (1-2 s) the first IPv6 packets from other
+/// nodes to a new pod are lost. The bridge's addresses are the node's own;
+/// no other host on this segment can have them.
+pub fn set_accept_dad(ifname: &str, value: u8) -> Result<(), NetError> {
+    set_ipv6_conf(ifname, "accept_dad", value)
+}
+
+/// Without IPv6 in the kernel there is nothing to set, so a missing
+/// /proc/sys/net/ipv6 is not an error.
+fn set_ipv6_conf(ifname: &str, key: &str, value: u8) -> Result<(), NetError> {
     validate_ifname(ifname)?;
     if !Path::new(PROC_SYS_NET).join("ipv6").exists() {
         return Ok(());
     }
-    write_sysctl(&format!("ipv6/conf/{ifname}/accept_ra"), &value.to_string())
+    write_sysctl(&format!("ipv6/conf/{ifname}/{key}"), &value.to_string())
 }
 
 fn sysctl_path(rel_path: &str) -> Result<PathBuf, NetError> {

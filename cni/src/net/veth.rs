@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth};
 
+use super::error::netlink_errno;
 use super::link::{link_by_name, LinkSummary};
 use super::names::validate_ifname;
 use super::NetError;
@@ -43,9 +44,18 @@ pub async fn create_veth(
         .add(msg)
         .execute()
         .await
-        .map_err(NetError::netlink("create veth", host_name))?;
+        .map_err(|e| create_error(e, host_name, bridge_index))?;
 
     finish(h, host_name, hairpin).await
+}
+
+/// A full bridge is named as such: EXFULL alone ("exchange full") says
+/// nothing to an operator.
+fn create_error(e: rtnetlink::Error, host_name: &str, bridge: u32) -> NetError {
+    match netlink_errno(&e) {
+        Some(libc::EXFULL) => NetError::BridgeFull { bridge },
+        _ => NetError::netlink("create veth", host_name)(e),
+    }
 }
 
 async fn finish(h: &Handle, host_name: &str, hairpin: bool) -> Result<LinkSummary, NetError> {
@@ -64,4 +74,40 @@ async fn finish(h: &Handle, host_name: &str, hairpin: bool) -> Result<LinkSummar
             .map_err(NetError::netlink("set hairpin on", host_name))?;
     }
     Ok(link.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroI32;
+
+    use rscni_plugin::error::Error as CniError;
+    use rtnetlink::packet_core::ErrorMessage;
+
+    use super::*;
+    use crate::error::PluginError;
+
+    fn nack(errno: i32) -> rtnetlink::Error {
+        let mut msg = ErrorMessage::default();
+        msg.code = NonZeroI32::new(-errno);
+        rtnetlink::Error::NetlinkError(msg)
+    }
+
+    /// The 1,024th veth on one bridge (too slow to make in the suite: a
+    /// thousand ADDs) is answered as what it is.
+    #[test]
+    fn a_full_bridge_is_named_in_the_error() {
+        let err = CniError::from(PluginError::from(create_error(
+            nack(libc::EXFULL),
+            "veth1",
+            7,
+        )));
+        assert_eq!(u32::from(&err), 5);
+        assert!(
+            err.to_string()
+                .contains("bridge #7 already has 1,023 ports"),
+            "{err}"
+        );
+        let other = create_error(nack(libc::EEXIST), "veth1", 7);
+        assert!(matches!(other, NetError::Netlink { .. }), "{other:?}");
+    }
 }

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
 use super::range::{describe, to_u128, Range, RangeSet};
-use crate::ipam::IpamError;
+use crate::{ipam::IpamError, special::special_overlap};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/podmeter/networks";
 /// Long enough for 50 parallel ADDs to take their turn, short enough that a stuck
@@ -185,6 +185,15 @@ fn build_range(path: &str, raw: RawRange) -> Result<Range, IpamError> {
         return Err(IpamError::config(format!(
             "{path}.subnet {subnet} has host bits set (the network is {})",
             subnet.trunc()
+        )));
+    }
+    // A pod range in loopback, link-local, multicast or unspecified space
+    // (or containing it: 0.0.0.0/0) would give the bridge and pods
+    // addresses the kernel treats specially: refused as config, not left
+    // to fail half-way through ADD.
+    if let Some((special, what)) = special_overlap(&subnet) {
+        return Err(IpamError::config(format!(
+            "{path}.subnet {subnet} overlaps {special} ({what} space): not a pod range"
         )));
     }
     // host-local's rule: below two host bits there is nothing left once the network

@@ -183,6 +183,16 @@ fn invalid_configs_are_rejected_with_a_reason() {
             json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.128/25"}]]}),
             "range sets 0 (10.0.0.1-10.0.0.254) and 1",
         ),
+        // Special-purpose space (issue 18): code 7 here, not 5 half-way
+        // through ADD.
+        (json!({"subnet": "127.0.0.0/8"}), "(loopback space)"),
+        (json!({"subnet": "224.0.0.0/24"}), "(multicast space)"),
+        (json!({"subnet": "169.254.0.0/16"}), "(link-local space)"),
+        (json!({"subnet": "0.0.0.0/0"}), "0.0.0.0/0 overlaps"),
+        (json!({"subnet": "128.0.0.0/1"}), "not a pod range"),
+        (json!({"subnet": "fe80::/64"}), "(link-local space)"),
+        (json!({"subnet": "ff00::/64"}), "(multicast space)"),
+        (json!({"subnet": "::/0"}), "::/0 overlaps"),
     ];
     for (ipam, want) in cases {
         let err = match parse(ipam.clone()) {
