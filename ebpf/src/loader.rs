@@ -14,8 +14,8 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{
-        AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS, TC_DROP_REASONS,
-        UNJOINED_MCAST_REASONS,
+        AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
+        TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
     drop_reasons::DropReasons,
     lock::PinLock,
