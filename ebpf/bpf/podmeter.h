@@ -110,7 +110,8 @@ struct pm_source {
 
 /*
  * Per-pod policy. A pod with a pm_policy entry has its packets checked
- * against its rules (pm_rules) and its flows tracked (pm_flows); a pod
+ * against its rules (pm_rules) and its flows tracked (its pm_flow_tables
+ * table); a pod
  * without one is only counted. Written by userspace only.
  */
 enum pm_action {
@@ -181,8 +182,10 @@ struct pm_rule_set {
 #define PM_MAX_RULE_PREFIXES 65536
 
 /*
- * pm_flows key: a flow of a pod with policy, from the pod's side. ICMP echo
- * uses the identifier as pod_port (remote_port 0); other ICMP has no ports.
+ * The key of a pod's flow table: a flow of a pod with policy, from the pod's
+ * side. ICMP echo uses the identifier as pod_port (remote_port 0); other
+ * ICMP has no ports. The ifindex is the table's pod (the per-CPU last-flow
+ * cache compares it).
  */
 struct pm_flow_key {
 	__u32 ifindex; /* host veth of the pod */
@@ -200,8 +203,29 @@ struct pm_flow {
 	__u32 generation; /* the pod's policy generation its rules allowed it under */
 };
 
-/* The node's tracked flows (an LRU: the least recently used go first). */
-#define PM_MAX_FLOWS 65536
+/*
+ * Flows a pod may have open per opening direction: flows it opened
+ * (opened_by transmit) and flows others opened towards it (receive). A pod
+ * has a flow table of its own (pm_flow_tables, created by userspace with
+ * its policy) with room for both budgets, so no pod's flows, and no
+ * direction's, can take another's room. A new flow beyond the budget, after
+ * a sweep of the pod's expired flows, is not recorded (refused).
+ */
+#define PM_FLOW_BUDGET 8192
+#define PM_FLOWS_PER_POD (2 * PM_FLOW_BUDGET)
+
+/*
+ * pm_flow_state value, keyed by the pod's host ifindex (__u32): the
+ * occupancy of its flow table, indexed by enum pm_direction (opened_by).
+ * userspace creates it zeroed with the table; the programs keep it with
+ * atomic adds.
+ */
+struct pm_flow_state {
+	__u64 flows[2]; /* entries in the pod's table */
+	__u64 refused[2]; /* new flows not recorded: the budget was spent */
+	__u64 reclaimed[2]; /* expired flows deleted to make room */
+	__u64 swept_ns; /* when the table was last swept for expired flows */
+};
 
 /*
  * podmeter's own drop reason in pm_drops, for packets its policy denied.
@@ -234,5 +258,6 @@ _Static_assert(sizeof(struct pm_rule_key) == 28, "pm_rule_key layout");
 _Static_assert(sizeof(struct pm_rule_set) == 200, "pm_rule_set layout");
 _Static_assert(sizeof(struct pm_flow_key) == 28, "pm_flow_key layout");
 _Static_assert(sizeof(struct pm_flow) == 16, "pm_flow layout");
+_Static_assert(sizeof(struct pm_flow_state) == 56, "pm_flow_state layout");
 
 #endif /* PODMETER_H */

@@ -18,6 +18,10 @@
  *   parsed to their end are denied (podmeter.bpf.c, as UNPARSABLE).
  * - A non-first fragment has no ports: it passes if its datagram's first
  *   fragment did (fragments.h), else only rules without ports match it.
+ * - Flows live in the pod's own table, within a budget per opening
+ *   direction (podmeter.h); a new flow over budget is not recorded
+ *   (refused): its packet keeps the rules' verdict, its replies get no
+ *   flow exception. No flow ever displaces another.
  */
 #ifndef PODMETER_POLICY_H
 #define PODMETER_POLICY_H
@@ -35,6 +39,9 @@
  * Times come from the coarse clock (a tick's precision is plenty here, and
  * it costs a fraction of a full clock read). */
 #define PM_FLOW_TOUCH_NS 1000000000ULL
+/* A pod's table is swept for expired flows at most this often, when a new
+ * flow finds its direction's budget spent (a sweep walks the whole table). */
+#define PM_FLOW_SWEEP_NS 1000000000ULL
 
 /* CIDR lengths a rule walk can visit: /128 down to /0. */
 #define PM_MAX_PREFIX_WALK 129
@@ -56,13 +63,35 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pm_rules SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PM_MAX_FLOWS);
+/* A pod's flow table. Allocated as it fills: an idle pod's table costs
+ * its bucket array only. */
+struct pm_flow_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PM_FLOWS_PER_POD);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pm_flow_key);
 	__type(value, struct pm_flow);
+};
+
+/* The flow table of each pod with policy, by host ifindex; userspace adds
+ * a pod's table before its pm_policy entry and removes it after. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, PM_MAX_PODS);
+	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} pm_flows SEC(".maps");
+	__array(values, struct pm_flow_table);
+} pm_flow_tables SEC(".maps");
+
+/* The occupancy of each pod's flow table, by host ifindex; written by
+ * userspace when the table is made, then only by the programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PM_MAX_PODS);
+	__type(key, __u32);
+	__type(value, struct pm_flow_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pm_flow_state SEC(".maps");
 
 /* The flow of a packet that travelled in direction dir, from the pod's side. */
 static __always_inline void flow_key(struct pm_flow_key *k, __u32 ifindex, __u32 dir,
@@ -99,6 +128,10 @@ static __always_inline void flow_touch(struct pm_flow *f, __u64 now)
  * hash of the 28-byte key) while the pod's policy generation stands and the
  * table's entry was refreshed less than PM_FLOW_TOUCH_NS ago (so the table
  * still sees the flow as used). Not pinned: a cache of the programs' own.
+ * It never writes back to a table: a flow deleted from one (its pod's
+ * policy removed) passes by the cache for at most that 1 s; a sweep deletes
+ * only flows idle for 30 s or more, which no cache entry younger than 1 s
+ * can hold.
  */
 struct pm_flow_cache {
 	struct pm_flow_key key;
@@ -142,6 +175,107 @@ static __always_inline void flow_remember(struct pm_flow_cache *c, const struct 
 	c->opened_by = opened_by;
 	c->generation = generation;
 	c->checked_ns = now;
+}
+
+/* The flow k in the pod's table (NULL: the pod has none, or not this flow). */
+static __always_inline struct pm_flow *flow_lookup(void *table, const struct pm_flow_key *k)
+{
+	return table ? bpf_map_lookup_elem(table, k) : NULL;
+}
+
+/* Takes one of the pod's flows opened in direction dir; 0 if its budget is
+ * spent. The count is reserved before the insert, so it never passes the
+ * budget, however many CPUs open flows at once. */
+static __always_inline int flow_reserve(struct pm_flow_state *s, __u32 dir)
+{
+	if (__sync_fetch_and_add(&s->flows[dir & 1], 1) < PM_FLOW_BUDGET)
+		return 1;
+	__sync_fetch_and_add(&s->flows[dir & 1], -1);
+	return 0;
+}
+
+/* Gives back n flows opened in direction dir that the pod's table lost. */
+static __always_inline void flow_release(struct pm_flow_state *s, __u32 dir, __u32 n,
+					 int reclaimed)
+{
+	__sync_fetch_and_add(&s->flows[dir & 1], -(__s64)n);
+	if (reclaimed)
+		__sync_fetch_and_add(&s->reclaimed[dir & 1], n);
+}
+
+struct pm_flow_sweep {
+	__u64 now;
+	__u32 deleted[2]; /* by opened_by */
+};
+
+/* One entry of a sweep (a bpf_for_each_map_elem callback): deletes it if
+ * it expired. Only the CPU whose delete succeeds counts it. */
+static long flow_sweep_step(void *table, struct pm_flow_key *k, struct pm_flow *f,
+			    struct pm_flow_sweep *sweep)
+{
+	__u32 dir = f->opened_by & 1;
+
+	if (!flow_live(f, k->proto, sweep->now) && !bpf_map_delete_elem(table, k))
+		sweep->deleted[dir]++;
+	return 0;
+}
+
+/* Deletes the expired flows of the pod's table, unless it was swept less
+ * than PM_FLOW_SWEEP_NS ago: the CPU that moves swept_ns forward sweeps,
+ * the others go on without. */
+static __always_inline void flow_sweep(void *table, struct pm_flow_state *s, __u64 now)
+{
+	struct pm_flow_sweep sweep = { .now = now };
+	__u64 last = s->swept_ns;
+
+	if (now - last < PM_FLOW_SWEEP_NS ||
+	    __sync_val_compare_and_swap(&s->swept_ns, last, now) != last)
+		return;
+	bpf_for_each_map_elem(table, flow_sweep_step, &sweep, 0);
+	for (int d = 0; d < 2; d++)
+		if (sweep.deleted[d])
+			flow_release(s, d, sweep.deleted[d], 1);
+}
+
+/*
+ * Records flow k, opened by a packet in direction dir that the rules let
+ * through, within the pod's budget for that direction; expired, an entry
+ * of the same key left in the table. Returns 0 if it was not recorded:
+ * the pod has no table, or the budget is spent even after a sweep (counted
+ * as refused; the packet still passes, its replies meet the rules).
+ */
+static __always_inline int flow_open(void *table, __u32 ifindex, const struct pm_flow_key *k,
+				     __u32 dir, __u32 generation, const struct pm_flow *expired,
+				     __u64 now)
+{
+	struct pm_flow_state *s = bpf_map_lookup_elem(&pm_flow_state, &ifindex);
+	struct pm_flow opened = {
+		.last_seen_ns = now,
+		.opened_by = dir,
+		.generation = generation,
+	};
+
+	if (!table || !s)
+		return 0;
+	if (expired) {
+		__u32 was = expired->opened_by;
+
+		if (!bpf_map_delete_elem(table, k))
+			flow_release(s, was, 1, 1);
+	}
+	if (!flow_reserve(s, dir)) {
+		flow_sweep(table, s, now);
+		if (!flow_reserve(s, dir)) {
+			__sync_fetch_and_add(&s->refused[dir & 1], 1);
+			return 0;
+		}
+	}
+	if (bpf_map_update_elem(table, k, &opened, BPF_NOEXIST)) {
+		/* Another CPU recorded it first, or the table is full. */
+		flow_release(s, dir, 1, 0);
+		return 0;
+	}
+	return 1;
 }
 
 /* What the rule walk needs of the packet, and what it found. */
@@ -237,17 +371,19 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 	struct pm_flow_key k = {};
 	struct pm_flow_cache *cache;
 	struct pm_flow *f;
-	__u32 opened_by, zero = 0;
+	__u32 zero = 0;
+	void *table;
 	int live;
 	__u64 now;
 
 	if (p->always_allowed)
 		return 1;
 	now = bpf_ktime_get_coarse_ns();
+	table = bpf_map_lookup_elem(&pm_flow_tables, &ifindex);
 	if (p->quoted.family && error_from_path(ifindex, dir, p)) {
 		/* The quoted packet went the other way. */
 		flow_key(&k, ifindex, dir ^ 1, &p->quoted);
-		f = bpf_map_lookup_elem(&pm_flows, &k);
+		f = flow_lookup(table, &k);
 		if (f && flow_live(f, k.proto, now))
 			return 1;
 	}
@@ -256,7 +392,7 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 	if (cache && now - cache->checked_ns < PM_FLOW_TOUCH_NS && flow_key_eq(&cache->key, &k) &&
 	    flow_allows(cache->opened_by, cache->generation, dir, generation))
 		return 1;
-	f = bpf_map_lookup_elem(&pm_flows, &k);
+	f = flow_lookup(table, &k);
 	live = f && flow_live(f, k.proto, now);
 	/* A reply, or a flow the current rules already let through. */
 	if (live && flow_allows(f->opened_by, f->generation, dir, generation)) {
@@ -269,18 +405,10 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 	if (live) {
 		f->generation = generation;
 		flow_touch(f, now);
-		opened_by = f->opened_by;
-	} else {
-		struct pm_flow opened = {
-			.last_seen_ns = now,
-			.opened_by = dir,
-			.generation = generation,
-		};
-
-		bpf_map_update_elem(&pm_flows, &k, &opened, BPF_ANY);
-		opened_by = dir;
+		flow_remember(cache, &k, f->opened_by, generation, now);
+	} else if (flow_open(table, ifindex, &k, dir, generation, f, now)) {
+		flow_remember(cache, &k, dir, generation, now);
 	}
-	flow_remember(cache, &k, opened_by, generation, now);
 	return 1;
 }
 

@@ -207,8 +207,12 @@ pub const RULE_KEY_FIXED_BITS: u32 = 64;
 /// Mirrors `PM_MAX_RULE_PREFIXES`.
 pub const MAX_RULE_PREFIXES: u32 = 65536;
 
-/// Mirrors `PM_MAX_FLOWS`.
-pub const MAX_FLOWS: u32 = 65536;
+/// Mirrors `PM_FLOW_BUDGET`: the flows a pod may have open per opening
+/// direction.
+pub const FLOW_BUDGET: u64 = 8192;
+
+/// Mirrors `PM_FLOWS_PER_POD`: the room of a pod's flow table.
+pub const FLOWS_PER_POD: u32 = 2 * FLOW_BUDGET as u32;
 
 /// Mirrors `PM_PROTO_ANY`.
 pub const PROTO_ANY: u8 = 0;
@@ -307,6 +311,17 @@ pub struct Flow {
     pub generation: u32,
 }
 
+/// Mirrors `struct pm_flow_state`: a pod's flow table occupancy, each
+/// field indexed by `enum pm_direction` (the direction that opened the flows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FlowState {
+    pub flows: [u64; 2],
+    pub refused: [u64; 2],
+    pub reclaimed: [u64; 2],
+    pub swept_ns: u64,
+}
+
 // SAFETY: plain `#[repr(C)]` data without padding or pointers; any bit
 // pattern is a valid value.
 unsafe impl aya::Pod for CounterKey {}
@@ -332,3 +347,4 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for Flow {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Source {}
+unsafe impl aya::Pod for FlowState {}

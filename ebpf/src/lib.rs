@@ -11,6 +11,7 @@ pub mod batch;
 pub mod counters;
 pub mod drop_reasons;
 pub mod error;
+pub mod flow_tables;
 pub mod kernel;
 pub mod loader;
 pub mod lock;

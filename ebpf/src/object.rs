@@ -4,12 +4,12 @@ use aya::{maps::MapType, programs::TcAttachType};
 
 use crate::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet, Source, MAX_DROP_KEYS, MAX_FLOWS, MAX_PODS, MAX_RULE_PREFIXES,
+        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
+        RuleSet, Source, MAX_DROP_KEYS, MAX_PODS, MAX_RULE_PREFIXES,
     },
     pins::{
-        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP,
-        SOURCES_MAP,
+        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
+        REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
     },
 };
 
@@ -26,7 +26,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 8] = [
+pub const MAPS: [MapSpec; 9] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -77,12 +77,21 @@ pub const MAPS: [MapSpec; 8] = [
         value_size: size_of::<RuleSet>() as u32,
         max_entries: MAX_RULE_PREFIXES,
     },
+    // Its values are the ids of per-pod tables ([`crate::flow_tables`]),
+    // which the kernel checks against the object's template at each insert.
     MapSpec {
-        name: FLOWS_MAP,
-        map_type: MapType::LruHash,
-        key_size: size_of::<FlowKey>() as u32,
-        value_size: size_of::<Flow>() as u32,
-        max_entries: MAX_FLOWS,
+        name: FLOW_TABLES_MAP,
+        map_type: MapType::HashOfMaps,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<u32>() as u32,
+        max_entries: MAX_PODS,
+    },
+    MapSpec {
+        name: FLOW_STATE_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<FlowState>() as u32,
+        max_entries: MAX_PODS,
     },
 ];
 

@@ -9,7 +9,8 @@
 //! <pin path>/v<ABI>/pm_drops             per-CPU drops by pod, direction, reason (map)
 //! <pin path>/v<ABI>/pm_policy            pods with policy: default actions (map)
 //! <pin path>/v<ABI>/pm_rules             policy rules by pod, direction, CIDR (LPM trie)
-//! <pin path>/v<ABI>/pm_flows             flows of pods with policy (LRU map)
+//! <pin path>/v<ABI>/pm_flow_tables       each policy pod's flow table (hash of maps)
+//! <pin path>/v<ABI>/pm_flow_state        each policy pod's flow table occupancy (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
 //! <pin path>/v<ABI>/prog_pm_egress
 //! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
@@ -31,7 +32,8 @@ pub const DROPS_MAP: &str = "pm_drops";
 pub const SOURCES_MAP: &str = "pm_sources";
 pub const POLICY_MAP: &str = "pm_policy";
 pub const RULES_MAP: &str = "pm_rules";
-pub const FLOWS_MAP: &str = "pm_flows";
+pub const FLOW_TABLES_MAP: &str = "pm_flow_tables";
+pub const FLOW_STATE_MAP: &str = "pm_flow_state";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLayout {

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use aya::maps::{lpm_trie::LpmTrie, HashMap, MapData, MapError, PerCpuHashMap};
+use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, MapData, MapError, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, DropKey, FlowKey, RuleKeyData},
+    abi::{CounterKey, DropKey, RuleKeyData},
     registry::ignore_missing,
 };
 
@@ -57,7 +57,8 @@ pod_keys!(PerCpuHashMap, DropKey, crate::abi::PodCounter, |k| k
     .ifindex);
 pod_keys!(HashMap, u32, crate::abi::PolicyEntry, |k| *k);
 pod_keys!(HashMap, u32, crate::abi::Source, |k| *k);
-pod_keys!(HashMap, FlowKey, crate::abi::Flow, |k| k.ifindex);
+pod_keys!(HashMap, u32, crate::abi::FlowState, |k| *k);
+pod_keys!(HashOfMaps, u32, crate::flow_tables::FlowTable, |k| *k);
 
 impl PodKeys for LpmTrie<MapData, RuleKeyData, crate::abi::RuleSet> {
     type Key = aya::maps::lpm_trie::Key<RuleKeyData>;

@@ -1,15 +1,16 @@
 //! A pod's policy in the pinned maps: its default actions (`pm_policy`),
-//! rules (`pm_rules`, an LPM trie) and tracked flows (`pm_flows`).
+//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::flow_tables`]).
 //!
 //! Every map update is one the programs see whole, in an order that never
 //! opens or closes a pod by mistake: a rule is written before the pod's
-//! policy entry that makes the programs look at rules, and the entry goes
-//! first when the pod's policy is removed. A change (a rule added or
-//! deleted, a config's policy applied) is all or nothing: if a write fails
-//! (the table is full), the rule sets written before it are put back as
-//! they were, and the policy entry, written last, bumps the generation
-//! once. Edits of the same pin path, and DEL, are serialized by the caller
-//! holding [`crate::lock::PinLock`] (exclusive for an edit).
+//! policy entry that makes the programs look at rules (and so is the pod's
+//! flow table), and the entry goes first when the pod's policy is removed.
+//! A change (a rule added or deleted, a config's policy applied) is all or
+//! nothing: if a write fails (the table is full), the rule sets written
+//! before it are put back as they were, and the policy entry, written last,
+//! bumps the generation once. Edits of the same pin path, and DEL, are
+//! serialized by the caller holding [`crate::lock::PinLock`] (exclusive for
+//! an edit).
 
 use std::{cell::RefCell, collections::BTreeSet};
 
@@ -23,9 +24,10 @@ use crate::{
         Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
         RULES_PER_PREFIX,
     },
+    flow_tables::{self, FlowTables},
     maps::open_typed,
     pin_dir,
-    pins::{PinLayout, FLOWS_MAP, POLICY_MAP, RULES_MAP},
+    pins::{PinLayout, POLICY_MAP, RULES_MAP},
     pod_keys::PodKeys,
     policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
     registry::{ignore_missing, with_map},
@@ -34,7 +36,6 @@ use crate::{
 
 type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
 type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
-type FlowsMap = HashMap<MapData, FlowKey, Flow>;
 
 /// What one change overwrote in `pm_rules` (`None`: the key was free), to
 /// put back in reverse order if a later step of the change fails.
@@ -45,7 +46,7 @@ pub struct PolicyStore {
     layout: PinLayout,
     policy: PolicyMap,
     rules: RulesMap,
-    flows: FlowsMap,
+    flows: FlowTables,
 }
 
 impl PolicyStore {
@@ -55,7 +56,7 @@ impl PolicyStore {
             layout: layout.clone(),
             policy: open_typed(layout, POLICY_MAP)?,
             rules: open_typed(layout, RULES_MAP)?,
-            flows: open_typed(layout, FLOWS_MAP)?,
+            flows: FlowTables::open(layout)?,
         })
     }
 
@@ -94,8 +95,9 @@ impl PolicyStore {
 
     /// Writes the pod's policy entry with the next generation: flows
     /// allowed under the previous one meet the rules again at their next
-    /// packet.
+    /// packet. The pod's flow table is made first if it has none.
     fn write_defaults(&mut self, ifindex: u32, defaults: [Action; 2]) -> Result<(), Error> {
+        self.flows.ensure(ifindex)?;
         let generation = match self.policy.get(&ifindex, 0) {
             Ok(entry) => entry.generation.wrapping_add(1),
             // From the clock: a pod whose policy was removed and made again
@@ -338,14 +340,7 @@ impl PolicyStore {
 
     /// The pod's tracked flows.
     pub fn flows(&self, ifindex: u32) -> Result<Vec<(FlowKey, Flow)>, Error> {
-        let mut out = Vec::new();
-        for entry in self.flows.iter() {
-            let (key, flow) = entry.map_err(|e| self.error(FLOWS_MAP, e))?;
-            if key.ifindex == ifindex {
-                out.push((key, flow));
-            }
-        }
-        Ok(out)
+        self.flows.flows(ifindex)
     }
 
     /// The rule set stored for exactly this key's CIDR (the trie's lookup
@@ -369,8 +364,8 @@ impl PolicyStore {
         Ok(())
     }
 
-    /// Removes the pod's policy entry, rules and flows, in that order (as
-    /// [`forget`], on the maps already open).
+    /// Removes the pod's policy entry, rules and flow table, in that order
+    /// (as [`forget`], on the maps already open).
     fn clear(&mut self, ifindex: u32) -> Result<(), Error> {
         self.policy
             .remove_pod(ifindex)
@@ -378,14 +373,12 @@ impl PolicyStore {
         self.rules
             .remove_pod(ifindex)
             .map_err(|e| self.error(RULES_MAP, e))?;
-        self.flows
-            .remove_pod(ifindex)
-            .map_err(|e| self.error(FLOWS_MAP, e))
+        self.flows.remove(ifindex)
     }
 }
 
 /// Removes the pod's policy entry (first: the programs stop enforcing),
-/// then its rules and flows. Maps that are not pinned have nothing to
+/// then its rules and flow table. Maps that are not pinned have nothing to
 /// remove; each problem is returned.
 pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
     [
@@ -393,14 +386,14 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
             m.remove_pod(ifindex)
         }),
         with_map(layout, RULES_MAP, |m: &mut RulesMap| m.remove_pod(ifindex)),
-        with_map(layout, FLOWS_MAP, |m: &mut FlowsMap| m.remove_pod(ifindex)),
     ]
     .into_iter()
+    .chain(flow_tables::forget(layout, ifindex))
     .filter_map(Result::err)
     .collect()
 }
 
-/// Host ifindexes with a policy entry, rules or flows.
+/// Host ifindexes with a policy entry, rules or a flow table.
 pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     let mut found = BTreeSet::new();
     with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
@@ -409,8 +402,6 @@ pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     with_map(layout, RULES_MAP, |m: &mut RulesMap| {
         m.collect_ifindexes(&mut found)
     })?;
-    with_map(layout, FLOWS_MAP, |m: &mut FlowsMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
+    flow_tables::collect_ifindexes(layout, &mut found)?;
     Ok(found)
 }

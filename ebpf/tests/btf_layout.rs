@@ -4,15 +4,18 @@
 
 use std::mem::{offset_of, size_of};
 
+use aya::maps::MapType;
 use aya_obj::maps::PinningType;
 use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use podmeter_ebpf::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, IpEntry, PodCounter, PodInfo, PolicyEntry,
-        RuleEntry, RuleKeyData, RuleSet, Source,
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, PodCounter, PodInfo,
+        PolicyEntry, RuleEntry, RuleKeyData, RuleSet, Source, FLOWS_PER_POD,
     },
+    flow_tables::FLOW_TABLE_FLAGS,
     object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
+    pins::FLOW_TABLES_MAP,
 };
 
 fn btf() -> Btf {
@@ -159,6 +162,15 @@ fn rust_mirrors_match_btf() {
                 generation
             }),
         ),
+        (
+            "pm_flow_state",
+            rust_layout!(FlowState {
+                flows,
+                refused,
+                reclaimed,
+                swept_ns
+            }),
+        ),
     ];
     for (name, rust) in cases {
         assert_eq!(c_layout(&btf, name), rust, "layout of struct {name}");
@@ -222,6 +234,27 @@ fn map_specs_match_the_object() {
             spec.name
         );
     }
+    // Userspace makes every pod's flow table as the object's template is.
+    let inner = obj.maps[FLOW_TABLES_MAP]
+        .inner()
+        .expect("pm_flow_tables has an inner map template");
+    assert_eq!(
+        (
+            inner.map_type(),
+            inner.key_size(),
+            inner.value_size(),
+            inner.max_entries(),
+            inner.map_flags()
+        ),
+        (
+            MapType::Hash as u32,
+            size_of::<FlowKey>() as u32,
+            size_of::<Flow>() as u32,
+            FLOWS_PER_POD,
+            FLOW_TABLE_FLAGS
+        ),
+        "pm_flow_tables' inner map"
+    );
     for name in PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER]) {
         assert!(obj.programs.contains_key(name), "program {name} missing");
     }

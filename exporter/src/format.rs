@@ -227,6 +227,12 @@ mod tests {
                     bytes: 84,
                 },
             }],
+            flows: Some(podmeter_ebpf::abi::FlowState {
+                flows: [2, 8192],
+                refused: [0, 9],
+                reclaimed: [1, 0],
+                swept_ns: 0,
+            }),
         };
         let stats = ProgramStats {
             name: "pm_ingress",
@@ -240,6 +246,8 @@ mod tests {
 
     const POD: &str = r#"{namespace="default",pod="web-0",interface="eth0"}"#;
     const DROP: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive",reason="NO_SOCKET"}"#;
+    const RX: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive"}"#;
+    const TX: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="transmit"}"#;
     const INFO: &str = r#"{namespace="default",pod="web-0",interface="eth0",uid="u-1",container_id="c0ffee",host_interface="pm0123",ips="10.22.0.5/24,fd00::5/64"} 1"#;
 
     #[test]
@@ -267,6 +275,18 @@ podmeter_pod_drop_packets_total{DROP} 1
 # HELP podmeter_pod_drop_bytes_total Bytes of the pod interface dropped by the kernel (reason: its skb_drop_reason) or by podmeter (POLICY_DENIED: the pod's policy; SPOOFED_SOURCE: sent as someone else; UNPARSABLE: not classifiable), by direction and reason.
 # TYPE podmeter_pod_drop_bytes_total counter
 podmeter_pod_drop_bytes_total{DROP} 84
+# HELP podmeter_pod_flows Flows in the flow table of a pod with policy, by the direction that opened them (transmit: by the pod); each direction's budget is 8192.
+# TYPE podmeter_pod_flows gauge
+podmeter_pod_flows{RX} 2
+podmeter_pod_flows{TX} 8192
+# HELP podmeter_pod_flows_refused_total New flows of a pod with policy not recorded because its budget for that direction was spent; their replies met the pod's rules.
+# TYPE podmeter_pod_flows_refused_total counter
+podmeter_pod_flows_refused_total{RX} 0
+podmeter_pod_flows_refused_total{TX} 9
+# HELP podmeter_pod_flows_reclaimed_total Expired flows deleted from the flow table of a pod with policy to make room, by the direction that opened them.
+# TYPE podmeter_pod_flows_reclaimed_total counter
+podmeter_pod_flows_reclaimed_total{RX} 1
+podmeter_pod_flows_reclaimed_total{TX} 0
 # HELP podmeter_bpf_program_run_count_total Times the eBPF program ran (while kernel.bpf_stats_enabled=1).
 # TYPE podmeter_bpf_program_run_count_total counter
 podmeter_bpf_program_run_count_total{{program=\"pm_ingress\"}} 5

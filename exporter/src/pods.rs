@@ -7,8 +7,8 @@ use std::{
 };
 
 use podmeter_ebpf::{
-    counters::PodCounters, drop_reasons::DropReasons, maps::PinnedMaps, Direction, PinLayout,
-    PodCounter, PodIdentity,
+    abi::FlowState, counters::PodCounters, drop_reasons::DropReasons, flow_tables::FlowTables,
+    maps::PinnedMaps, Direction, PinLayout, PodCounter, PodIdentity,
 };
 use prometheus_client::registry::Unit;
 use tracing::debug;
@@ -19,13 +19,15 @@ use crate::{
     format::Format,
 };
 
-/// One pod interface with its counters and drops.
+/// One pod interface with its counters, drops and, if it has policy, the
+/// occupancy of its flow table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSample {
     pub ifindex: u32,
     pub identity: PodIdentity,
     pub counters: PodCounters,
     pub drops: Vec<Drops>,
+    pub flows: Option<FlowState>,
 }
 
 /// Kernel drops of one pod interface, by direction and reason name.
@@ -94,8 +96,12 @@ pub fn read(
             .collect();
         by_ifindex.insert(group[0].ifindex, grouped);
     }
+    // A few pods have policy, hence a flow table: one small read.
+    let flows: HashMap<u32, FlowState> =
+        FlowTables::open(layout)?.occupancy()?.into_iter().collect();
     for pod in &mut pods {
         pod.drops = by_ifindex.remove(&pod.ifindex).unwrap_or_default();
+        pod.flows = flows.get(&pod.ifindex).copied();
     }
     Ok(pods)
 }
@@ -112,6 +118,7 @@ fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) ->
                 counters: *counters.get(&ifindex)?,
                 identity,
                 drops: Vec::new(),
+                flows: None,
             })
         })
         .collect();
@@ -200,6 +207,51 @@ const DROPS: [Counter<PodCounter>; 2] = [
     ),
 ];
 
+/// A family of the flow table of pods with policy: a value per direction,
+/// the one that opened the flows.
+struct FlowFamily {
+    descriptor: Descriptor,
+    values: fn(&FlowState) -> [u64; 2],
+}
+
+const fn flow_family(
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    values: fn(&FlowState) -> [u64; 2],
+) -> FlowFamily {
+    FlowFamily {
+        descriptor: Descriptor {
+            name,
+            unit: None,
+            help,
+            kind,
+        },
+        values,
+    }
+}
+
+const FLOWS: [FlowFamily; 3] = [
+    flow_family(
+        "podmeter_pod_flows",
+        Kind::Gauge,
+        "Flows in the flow table of a pod with policy, by the direction that opened them (transmit: by the pod); each direction's budget is 8192.",
+        |s| s.flows,
+    ),
+    flow_family(
+        "podmeter_pod_flows_refused",
+        Kind::Counter,
+        "New flows of a pod with policy not recorded because its budget for that direction was spent; their replies met the pod's rules.",
+        |s| s.refused,
+    ),
+    flow_family(
+        "podmeter_pod_flows_reclaimed",
+        Kind::Counter,
+        "Expired flows deleted from the flow table of a pod with policy to make room, by the direction that opened them.",
+        |s| s.reclaimed,
+    ),
+];
+
 /// Writes `podmeter_pod_info`, the traffic and the drop counters of `pods`
 /// to `out`. Each pod's labels are escaped once, for all its series.
 pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
@@ -236,6 +288,19 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
                 more.push("direction", d.direction.as_str());
                 more.push("reason", &d.reason);
                 f.sample(&[l, &more], (family.value)(&d.dropped));
+            }
+        }
+    }
+
+    for family in &FLOWS {
+        let mut f = Family::start(out, format, &family.descriptor);
+        for (pod, l) in pods.iter().zip(&labels) {
+            let Some(state) = &pod.flows else { continue };
+            let values = (family.values)(state);
+            for direction in Direction::ALL {
+                more.clear();
+                more.push("direction", direction.as_str());
+                f.sample(&[l, &more], values[direction as usize]);
             }
         }
     }
@@ -314,6 +379,7 @@ mod tests {
                 identity: a,
                 counters: counters[&1],
                 drops: Vec::new(),
+                flows: None,
             }]
         );
     }
@@ -352,6 +418,13 @@ mod tests {
         container_id: String,
         host_interface: String,
         ips: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct RefDirection {
+        #[prometheus(flatten)]
+        pod: RefPod,
+        direction: String,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -418,6 +491,29 @@ mod tests {
                     }
                 }
             }
+            for family in &FLOWS {
+                let d = &family.descriptor;
+                let kind = match d.kind {
+                    Kind::Counter => MetricType::Counter,
+                    Kind::Gauge => MetricType::Gauge,
+                };
+                let mut m = encoder.encode_descriptor(d.name, d.help, None, kind)?;
+                for s in &self.0 {
+                    let Some(state) = &s.flows else { continue };
+                    for direction in Direction::ALL {
+                        let labels = RefDirection {
+                            pod: pod(&s.identity),
+                            direction: direction.as_str().into(),
+                        };
+                        let value = (family.values)(state)[direction as usize];
+                        let metric = m.encode_family(&labels)?;
+                        match d.kind {
+                            Kind::Counter => ConstCounter::new(value).encode(metric)?,
+                            Kind::Gauge => ConstGauge::new(value as i64).encode(metric)?,
+                        }
+                    }
+                }
+            }
             Ok(())
         }
     }
@@ -448,12 +544,19 @@ mod tests {
                     drop(Direction::Receive, "NO_\"SOCKET\\\n", 1),
                     drop(Direction::Transmit, "🚀", 0),
                 ],
+                flows: Some(FlowState {
+                    flows: [3, 8192],
+                    refused: [0, u64::MAX / 2],
+                    reclaimed: [7, 0],
+                    swept_ns: 1,
+                }),
             },
             PodSample {
                 ifindex: 8,
                 identity: identity("web-0", "eth0"),
                 counters: counters(0),
                 drops: vec![],
+                flows: None,
             },
         ];
         let mut registry = Registry::default();

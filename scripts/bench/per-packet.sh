@@ -66,7 +66,7 @@ char LICENSE[] SEC("license") = "GPL";
 EOF
 clang-19 -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$WORK/empty.bpf.c" -o "$WORK/empty.o"
 bpftool prog load "$WORK/empty.o" "$PIN/bench_empty" type classifier
-PROG_DIR=$(echo "$PIN"/v*) # the build's ABI version
+PROG_DIR=$(echo "$PIN"/v[0-9]*) # the build's ABI version
 
 # packet SRCMAC SRC DST SPORT DPORT FILE: Ethernet + IPv4 + TCP SYN, 54 bytes.
 packet() {

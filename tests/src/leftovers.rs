@@ -12,16 +12,17 @@ use std::{
     process::Command,
 };
 
-use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, Map, MapData, PerCpuHashMap};
 use podmeter_ebpf::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, PodCounter, PodInfo, PolicyEntry,
-        RuleKeyData, RuleSet, Source,
+        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
+        RuleSet, Source,
     },
+    flow_tables::FlowTable,
     object::DROP_TRACEPOINT,
     pins::{
-        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOWS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP,
-        SOURCES_MAP,
+        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
+        REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
     },
     PinLayout,
 };
@@ -56,7 +57,7 @@ pub struct Leftovers {
     pub counters: usize,
     pub devices: usize,
     pub drops: usize,
-    /// Policy entries, rule CIDRs and tracked flows.
+    /// Policy entries, rule CIDRs, flow tables and their occupancy entries.
     pub policy: usize,
     /// Per-pod TCX link pins (the node-wide drop tracer's link excluded).
     pub pins: Vec<String>,
@@ -80,7 +81,8 @@ impl Leftovers {
             drops: map_keys::<PerCpuHashMap<_, DropKey, PodCounter>>(&layout, DROPS_MAP),
             policy: map_keys::<HashMap<_, u32, PolicyEntry>>(&layout, POLICY_MAP)
                 + map_keys::<LpmTrie<_, RuleKeyData, RuleSet>>(&layout, RULES_MAP)
-                + map_keys::<HashMap<_, FlowKey, Flow>>(&layout, FLOWS_MAP),
+                + map_keys::<HashOfMaps<_, u32, FlowTable>>(&layout, FLOW_TABLES_MAP)
+                + map_keys::<HashMap<_, u32, FlowState>>(&layout, FLOW_STATE_MAP),
             pins: link_pins(&layout),
             nft_rules: nft_rules(&site.netns),
             processes: processes(site),
@@ -280,6 +282,12 @@ impl<K: aya::Pod, V: aya::Pod> MapKeyCount for HashMap<MapData, K, V> {
 }
 
 impl<K: aya::Pod, V: aya::Pod> MapKeyCount for LpmTrie<MapData, K, V> {
+    fn key_count(&self) -> usize {
+        self.keys().count()
+    }
+}
+
+impl<K: aya::Pod> MapKeyCount for HashOfMaps<MapData, K, FlowTable> {
     fn key_count(&self) -> usize {
         self.keys().count()
     }

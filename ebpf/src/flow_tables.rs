@@ -1,0 +1,145 @@
+//! Each pod with policy has a flow table of its own, so that no pod's new
+//! flows can take the room of another pod's (`bpf/policy.h` explains the
+//! budgets). The tables are inner maps of `pm_flow_tables` (a hash of maps
+//! by host ifindex), created here when a pod gets policy and dropped with
+//! it: the outer map's entry is the only reference a table has once made,
+//! so removing the entry frees the table. Beside it, `pm_flow_state` holds
+//! each table's occupancy, which the programs keep.
+
+use std::collections::BTreeSet;
+
+use aya::maps::{HashMap, HashOfMaps, Map, MapData, MapError};
+
+use crate::{
+    abi::{Flow, FlowKey, FlowState, FLOWS_PER_POD},
+    maps::open_typed,
+    pins::{PinLayout, FLOW_STATE_MAP, FLOW_TABLES_MAP},
+    pod_keys::PodKeys,
+    registry::{ignore_missing, with_map},
+    Error,
+};
+
+/// One pod's flow table.
+pub type FlowTable = HashMap<MapData, FlowKey, Flow>;
+pub(crate) type TablesMap = HashOfMaps<MapData, u32, FlowTable>;
+pub(crate) type StateMap = HashMap<MapData, u32, FlowState>;
+
+/// The kernel name of every pod's table (at most 15 bytes).
+pub const FLOW_TABLE_NAME: &str = "pm_flow_table";
+
+/// `BPF_F_NO_PREALLOC`: a table's entries are allocated as flows open,
+/// so an idle pod costs its table's bucket array only.
+pub const FLOW_TABLE_FLAGS: u32 = 1;
+
+/// The outer map and the occupancy map of one pin path.
+pub struct FlowTables {
+    layout: PinLayout,
+    tables: TablesMap,
+    state: StateMap,
+}
+
+impl FlowTables {
+    pub fn open(layout: &PinLayout) -> Result<Self, Error> {
+        Ok(Self {
+            layout: layout.clone(),
+            tables: open_typed(layout, FLOW_TABLES_MAP)?,
+            state: open_typed(layout, FLOW_STATE_MAP)?,
+        })
+    }
+
+    fn error(&self, map: &str, source: MapError) -> Error {
+        Error::Map {
+            path: self.layout.map(map),
+            source,
+        }
+    }
+
+    /// Gives the pod an empty flow table unless it has one: its occupancy
+    /// first (the programs record flows only where they find both).
+    pub fn ensure(&mut self, ifindex: u32) -> Result<(), Error> {
+        if self.has_table(ifindex)? {
+            return Ok(());
+        }
+        self.state
+            .insert(ifindex, FlowState::default(), 0)
+            .map_err(|e| self.error(FLOW_STATE_MAP, e))?;
+        let table = create_table().map_err(|e| self.error(FLOW_TABLES_MAP, e))?;
+        self.tables
+            .insert(ifindex, &table, 0)
+            .map_err(|e| self.error(FLOW_TABLES_MAP, e))
+    }
+
+    fn has_table(&self, ifindex: u32) -> Result<bool, Error> {
+        match self.tables.get(&ifindex, 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(self.error(FLOW_TABLES_MAP, e)),
+        }
+    }
+
+    /// Drops the pod's table (freed with its last reference) and occupancy.
+    pub fn remove(&mut self, ifindex: u32) -> Result<(), Error> {
+        ignore_missing(self.tables.remove(&ifindex)).map_err(|e| self.error(FLOW_TABLES_MAP, e))?;
+        ignore_missing(self.state.remove(&ifindex)).map_err(|e| self.error(FLOW_STATE_MAP, e))
+    }
+
+    /// The pod's tracked flows (none without a table).
+    pub fn flows(&self, ifindex: u32) -> Result<Vec<(FlowKey, Flow)>, Error> {
+        let table = match self.tables.get(&ifindex, 0) {
+            Ok(table) => table,
+            Err(MapError::KeyNotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(FLOW_TABLES_MAP, e)),
+        };
+        table
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error(FLOW_TABLES_MAP, e))
+    }
+
+    /// The occupancy of every pod's table, by host ifindex.
+    pub fn occupancy(&self) -> Result<Vec<(u32, FlowState)>, Error> {
+        self.state
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error(FLOW_STATE_MAP, e))
+    }
+}
+
+/// A new, empty pod table, shaped as the object's template for
+/// `pm_flow_tables` values (the kernel refuses any other at insert).
+fn create_table() -> Result<FlowTable, MapError> {
+    let def = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32,
+        size_of::<FlowKey>() as u32,
+        size_of::<Flow>() as u32,
+        FLOWS_PER_POD,
+        FLOW_TABLE_FLAGS,
+    );
+    let data = MapData::create(def, FLOW_TABLE_NAME, None)?;
+    FlowTable::try_from(Map::from_map_data(data)?)
+}
+
+/// Removes the pod's table and occupancy from the pinned maps, if pinned.
+pub(crate) fn forget(layout: &PinLayout, ifindex: u32) -> [Result<(), Error>; 2] {
+    [
+        with_map(layout, FLOW_TABLES_MAP, |m: &mut TablesMap| {
+            m.remove_pod(ifindex)
+        }),
+        with_map(layout, FLOW_STATE_MAP, |m: &mut StateMap| {
+            m.remove_pod(ifindex)
+        }),
+    ]
+}
+
+/// Adds the ifindex of every pod with a table or occupancy to `found`.
+pub(crate) fn collect_ifindexes(
+    layout: &PinLayout,
+    found: &mut BTreeSet<u32>,
+) -> Result<(), Error> {
+    with_map(layout, FLOW_TABLES_MAP, |m: &mut TablesMap| {
+        m.collect_ifindexes(found)
+    })?;
+    with_map(layout, FLOW_STATE_MAP, |m: &mut StateMap| {
+        m.collect_ifindexes(found)
+    })
+}
