@@ -26,6 +26,10 @@ pub fn router(scraper: Arc<Scraper>, telemetry_path: &str, max_requests: usize) 
             telemetry_path,
             limit::concurrent_requests(get(metrics), max_requests),
         )
+        // A fallback of this router's own, so that a layer over it (basic
+        // auth) still covers unknown paths once another router (`/readyz`)
+        // is merged in: theirs would be a new, unlayered one.
+        .fallback(|| std::future::ready(StatusCode::NOT_FOUND))
         .with_state(scraper)
 }
 
