@@ -310,7 +310,8 @@ fn a_failed_add_under_containerd_leaves_state_that_gc_or_the_next_del_removes() 
             left.pins.len(),
             left.nft_rules
         ),
-        (2, 4, 2, 4, 4),
+        // registry: each pod's identity and its sources (2 entries a pod).
+        (2, 4, 4, 4, 4),
         "{left}"
     );
     let exporter = Exporter::start(&binary("podmeter-exporter"), &node.pin_path);
