@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{ArgAction, Parser};
 use ipnet::IpNet;
+use podmeter_conflist::DEFAULT_DATA_DIR;
 use podmeter_daemon::LogArgs;
+use podmeter_ebpf::pins::DEFAULT_PIN_PATH;
 
 /// Next to the exporter's 9977. Loopback: only the kubelet's probe (from the
 /// host network, `host: 127.0.0.1`) needs it.
@@ -34,7 +36,7 @@ pub struct Args {
     #[arg(
         long = "bpf.pin-path",
         value_name = "DIR",
-        default_value = "/sys/fs/bpf/podmeter"
+        default_value = DEFAULT_PIN_PATH
     )]
     pub pin_path: PathBuf,
 
@@ -73,7 +75,7 @@ pub struct Args {
     #[arg(
         long = "ipam.data-dir",
         value_name = "DIR",
-        default_value = "/var/lib/podmeter/networks"
+        default_value = DEFAULT_DATA_DIR
     )]
     pub ipam_data_dir: PathBuf,
 

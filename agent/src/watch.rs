@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admit::{check_range, Host},
-    conflist::{self, Options, BRIDGE},
+    conflist::{self, Options, DEFAULT_BRIDGE},
     install::{self, Outcome},
     metrics::{Metrics, NodeError, Stage},
     ranges::pod_ranges,
@@ -159,7 +159,7 @@ impl Reconciler {
     async fn reconcile(&mut self, nodes: &Store<Node>) -> (State, bool) {
         // Without this node's addresses and routes no range can be judged:
         // nothing is changed until they can be read.
-        let host = match self.table.host(BRIDGE, &self.cluster_cidrs).await {
+        let host = match self.table.host(DEFAULT_BRIDGE, &self.cluster_cidrs).await {
             Ok(host) => host,
             Err(e) => {
                 self.metrics.error(Stage::Routes);

@@ -1,71 +1,28 @@
 //! podmeter's own keys in the network configuration, parsed and validated
 //! before anything on the node is touched.
 
-use std::path::PathBuf;
-
-use ipnet::IpNet;
-use podmeter_ebpf::{pins::DEFAULT_PIN_PATH, policy::PodPolicy, AttachMode};
 use rscni_plugin::types::NetConf;
-use serde::Deserialize;
+
+pub use podmeter_conflist::PluginConfig;
 
 use crate::{error::PluginError, net::names::validate_ifname};
-
-pub const DEFAULT_BRIDGE: &str = "pm0";
-
-/// The plugin-specific part of the config; the defaults follow the
-/// reference `bridge` plugin where it has the same key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PluginConfig {
-    #[serde(default = "default_bridge")]
-    pub bridge: String,
-    /// Give the bridge the range's gateway address(es).
-    #[serde(default)]
-    pub is_gateway: bool,
-    /// Route the pod's default route through the bridge; implies `isGateway`.
-    #[serde(default)]
-    pub is_default_gateway: bool,
-    #[serde(default)]
-    pub mtu: Option<u32>,
-    #[serde(default)]
-    pub hairpin_mode: bool,
-    /// Bridged traffic passes the node's iptables/nftables hooks (the
-    /// bridge's own `nf_call_iptables`/`nf_call_ip6tables`), whatever the
-    /// node's `net.bridge.bridge-nf-call-*` sysctls say: kube-proxy's DNAT
-    /// must see a same-node Service reply to undo it. Needs the kernel's
-    /// `br_netfilter`.
-    #[serde(default)]
-    pub bridge_netfilter: bool,
-    #[serde(default = "default_pin_path")]
-    pub pin_path: PathBuf,
-    /// `auto` (TCX on kernels ≥ 6.6, else clsact), `tcx` or `clsact`.
-    #[serde(default)]
-    pub tc_attach_mode: AttachMode,
-    /// The whole cluster's pod ranges: with `ipMasq`, traffic to them keeps
-    /// the pod's address (other nodes route it back), as traffic to the
-    /// pod's own subnet does.
-    #[serde(default, rename = "clusterCIDRs")]
-    pub cluster_cidrs: Vec<IpNet>,
-    /// Rules and defaults for every pod of this network, applied at ADD
-    /// before the pod's links come up (for runtimes without Kubernetes;
-    /// `podmeterctl policy` edits them per pod afterwards).
-    #[serde(default)]
-    pub policy: PodPolicy,
-}
-
-fn default_bridge() -> String {
-    DEFAULT_BRIDGE.to_owned()
-}
-
-fn default_pin_path() -> PathBuf {
-    PathBuf::from(DEFAULT_PIN_PATH)
-}
 
 /// The smallest MTU IPv6 allows; a pod below it would lose IPv6 silently.
 const MIN_MTU: u32 = 1280;
 
-impl PluginConfig {
-    pub fn from_netconf(conf: &NetConf) -> Result<Self, PluginError> {
+/// Reading the shared schema ([`PluginConfig`]) from a network config, with
+/// the plugin's checks on the values.
+pub trait FromNetconf: Sized {
+    fn from_netconf(conf: &NetConf) -> Result<Self, PluginError>;
+
+    /// Whether traffic leaving the pod's subnets is masqueraded.
+    fn ip_masq(conf: &NetConf) -> bool {
+        conf.ip_masq.unwrap_or(false)
+    }
+}
+
+impl FromNetconf for PluginConfig {
+    fn from_netconf(conf: &NetConf) -> Result<Self, PluginError> {
         let custom = serde_json::Value::Object(conf.custom.clone().into_iter().collect());
         // The path names the key at fault: `isGateway: invalid type: ...`.
         let mut cfg: PluginConfig = serde_path_to_error::deserialize(custom)
@@ -102,15 +59,15 @@ impl PluginConfig {
             .map_err(|e| PluginError::Config(e.to_string()))?;
         Ok(cfg)
     }
-
-    /// Whether traffic leaving the pod's subnets is masqueraded.
-    pub fn ip_masq(conf: &NetConf) -> bool {
-        conf.ip_masq.unwrap_or(false)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use ipnet::IpNet;
+    use podmeter_ebpf::AttachMode;
+
     use super::*;
 
     fn netconf(json: &str) -> NetConf {

@@ -1,6 +1,8 @@
 //! `podmeter`: a CNI plugin that wires pods onto a bridge and meters them
 //! with eBPF. Its stdout is the CNI result; logs go to stderr only.
 
+#[cfg(test)]
+mod agent_conflist_tests;
 mod child;
 mod cmd;
 mod cni_args;

@@ -8,7 +8,8 @@ use anyhow::bail;
 use podmeter_ebpf::{
     abi::{Action, Direction},
     lock::PinLock,
-    policy::{Probe, Proto, RuleSpec, Verdict},
+    maps::PinnedMaps,
+    policy::{Probe, Proto, Rule, RuleSpec, Verdict},
     policy_store::PolicyStore,
 };
 use serde_json::json;
@@ -24,11 +25,10 @@ pub fn run(
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     let maps = pod_ref::open(pin_path)?;
-    let layout = maps.layout().clone();
-    let pod = |query: &str| pod_ref::resolve(&maps, query).map(|(ifindex, _)| ifindex);
+    let target = |query| Target { maps: &maps, query };
     match command {
         PolicyCommand::Add {
-            pod: query,
+            pod,
             direction,
             action,
             cidr,
@@ -41,110 +41,166 @@ pub fn run(
                 proto: *proto,
                 ports: *ports,
             };
-            spec.validate()?;
-            let _edit = PinLock::exclusive(&layout)?;
-            let id = PolicyStore::open(&layout)?.add(pod(query)?, *direction, &spec)?;
-            writeln!(out, "{id}")?;
+            add(&target(pod), *direction, &spec, out)?;
         }
         PolicyCommand::Default {
-            pod: query,
+            pod,
             direction,
             action,
-        } => {
-            let _edit = PinLock::exclusive(&layout)?;
-            PolicyStore::open(&layout)?.set_default(pod(query)?, *direction, *action)?;
-        }
-        PolicyCommand::Delete { pod: query, id } => {
-            let _edit = PinLock::exclusive(&layout)?;
-            if !PolicyStore::open(&layout)?.delete(pod(query)?, *id)? {
-                bail!("pod {query:?} has no rule {id}");
-            }
-        }
-        PolicyCommand::List { pod: query, output } => {
-            let ifindex = pod(query)?;
-            let store = PolicyStore::open(&layout)?;
-            let defaults = store.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-            let rules = store.rules(ifindex)?;
-            if *output == Format::Json {
-                let defaults: serde_json::Map<_, _> = Direction::ALL
-                    .iter()
-                    .map(|d| (d.as_str().to_owned(), json!(defaults[*d as usize])))
-                    .collect();
-                writeln!(out, "{}", json!({"defaults": defaults, "rules": rules}))?;
-            } else {
-                for d in Direction::ALL {
-                    writeln!(
-                        out,
-                        "default {:<9} {}",
-                        d.as_str(),
-                        defaults[d as usize].as_str()
-                    )?;
-                }
-                writeln!(
-                    out,
-                    "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  PORTS",
-                    "ID", "DIRECTION", "ACTION", "PROTO", "CIDR"
-                )?;
-                for r in rules {
-                    writeln!(
-                        out,
-                        "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  {}",
-                        r.id,
-                        r.direction.as_str(),
-                        r.spec.action.as_str(),
-                        r.spec.proto,
-                        r.spec.cidr.map_or("any".to_owned(), |c| c.to_string()),
-                        r.spec.ports.map_or("any".to_owned(), |p| p.to_string()),
-                    )?;
-                }
-            }
-        }
+        } => set_default(&target(pod), *direction, *action)?,
+        PolicyCommand::Delete { pod, id } => delete(&target(pod), *id)?,
+        PolicyCommand::List { pod, output } => list(&target(pod), *output, out)?,
         PolicyCommand::Check {
-            pod: query,
+            pod,
             direction,
             remote,
             proto,
             port,
         } => {
-            if *proto == Proto::Any {
-                bail!("--proto any is not a packet: give tcp, udp, icmp or icmpv6");
-            }
-            let ifindex = pod(query)?;
-            let store = PolicyStore::open(&layout)?;
             let probe = Probe {
                 direction: *direction,
                 remote: *remote,
                 proto: *proto,
                 port: *port,
             };
-            let verdict = store.check(ifindex, &probe)?;
-            let why = match verdict {
-                Verdict::NoPolicy => "the pod has no policy".to_owned(),
-                Verdict::Default(_) => {
-                    format!("no rule matches: the {} default", direction.as_str())
-                }
-                Verdict::Rule { id, .. } => {
-                    let rule = store.rules(ifindex)?.into_iter().find(|r| r.id == id);
-                    match rule {
-                        Some(r) => format!("rule {id}: {}", r.spec),
-                        None => format!("rule {id}"),
-                    }
-                }
-            };
-            let action = verdict.action();
-            writeln!(
-                out,
-                "{} ({why})",
-                if action == Action::Allow {
-                    "allowed"
-                } else {
-                    "denied"
-                }
-            )?;
-            if action == Action::Deny {
-                return Ok(ExitCode::from(1));
-            }
+            return check(&target(pod), &probe, out);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pod a subcommand names and the node's pins it is looked up in: the
+/// argument handling every subcommand shares.
+struct Target<'a> {
+    maps: &'a PinnedMaps,
+    query: &'a str,
+}
+
+impl Target<'_> {
+    /// The pod's interface, the key of its policy.
+    fn ifindex(&self) -> anyhow::Result<u32> {
+        pod_ref::resolve(self.maps, self.query).map(|(ifindex, _)| ifindex)
+    }
+
+    fn store(&self) -> anyhow::Result<PolicyStore> {
+        Ok(PolicyStore::open(self.maps.layout())?)
+    }
+
+    /// The store under the pin path's exclusive lock, held as long as the
+    /// returned guard lives; the pod is resolved under the lock.
+    fn edit(&self) -> anyhow::Result<(PinLock, PolicyStore, u32)> {
+        let lock = PinLock::exclusive(self.maps.layout())?;
+        let store = self.store()?;
+        Ok((lock, store, self.ifindex()?))
+    }
+}
+
+fn add(
+    target: &Target,
+    direction: Direction,
+    spec: &RuleSpec,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    spec.validate()?;
+    let (_edit, mut store, ifindex) = target.edit()?;
+    let id = store.add(ifindex, direction, spec)?;
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+fn set_default(target: &Target, direction: Direction, action: Action) -> anyhow::Result<()> {
+    let (_edit, mut store, ifindex) = target.edit()?;
+    store.set_default(ifindex, direction, action)?;
+    Ok(())
+}
+
+fn delete(target: &Target, id: u32) -> anyhow::Result<()> {
+    let (_edit, mut store, ifindex) = target.edit()?;
+    if !store.delete(ifindex, id)? {
+        bail!("pod {:?} has no rule {id}", target.query);
+    }
+    Ok(())
+}
+
+fn list(target: &Target, output: Format, out: &mut impl Write) -> anyhow::Result<()> {
+    let ifindex = target.ifindex()?;
+    let store = target.store()?;
+    let defaults = store.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+    let rules = store.rules(ifindex)?;
+    if output == Format::Json {
+        let defaults: serde_json::Map<_, _> = Direction::ALL
+            .iter()
+            .map(|d| (d.as_str().to_owned(), json!(defaults[*d as usize])))
+            .collect();
+        writeln!(out, "{}", json!({"defaults": defaults, "rules": rules}))?;
+        return Ok(());
+    }
+    for d in Direction::ALL {
+        writeln!(
+            out,
+            "default {:<9} {}",
+            d.as_str(),
+            defaults[d as usize].as_str()
+        )?;
+    }
+    print_rules(&rules, out)
+}
+
+fn print_rules(rules: &[Rule], out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  PORTS",
+        "ID", "DIRECTION", "ACTION", "PROTO", "CIDR"
+    )?;
+    for r in rules {
+        writeln!(
+            out,
+            "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  {}",
+            r.id,
+            r.direction.as_str(),
+            r.spec.action.as_str(),
+            r.spec.proto,
+            r.spec.cidr.map_or("any".to_owned(), |c| c.to_string()),
+            r.spec.ports.map_or("any".to_owned(), |p| p.to_string()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Exits 1 when the probe is denied, so scripts can test a verdict.
+fn check(target: &Target, probe: &Probe, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if probe.proto == Proto::Any {
+        bail!("--proto any is not a packet: give tcp, udp, icmp or icmpv6");
+    }
+    let ifindex = target.ifindex()?;
+    let store = target.store()?;
+    let verdict = store.check(ifindex, probe)?;
+    let why = match verdict {
+        Verdict::NoPolicy => "the pod has no policy".to_owned(),
+        Verdict::Default(_) => {
+            format!("no rule matches: the {} default", probe.direction.as_str())
+        }
+        Verdict::Rule { id, .. } => {
+            let rule = store.rules(ifindex)?.into_iter().find(|r| r.id == id);
+            match rule {
+                Some(r) => format!("rule {id}: {}", r.spec),
+                None => format!("rule {id}"),
+            }
+        }
+    };
+    let action = verdict.action();
+    writeln!(
+        out,
+        "{} ({why})",
+        if action == Action::Allow {
+            "allowed"
+        } else {
+            "denied"
+        }
+    )?;
+    Ok(if action == Action::Deny {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

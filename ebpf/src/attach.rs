@@ -25,7 +25,7 @@ use crate::{
 
 /// How programs are attached: `Auto` picks TCX where the kernel has it.
 /// The plugin's `tcAttachMode` (`"auto"`, `"tcx"`, `"clsact"`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     #[default]

@@ -286,10 +286,10 @@ pub struct Rule {
 }
 
 /// The rules of one direction, as the plugin's config gives them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionPolicy {
-    #[serde(default, rename = "default")]
+    #[serde(default, rename = "default", skip_serializing_if = "Option::is_none")]
     pub default_action: Option<Action>,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
@@ -297,7 +297,7 @@ pub struct DirectionPolicy {
 
 /// A pod's policy in the plugin's config (`"policy": {"receive": {...},
 /// "transmit": {...}}`), applied at ADD and removed with the pod at DEL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodPolicy {
     #[serde(default)]

@@ -1,21 +1,10 @@
 //! podmeter-exporter: serves the per-pod counters pinned by the podmeter CNI
 //! plugin as Prometheus metrics, reading the pins on every scrape.
 
-mod absent;
-mod auth;
-mod bpf_stats;
 mod cli;
-mod collector;
-mod exposition;
-mod format;
 mod hash_password;
-mod http;
-mod limit;
-mod pods;
-mod ready;
-mod server;
-mod tls;
-mod web_config;
+mod metrics;
+mod web;
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -26,7 +15,11 @@ use tracing::{info, warn};
 
 use crate::{
     cli::Args,
-    web_config::{TlsVersion, WebConfig},
+    metrics::collector,
+    web::{
+        auth, http, ready, server, tls,
+        web_config::{TlsVersion, WebConfig},
+    },
 };
 
 fn main() -> ExitCode {

@@ -3,8 +3,14 @@
 //! once and name themselves on the terminal, so `cargo test` as an ordinary
 //! user passes every pure test and says which ones it left to root. Where a
 //! skip must not happen (CI), set [`REQUIRE_ROOT`]: a skip is then a failure.
+//!
+//! Beside the gate, what unit tests of several crates need that is no
+//! fixture of a node: plain HTTP ([`http`]) and promtool's check ([`promtool`]).
 
 use std::io::Write;
+
+pub mod http;
+pub mod promtool;
 
 /// Set (to anything) to make a root-only test fail instead of skipping.
 pub const REQUIRE_ROOT: &str = "PODMETER_REQUIRE_ROOT";

@@ -2,7 +2,6 @@
 //! loopback port, raw HTTP requests, and checks of what it serves.
 
 use std::{
-    io::Write,
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
@@ -135,30 +134,7 @@ pub fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
         .map(|v| v.parse().unwrap())
 }
 
-/// `promtool check metrics` exits 0 without a finding; fails (not skips)
-/// if promtool is missing.
-pub fn promtool_check_metrics(metrics: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (from Debian's prometheus package) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "promtool check metrics: {}\n{findings}\non:\n{metrics}",
-        out.status
-    );
-}
+pub use podmeter_testkit::promtool::check_metrics as promtool_check_metrics;
 
 /// The series of a test pod (namespace `test`, interface `eth0`) in a
 /// per-pod counter family (`receive_bytes`, ...).

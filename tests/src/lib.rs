@@ -16,7 +16,6 @@ pub mod daemonset;
 pub mod exporter;
 pub mod fake_apiserver;
 pub mod frames;
-pub mod http;
 pub mod image;
 pub mod isolation;
 pub mod leftovers;
@@ -31,6 +30,10 @@ pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;
 pub mod traffic;
+
+/// Plain HTTP for the exporter's and Prometheus' APIs (shared with the
+/// exporter's unit tests, hence in the testkit).
+pub use podmeter_testkit::http;
 
 pub use cni::{CniOutput, SPEC_VERSIONS};
 pub use netns::NetNs;

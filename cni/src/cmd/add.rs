@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     cni_args::PodRef,
-    config::PluginConfig,
+    config::{FromNetconf, PluginConfig},
     error::PluginError,
     masq,
     net::{

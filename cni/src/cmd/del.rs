@@ -8,7 +8,7 @@ use podmeter_ebpf::{attach, lock::PinLock, registry, PinLayout};
 
 use super::{best_effort::BestEffort, Invocation};
 use crate::{
-    config::PluginConfig,
+    config::{FromNetconf, PluginConfig},
     error::PluginError,
     masq,
     net::{

@@ -14,7 +14,7 @@ use super::{
     Invocation,
 };
 use crate::{
-    config::PluginConfig,
+    config::{FromNetconf, PluginConfig},
     error::PluginError,
     masq,
     net::{

@@ -25,7 +25,7 @@ use rscni_plugin::{
 };
 
 use crate::{
-    config::PluginConfig,
+    config::{FromNetconf, PluginConfig},
     error::PluginError,
     ipam::{Ipam, IpamContext},
     net::{names::host_veth_name, netns::open_pod_netns},

@@ -6,7 +6,7 @@ use podmeter_ebpf::{attach, kernel::Probe, loader, loader::Programs, AttachMode}
 
 use super::Invocation;
 use crate::{
-    config::PluginConfig,
+    config::{FromNetconf, PluginConfig},
     error::PluginError,
     masq,
     net::{link::link_by_name, netns::Netlink, NetError},

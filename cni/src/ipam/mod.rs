@@ -14,8 +14,7 @@ use rscni_plugin::types::{CNIResult, GcAttachment, NetConf};
 
 pub use error::IpamError;
 
-/// The `ipam.type` that selects the built-in allocator instead of a plugin binary.
-pub const BUILTIN_TYPE: &str = "builtin";
+pub use podmeter_conflist::BUILTIN_TYPE;
 
 /// What one invocation knows about the attachment, as the runtime passed it to us.
 ///

@@ -5,15 +5,15 @@
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
-use ipnet::IpNet;
+use podmeter_conflist::{BuiltinIpam, IpRange};
 use rscni_plugin::types::Route;
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::range::{describe, to_u128, Range, RangeSet};
 use crate::{ipam::IpamError, special::special_overlap};
 
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/podmeter/networks";
+pub use podmeter_conflist::DEFAULT_DATA_DIR;
 /// Long enough for 50 parallel ADDs to take their turn, short enough that a stuck
 /// holder turns into "try again later" before the runtime's own timeout.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,32 +30,19 @@ pub struct BuiltinConfig {
     pub lock_timeout: Duration,
 }
 
-/// One entry of `ranges` (or the legacy top-level shorthand), before validation.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRange {
-    subnet: IpNet,
-    range_start: Option<IpAddr>,
-    range_end: Option<IpAddr>,
-    gateway: Option<IpAddr>,
-}
-
 impl BuiltinConfig {
     /// Parses `ipam`'s keys other than `type`.
     pub fn parse(ipam: &HashMap<String, Value>) -> Result<Self, IpamError> {
-        let mut raw_sets: Vec<Vec<(String, RawRange)>> = Vec::new();
+        // The shape (types, with the key at fault named) is the shared
+        // schema's; the values are checked below.
+        let raw: BuiltinIpam = typed("ipam", Value::Object(ipam.clone().into_iter().collect()))?;
+        let mut raw_sets: Vec<Vec<(String, IpRange)>> = Vec::new();
 
         // host-local puts the legacy shorthand first, ahead of `ranges`.
-        let legacy_subnet: Option<IpNet> = field(ipam, "subnet")?;
-        let legacy = (
-            field(ipam, "rangeStart")?,
-            field(ipam, "rangeEnd")?,
-            field(ipam, "gateway")?,
-        );
-        match (legacy_subnet, legacy) {
+        match (raw.subnet, (raw.range_start, raw.range_end, raw.gateway)) {
             (Some(subnet), (range_start, range_end, gateway)) => raw_sets.push(vec![(
                 "ipam".to_string(),
-                RawRange {
+                IpRange {
                     subnet,
                     range_start,
                     range_end,
@@ -70,15 +57,13 @@ impl BuiltinConfig {
             }
         }
 
-        let sets: Vec<Vec<Value>> = field(ipam, "ranges")?.unwrap_or_default();
-        for (i, set) in sets.into_iter().enumerate() {
-            let mut ranges = Vec::with_capacity(set.len());
-            for (j, value) in set.into_iter().enumerate() {
-                let path = format!("ipam.ranges[{i}][{j}]");
-                let raw = typed(&path, value)?;
-                ranges.push((path, raw));
-            }
-            raw_sets.push(ranges);
+        for (i, set) in raw.ranges.unwrap_or_default().into_iter().enumerate() {
+            raw_sets.push(
+                set.into_iter()
+                    .enumerate()
+                    .map(|(j, range)| (format!("ipam.ranges[{i}][{j}]"), range))
+                    .collect(),
+            );
         }
         if raw_sets.is_empty() {
             return Err(IpamError::config(
@@ -93,28 +78,18 @@ impl BuiltinConfig {
             .collect::<Result<Vec<_>, _>>()?;
         check_sets_disjoint(&range_sets)?;
 
-        let data_dir: PathBuf =
-            field(ipam, "dataDir")?.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         if data_dir.as_os_str().is_empty() {
             return Err(IpamError::config("ipam.dataDir is empty"));
         }
         Ok(Self {
             range_sets,
-            routes: field(ipam, "routes")?.unwrap_or_default(),
+            routes: raw.routes.unwrap_or_default(),
             data_dir,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
         })
-    }
-}
-
-/// Reads one optional key; `null` counts as absent, like Go's `json.Unmarshal`.
-fn field<T: DeserializeOwned>(
-    ipam: &HashMap<String, Value>,
-    key: &str,
-) -> Result<Option<T>, IpamError> {
-    match ipam.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => typed(&format!("ipam.{key}"), value).map(Some),
     }
 }
 
@@ -135,7 +110,7 @@ fn typed<'de, T: Deserialize<'de>>(
     })
 }
 
-fn build_set(index: usize, raw: Vec<(String, RawRange)>) -> Result<RangeSet, IpamError> {
+fn build_set(index: usize, raw: Vec<(String, IpRange)>) -> Result<RangeSet, IpamError> {
     if raw.is_empty() {
         return Err(IpamError::config(format!("ipam.ranges[{index}] is empty")));
     }
@@ -179,7 +154,7 @@ fn check_sets_disjoint(sets: &[RangeSet]) -> Result<(), IpamError> {
     Ok(())
 }
 
-fn build_range(path: &str, raw: RawRange) -> Result<Range, IpamError> {
+fn build_range(path: &str, raw: IpRange) -> Result<Range, IpamError> {
     let subnet = raw.subnet;
     if subnet.addr() != subnet.network() {
         return Err(IpamError::config(format!(

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, error};
 
-use crate::web_config::WebConfig;
+use crate::web::web_config::WebConfig;
 
 /// Salt and digest of a bcrypt hash whose password is random and was
 /// thrown away. Verified for unknown users, at the highest cost among the

@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 use tracing::debug;
 
-use crate::absent::not_pinned;
+use crate::metrics::absent::not_pinned;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use prometheus_client::registry::Unit;
 
-use crate::format::Format;
+use crate::metrics::format::Format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

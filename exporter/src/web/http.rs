@@ -14,7 +14,10 @@ use axum::{
 };
 use tracing::error;
 
-use crate::{collector::Scraper, format::Format, limit};
+use crate::{
+    metrics::{collector::Scraper, format::Format},
+    web::limit,
+};
 
 /// `telemetry_path` must be absolute and not `/` (the flag parser checks);
 /// at most `max_requests` scrapes run at a time (0: no limit).

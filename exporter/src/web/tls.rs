@@ -26,7 +26,7 @@ use tokio_rustls::{
     TlsAcceptor,
 };
 
-use crate::web_config::{ClientAuth, Curve, TlsServerConfig, TlsVersion, WebConfig};
+use crate::web::web_config::{ClientAuth, Curve, TlsServerConfig, TlsVersion, WebConfig};
 
 /// Builds the server config: reads the certificate, key and client CA
 /// files named in `tls`.

@@ -1,5 +1,6 @@
-//! Exposition formats: OpenMetrics or the Prometheus text format 0.0.4,
-//! chosen by the request's `Accept` header.
+//! One scrape's response: the per-pod families (written by [`pods`]), then
+//! those prometheus-client encodes. Apart from [`Format`], which only
+//! names the format, so that the format depends on no family.
 
 use std::{
     fmt,
@@ -11,132 +12,35 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::pods::{self, PodSample};
+use crate::metrics::{
+    format::Format,
+    pods::{self, PodSample},
+};
 
-/// The length of the last response [`Format::render`] made.
+/// The length of the last response [`render`] made.
 static LAST_LEN: AtomicUsize = AtomicUsize::new(0);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    OpenMetrics,
-    /// The default, for clients that name neither format.
-    Text,
-}
-
-const OPENMETRICS: &str = "application/openmetrics-text";
-const OPENMETRICS_VERSIONS: [&str; 2] = ["1.0.0", "0.0.1"];
-
-impl Format {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Self::Text => prometheus_text::CONTENT_TYPE,
-        }
+/// The per-pod families of `pods` (if they could be read), then those of
+/// `registry`, in `format`.
+pub fn render(
+    format: Format,
+    pods: Option<&[PodSample]>,
+    registry: &Registry,
+) -> Result<String, fmt::Error> {
+    // Sized as the last response plus a margin: a full node's is tens
+    // of MB, and growing it by doubling copied it several times.
+    let last = LAST_LEN.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(last + last / 16);
+    if let Some(pods) = pods {
+        pods::write(&mut out, format, pods);
     }
-
-    /// OpenMetrics if the client names it (in a version we write) with a
-    /// quality at least that of `text/plain`; text otherwise, also when
-    /// nothing acceptable is offered (as the Go exporters do, instead of 406).
-    pub fn negotiate(accept: Option<&str>) -> Self {
-        let (mut om, mut text) = (None, None);
-        for range in accept.unwrap_or_default().split(',') {
-            let Some(range) = MediaRange::parse(range) else {
-                continue;
-            };
-            match range.media_type.as_str() {
-                OPENMETRICS if range.version_in(&OPENMETRICS_VERSIONS) => {
-                    om = most_specific(om, (2, range.q))
-                }
-                "text/plain" if range.version_in(&["0.0.4"]) => {
-                    text = most_specific(text, (2, range.q))
-                }
-                "text/*" => text = most_specific(text, (1, range.q)),
-                "*/*" => text = most_specific(text, (0, range.q)),
-                _ => {}
-            }
-        }
-        let quality = |m: Option<(u8, f32)>| m.map_or(0.0, |(_, q)| q);
-        if quality(om) > 0.0 && quality(om) >= quality(text) {
-            Self::OpenMetrics
-        } else {
-            Self::Text
-        }
+    match format {
+        // Ends with `# EOF`.
+        Format::OpenMetrics => text::encode(&mut out, registry)?,
+        Format::Text => prometheus_text::encode(&mut out, registry)?,
     }
-
-    /// The per-pod families of `pods` (if they could be read), then those
-    /// of `registry`.
-    pub fn render(
-        self,
-        pods: Option<&[PodSample]>,
-        registry: &Registry,
-    ) -> Result<String, fmt::Error> {
-        // Sized as the last response plus a margin: a full node's is tens
-        // of MB, and growing it by doubling copied it several times.
-        let last = LAST_LEN.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(last + last / 16);
-        if let Some(pods) = pods {
-            pods::write(&mut out, self, pods);
-        }
-        match self {
-            // Ends with `# EOF`.
-            Self::OpenMetrics => text::encode(&mut out, registry)?,
-            Self::Text => prometheus_text::encode(&mut out, registry)?,
-        }
-        LAST_LEN.store(out.len(), Ordering::Relaxed);
-        Ok(out)
-    }
-}
-
-/// A format's quality comes from the most specific range that matches it
-/// (`(specificity, q)`), the highest q among equally specific ones.
-fn most_specific(current: Option<(u8, f32)>, new: (u8, f32)) -> Option<(u8, f32)> {
-    match current {
-        Some(c) if c >= new => Some(c),
-        _ => Some(new),
-    }
-}
-
-#[derive(Debug)]
-struct MediaRange {
-    media_type: String,
-    version: Option<String>,
-    q: f32,
-}
-
-impl MediaRange {
-    /// `type/subtype; param=value; q=0.5`; `None` if there is no media type.
-    fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.split(';');
-        let media_type = parts.next()?.trim().to_ascii_lowercase();
-        if !media_type.contains('/') {
-            return None;
-        }
-        let mut range = Self {
-            media_type,
-            version: None,
-            q: 1.0,
-        };
-        for param in parts {
-            let Some((key, value)) = param.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
-                // An unreadable quality makes the range unacceptable.
-                "q" => range.q = value.parse().ok().filter(|q| (0.0..=1.0).contains(q))?,
-                "version" => range.version = Some(value.to_owned()),
-                _ => {}
-            }
-        }
-        Some(range)
-    }
-
-    /// No version asked for, or one of `versions`.
-    fn version_in(&self, versions: &[&str]) -> bool {
-        self.version
-            .as_deref()
-            .is_none_or(|v| versions.contains(&v))
-    }
+    LAST_LEN.store(out.len(), Ordering::Relaxed);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -146,41 +50,11 @@ mod tests {
     use podmeter_ebpf::{
         counters::PodCounters, loader::ProgramStats, Direction, PodCounter, PodIdentity,
     };
-    use podmeter_tests::exporter::promtool_check_metrics;
+    use podmeter_testkit::promtool::check_metrics as promtool_check_metrics;
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::*;
-    use crate::{bpf_stats, pods::Drops};
-
-    #[test]
-    fn openmetrics_only_when_asked_for_at_least_as_much_as_text() {
-        let om = Format::OpenMetrics;
-        let text = Format::Text;
-        for (accept, want) in [
-            (None, text),
-            (Some(""), text),
-            (Some("*/*"), text),
-            (Some("text/plain"), text),
-            (Some("application/openmetrics-text"), om),
-            (Some("Application/OpenMetrics-Text; Version=1.0.0"), om),
-            // What Prometheus 2.x sends by default.
-            (Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), om),
-            (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), text),
-            (Some("application/openmetrics-text;q=0.4, text/plain;q=0.5"), text),
-            (Some("text/plain;q=0.5, application/openmetrics-text;q=0.5"), om),
-            (Some("application/openmetrics-text;q=0.3, text/*;q=0.2"), om),
-            (Some("application/openmetrics-text;q=0.3, */*"), text),
-            (Some("application/openmetrics-text;q=0"), text),
-            (Some("application/openmetrics-text;q=high"), text),
-            (Some("application/openmetrics-text; version=2.0.0"), text),
-            (Some("application/openmetrics-text; version=\"0.0.1\""), om),
-            // The most specific range decides text's quality.
-            (Some("text/plain;q=0.1, */*;q=1, application/openmetrics-text;q=0.2"), om),
-            (Some("garbage, application/json"), text),
-        ] {
-            assert_eq!(Format::negotiate(accept), want, "Accept: {accept:?}");
-        }
-    }
+    use crate::metrics::{bpf_stats, pods::Drops};
 
     /// Program stats, on fixed data instead of the pins.
     #[derive(Debug)]
@@ -241,7 +115,7 @@ mod tests {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(vec![stats])));
-        format.render(Some(&[pod]), &registry).unwrap()
+        super::render(format, Some(&[pod]), &registry).unwrap()
     }
 
     const POD: &str = r#"{namespace="default",pod="web-0",interface="eth0"}"#;

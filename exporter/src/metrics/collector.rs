@@ -15,7 +15,7 @@ use prometheus_client::{
 };
 use tracing::{error, warn};
 
-use crate::{bpf_stats, format::Format, pods};
+use crate::metrics::{bpf_stats, format::Format, pods, render::render};
 
 #[derive(Debug)]
 pub struct Scraper {
@@ -59,7 +59,7 @@ impl Scraper {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(others));
-        format.render(pods.as_deref(), &registry)
+        render(format, pods.as_deref(), &registry)
     }
 
     fn failed(&self, what: &str, err: &dyn std::error::Error) {

@@ -1,10 +1,13 @@
-//! The node's conflist, rendered from its pod ranges. Pure: the same inputs
-//! give the same bytes, so the agent rewrites the file only when they change.
+//! The node's conflist, rendered from its pod ranges by the node agent.
+//! Pure: the same inputs give the same bytes, so the agent rewrites the file
+//! only when they change.
 
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde::Serialize;
+
+use crate::{BuiltinIpam, IpRange, PluginConfig, BUILTIN_TYPE};
 
 /// The network's name: IPAM leases live under `<dataDir>/<name>/`, so it
 /// must not change between versions of the agent.
@@ -14,9 +17,6 @@ pub const NETWORK_NAME: &str = "podmeter";
 /// than 1.0.0, so a 1.1.0 conflist fails every pod there. The plugin speaks
 /// 0.3.0–1.1.0; 1.0.0 is the newest every supported runtime accepts.
 pub const CNI_VERSION: &str = "1.0.0";
-
-/// The bridge podmeter's pods hang off; the same as the plugin's default.
-pub const BRIDGE: &str = "pm0";
 
 /// What the conflist says besides the ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,69 +31,107 @@ pub struct Options {
     pub portmap: bool,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Conflist {
+    cni_version: &'static str,
+    name: &'static str,
+    plugins: Vec<Plugin>,
+}
+
+/// A plugin of the chain, with the CNI spec's keys beside its own.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Plugin {
+    Podmeter {
+        #[serde(rename = "ipMasq")]
+        ip_masq: bool,
+        // Boxed: far larger than portmap's entry.
+        #[serde(flatten)]
+        config: Box<PluginConfig>,
+        ipam: Ipam,
+    },
+    Portmap {
+        capabilities: PortmapCapabilities,
+    },
+}
+
+#[derive(Serialize)]
+struct Ipam {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    builtin: BuiltinIpam,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PortmapCapabilities {
+    port_mappings: bool,
+}
+
 /// The conflist for a node with `ranges` (one per family, in the node's
 /// order), pretty-printed with a trailing newline. `ranges` must not be
 /// empty: a node without pod ranges gets no conflist.
 pub fn render(ranges: &[IpNet], options: &Options) -> String {
     debug_assert!(!ranges.is_empty());
-    // One range set per family: the IPAM leases one address from each.
-    let range_sets: Vec<Value> = ranges
-        .iter()
-        .map(|r| json!([{ "subnet": r.to_string() }]))
-        .collect();
-    let mut podmeter = json!({
-        "type": "podmeter",
-        "bridge": BRIDGE,
-        "isGateway": true,
+    let config = PluginConfig {
         // The plugin adds the pod's default route per family through the
         // bridge's gateway address: no ipam routes needed.
-        "isDefaultGateway": true,
-        // Traffic leaving the pod ranges takes the node's address: nothing
-        // outside the cluster routes them back. Other nodes' pods do (the
-        // agents' routes), hence `clusterCIDRs`.
-        "ipMasq": true,
+        is_gateway: true,
+        is_default_gateway: true,
         // kube-proxy's Services: a pod reaching itself through its own
         // Service is DNATed back to the port it came from (hairpin), and a
         // same-node backend's reply must pass netfilter to be un-NATed even
         // where net.bridge.bridge-nf-call-* is 0 (the bridge's own option).
-        "hairpinMode": true,
-        "bridgeNetfilter": true,
-        "pinPath": options.pin_path,
-        "ipam": {
-            "type": "builtin",
-            "dataDir": options.ipam_data_dir,
-            "ranges": range_sets,
+        hairpin_mode: true,
+        bridge_netfilter: true,
+        pin_path: options.pin_path.clone(),
+        // Left out when empty: the plugin's default, and the same bytes as
+        // agents before the flag wrote.
+        cluster_cidrs: options.cluster_cidrs.clone(),
+        ..PluginConfig::default()
+    };
+    let ipam = Ipam {
+        kind: BUILTIN_TYPE,
+        builtin: BuiltinIpam {
+            // One range set per family: the IPAM leases one address from each.
+            ranges: Some(ranges.iter().map(|r| vec![IpRange::subnet(*r)]).collect()),
+            data_dir: Some(options.ipam_data_dir.clone()),
+            ..BuiltinIpam::default()
         },
-    });
-    // Left out when not given: the plugin's default, and the same bytes
-    // as agents before the flag wrote.
-    if !options.cluster_cidrs.is_empty() {
-        let cidrs: Vec<String> = options
-            .cluster_cidrs
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        podmeter["clusterCIDRs"] = json!(cidrs);
-    }
-    let mut plugins = vec![podmeter];
+    };
+    let mut plugins = vec![Plugin::Podmeter {
+        // Traffic leaving the pod ranges takes the node's address: nothing
+        // outside the cluster routes them back. Other nodes' pods do (the
+        // agents' routes), hence `clusterCIDRs`.
+        ip_masq: true,
+        config: Box::new(config),
+        ipam,
+    }];
     if options.portmap {
-        plugins.push(json!({
-            "type": "portmap",
-            "capabilities": { "portMappings": true },
-        }));
+        plugins.push(Plugin::Portmap {
+            capabilities: PortmapCapabilities {
+                port_mappings: true,
+            },
+        });
     }
-    let conflist = json!({
-        "cniVersion": CNI_VERSION,
-        "name": NETWORK_NAME,
-        "plugins": plugins,
-    });
-    let mut text = serde_json::to_string_pretty(&conflist).expect("a JSON value always renders");
+    let conflist = Conflist {
+        cni_version: CNI_VERSION,
+        name: NETWORK_NAME,
+        plugins,
+    };
+    // Through a `Value`, whose keys are sorted: the bytes agents wrote
+    // before this type existed, so upgrading rewrites no conflist.
+    let value = serde_json::to_value(&conflist).expect("the conflist's types always serialize");
+    let mut text = serde_json::to_string_pretty(&value).expect("a JSON value always renders");
     text.push('\n');
     text
 }
-
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
 
     fn options(portmap: bool) -> Options {

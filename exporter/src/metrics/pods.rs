@@ -13,7 +13,7 @@ use podmeter_ebpf::{
 use prometheus_client::registry::Unit;
 use tracing::debug;
 
-use crate::{
+use crate::metrics::{
     absent::not_pinned,
     exposition::{Descriptor, Family, Kind, Labels},
     format::Format,

@@ -85,7 +85,7 @@ mod tests {
     use std::{sync::mpsc, thread, time::Duration};
 
     use axum::routing::get;
-    use podmeter_tests::http;
+    use podmeter_testkit::http;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -120,7 +120,7 @@ mod tests {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let never = std::future::pending();
-        runtime.spawn(crate::server::serve(
+        runtime.spawn(crate::web::server::serve(
             listener,
             app,
             None,

@@ -17,7 +17,7 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::{
+use crate::web::{
     limit::{self, Connections},
     tls,
 };

@@ -12,7 +12,7 @@ use axum::{http::StatusCode, routing::get, Router};
 use podmeter_ebpf::{maps::PinnedMaps, PinLayout};
 use tracing::warn;
 
-use crate::absent;
+use crate::metrics::absent;
 
 pub fn router(layout: PinLayout) -> Router {
     Router::new().route(
