@@ -13,6 +13,7 @@ use std::{
 };
 
 use aya::maps::MapData;
+use flate2::read::GzDecoder;
 use podmeter_ebpf::{
     loader, maps::PinnedMaps, pins::COUNTERS_MAP, PinLayout, PodDevices, PodIdentity,
 };
@@ -178,29 +179,7 @@ fn registered_pods_are_exported_until_unregistered() {
     podmeter_testkit::needs_root!();
     let pins = PinDir::new();
     let layout = PinLayout::new(&pins.0);
-    loader::ensure_loaded(&layout).unwrap();
-    let mut maps = PinnedMaps::open(&layout).unwrap();
-    let pod = |name: &str, ip: &str| PodIdentity {
-        namespace: "team-a".into(),
-        pod: name.into(),
-        uid: format!("uid-{name}"),
-        container_id: format!("cid-{name}"),
-        network: "podmeter".into(),
-        ifname: "eth0".into(),
-        host_ifname: format!("pm{name}"),
-        ips: vec![(ip.parse().unwrap(), 24)],
-    };
-    // Interface indexes and a netns cookie no real device has: nothing is
-    // attached and no drop is attributed.
-    let devices = |ifindex| PodDevices {
-        node_netns_cookie: u64::MAX,
-        pod_netns_cookie: u64::MAX,
-        pod_ifindex: ifindex,
-    };
-    maps.register(4_000_000_001, &pod("a", "10.9.0.2"), &devices(1))
-        .unwrap();
-    maps.register(4_000_000_002, &pod("b", "10.9.0.3"), &devices(2))
-        .unwrap();
+    let maps = register_two_pods(&layout);
 
     let exporter = Exporter::start(BIN.as_ref(), &pins.0);
     let metrics = exporter.metrics();
@@ -237,6 +216,120 @@ fn registered_pods_are_exported_until_unregistered() {
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));
     assert!(!metrics.contains(r#"pod="a""#), "{metrics}");
     assert!(metrics.contains(r#"pod="b""#));
+}
+
+/// Registers pods `a` (10.9.0.2) and `b` (10.9.0.3) of namespace `team-a`,
+/// with interface indexes and a netns cookie no real device has: nothing
+/// is attached and no drop is attributed.
+fn register_two_pods(layout: &PinLayout) -> PinnedMaps {
+    loader::ensure_loaded(layout).unwrap();
+    let mut maps = PinnedMaps::open(layout).unwrap();
+    let pod = |name: &str, ip: &str| PodIdentity {
+        namespace: "team-a".into(),
+        pod: name.into(),
+        uid: format!("uid-{name}"),
+        container_id: format!("cid-{name}"),
+        network: "podmeter".into(),
+        ifname: "eth0".into(),
+        host_ifname: format!("pm{name}"),
+        ips: vec![(ip.parse().unwrap(), 24)],
+    };
+    let devices = |ifindex| PodDevices {
+        node_netns_cookie: u64::MAX,
+        pod_netns_cookie: u64::MAX,
+        pod_ifindex: ifindex,
+    };
+    maps.register(4_000_000_001, &pod("a", "10.9.0.2"), &devices(1))
+        .unwrap();
+    maps.register(4_000_000_002, &pod("b", "10.9.0.3"), &devices(2))
+        .unwrap();
+    maps
+}
+
+/// A scrape's head (lower-cased) and raw body bytes; the body must come
+/// with a Content-Length (not chunked), which the exporter sends.
+fn scrape_bytes(
+    exporter: &Exporter,
+    accept: &str,
+    accept_encoding: Option<&str>,
+) -> (String, Vec<u8>) {
+    let encoding = accept_encoding
+        .map(|e| format!("Accept-Encoding: {e}\r\n"))
+        .unwrap_or_default();
+    let mut s = TcpStream::connect(exporter.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: {accept}\r\n{encoding}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\ncontent-length: "), "{head}");
+    (head, raw[split + 4..].to_vec())
+}
+
+/// The body without its one sample that differs between two scrapes of the
+/// same maps: the scrape's own duration.
+fn without_scrape_duration(body: &str) -> String {
+    body.lines()
+        .filter(|l| !l.starts_with("podmeter_exporter_scrape_duration_seconds"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn gzip_is_answered_when_asked_and_decompresses_to_the_plain_body() {
+    podmeter_testkit::needs_root!();
+    let pins = PinDir::new();
+    let _maps = register_two_pods(&PinLayout::new(&pins.0));
+    let exporter = Exporter::start(BIN.as_ref(), &pins.0);
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let (plain_head, plain) = scrape_bytes(&exporter, accept, None);
+        assert!(!plain_head.contains("content-encoding"), "{plain_head}");
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(plain.contains(r#"pod="b""#), "{plain}");
+
+        for encoding in ["gzip", "deflate, gzip;q=0.8"] {
+            let (head, gz) = scrape_bytes(&exporter, accept, Some(encoding));
+            assert!(head.contains("\r\ncontent-encoding: gzip"), "{head}");
+            assert!(head.contains("\r\nvary: accept, accept-encoding"), "{head}");
+            let content_type = plain_head.lines().find(|l| l.starts_with("content-type:"));
+            assert_eq!(
+                head.lines().find(|l| l.starts_with("content-type:")),
+                content_type
+            );
+            let mut unzipped = String::new();
+            GzDecoder::new(&gz[..])
+                .read_to_string(&mut unzipped)
+                .unwrap();
+            assert!(gz.len() < unzipped.len());
+            assert_eq!(
+                without_scrape_duration(&unzipped),
+                without_scrape_duration(&plain)
+            );
+        }
+
+        for refused in ["identity", "gzip;q=0", "*"] {
+            let (head, body) = scrape_bytes(&exporter, accept, Some(refused));
+            assert!(!head.contains("content-encoding"), "{refused}: {head}");
+            assert!(head.contains("\r\nvary: accept, accept-encoding"), "{head}");
+            assert!(String::from_utf8(body).unwrap().contains(r#"pod="b""#));
+        }
+    }
+    // Not compressed: the landing page, the readiness probe, errors.
+    for path in ["/", "/readyz", "/nope"] {
+        let mut s = TcpStream::connect(exporter.addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        assert!(!String::from_utf8_lossy(&raw)
+            .to_ascii_lowercase()
+            .contains("content-encoding"));
+    }
 }
 
 /// Reads until the server closes `stream`; panics if it is still open after

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::{
     extract::State,
     http::{
-        header::{ACCEPT, CONTENT_TYPE, VARY},
-        HeaderMap, StatusCode,
+        header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE, VARY},
+        HeaderMap, HeaderValue, StatusCode,
     },
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -16,7 +16,7 @@ use tracing::error;
 
 use crate::{
     metrics::{collector::Scraper, format::Format},
-    web::limit,
+    web::{gzip, limit},
 };
 
 /// `telemetry_path` must be absolute and not `/` (the flag parser checks);
@@ -37,7 +37,7 @@ pub fn router(scraper: Arc<Scraper>, telemetry_path: &str, max_requests: usize) 
 }
 
 /// Scrapes, which reads the pins: blocking syscalls, so off the async
-/// workers.
+/// workers, and gzips there too if asked. Errors are never compressed.
 async fn metrics(State(scraper): State<Arc<Scraper>>, headers: HeaderMap) -> Response {
     let accept = headers
         .get_all(ACCEPT)
@@ -46,12 +46,32 @@ async fn metrics(State(scraper): State<Arc<Scraper>>, headers: HeaderMap) -> Res
         .collect::<Vec<_>>()
         .join(",");
     let format = Format::negotiate(Some(&accept));
-    match tokio::task::spawn_blocking(move || scraper.render(format)).await {
-        Ok(Ok(body)) => (
-            [(CONTENT_TYPE, format.content_type()), (VARY, "Accept")],
-            body,
-        )
-            .into_response(),
+    let gzip = gzip::accepted(&headers);
+    let scrape = move || {
+        let body = scraper.render(format)?;
+        Ok(if gzip {
+            gzip::compress(body.as_bytes())
+        } else {
+            body.into_bytes()
+        })
+    };
+    match tokio::task::spawn_blocking(scrape).await {
+        Ok(Ok(body)) => {
+            let mut response = (
+                [
+                    (CONTENT_TYPE, format.content_type()),
+                    (VARY, "Accept, Accept-Encoding"),
+                ],
+                body,
+            )
+                .into_response();
+            if gzip {
+                response
+                    .headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static(gzip::GZIP));
+            }
+            response
+        }
         Ok(Err(std::fmt::Error)) => {
             error!("encoding the metrics failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -3,6 +3,7 @@
 //! readiness probe.
 
 pub mod auth;
+pub mod gzip;
 pub mod http;
 pub mod limit;
 pub mod ready;
