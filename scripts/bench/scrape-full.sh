@@ -25,6 +25,11 @@
 # built from an earlier commit) on the same pins, interleaved, for a
 # before/after ratio.
 #
+# GZIP=1 also scrapes every exporter (this build's and BASE_EXPORTER's) as
+# "N-gz", in the same rounds: `curl --compressed`, which asks for gzip and
+# decompresses as Prometheus does; its bytes are those on the wire. For a
+# level against another, give BASE_EXPORTER a build with the other level.
+#
 # Floors, per size: `pm-bench-read` times the exporter's batched read of
 # each map alone (SCRAPES rounds), and `pm-bench-static` serves the
 # exporter's response from memory with the same HTTP stack (axum, hyper),
@@ -44,6 +49,7 @@ REAL_SCRAPES=${REAL_SCRAPES:-20}
 TARGET_MS=${TARGET_MS:-50}
 BASE_EXPORTER=${BASE_EXPORTER:-}
 PAUSE=${PAUSE:-0.2}
+GZIP=${GZIP:-0}
 
 bench_init scrape-full
 need curl prometheus-node-exporter busybox
@@ -61,13 +67,14 @@ machine_line
 
 # status_kib PID FIELD: VmRSS / VmHWM of a process, in KiB.
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-# scrape NAME URL RAW: one scrape inside NODE, appended to RAW as "name seconds bytes".
+# scrape NAME URL RAW [CURL_ARG...]: one scrape inside NODE, appended to RAW
+# as "name seconds bytes" (bytes received: compressed ones with --compressed).
 # It starts PAUSE seconds after the last one: back to back, a scrape shared
 # the 2 CPUs of this machine with the previous target still freeing its
 # tens of MB (Prometheus leaves 15 s or so between scrapes of a target).
 scrape() {
   sleep "$PAUSE"
-  echo "$1 $(in_ns "$NODE" curl -sf -o "$BODIES/body.$1" -w '%{time_total} %{size_download}' "$2")" >>"$3"
+  echo "$1 $(in_ns "$NODE" curl -sf "${@:4}" -o "$BODIES/body.$1" -w '%{time_total} %{size_download}' "$2")" >>"$3"
 }
 # start_static NODE FILE: serves FILE with pm-bench-static inside NODE; sets
 # STATIC_ADDR (host:port).
@@ -119,13 +126,24 @@ SCRAPED=()
 for n in $SIZES; do
   SCRAPED+=("$n" "$n-static")
   [ -n "$BASE_EXPORTER" ] && SCRAPED+=("$n-base")
+  if [ "$GZIP" = 1 ]; then
+    URL[$n-gz]=${URL[$n]} PID[$n-gz]=${PID[$n]}
+    SCRAPED+=("$n-gz")
+    if [ -n "$BASE_EXPORTER" ]; then
+      URL[$n-base-gz]=${URL[$n-base]} PID[$n-base-gz]=${PID[$n-base]}
+      SCRAPED+=("$n-base-gz")
+    fi
+  fi
 done
 RAW=$WORK/raw
 for ((r = 0; r < SCRAPES; r++)); do
   k=${#SCRAPED[@]}
   for ((j = 0; j < k; j++)); do
     t=${SCRAPED[(r + j) % k]}
-    scrape "$t" "${URL[$t]}" "$RAW"
+    case $t in
+      *-gz) scrape "$t" "${URL[$t]}" "$RAW" --compressed ;;
+      *) scrape "$t" "${URL[$t]}" "$RAW" ;;
+    esac
   done
 done
 
@@ -146,16 +164,28 @@ for t in "${SCRAPED[@]}"; do
     "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" \
     "$(awk -v m="$med" -v n="$n" 'BEGIN { print m * 1000 / n }')"
 done
+# Not the samples that move between two scrapes: the scrape's duration and
+# the programs' run stats (while kernel.bpf_stats_enabled=1).
+moving='^podmeter_(exporter_scrape_duration_seconds|bpf_program_run_[a-z]*_total)[{ ]'
 if [ -n "$BASE_EXPORTER" ]; then
   echo
   echo "this build / BASE_EXPORTER ($BASE_EXPORTER), medians:"
   for n in $SIZES; do
-    # Not the samples that move between two scrapes: the scrape's duration
-    # and the programs' run stats (while kernel.bpf_stats_enabled=1).
-    moving='^podmeter_(exporter_scrape_duration_seconds|bpf_program_run_[a-z]*_total)[{ ]'
     same=$(cmp -s <(grep -Ev "$moving" "$BODIES/body.$n") <(grep -Ev "$moving" "$BODIES/body.$n-base") &&
       echo identical || echo DIFFER)
     echo "  $n pods: x$(ratio "${MED[$n]}" "${MED[$n-base]}") time; last bodies $same (but for duration and program stats)"
+  done
+fi
+if [ "$GZIP" = 1 ]; then
+  echo
+  echo "gzip (curl --compressed) / uncompressed, same exporter, medians:"
+  bytes() { awk -v t="$1" '$1 == t { print $3 }' "$RAW" | stats | cut -d' ' -f2; }
+  for t in "${SCRAPED[@]}"; do
+    case $t in *-gz) ;; *) continue ;; esac
+    plain=${t%-gz}
+    same=$(cmp -s <(grep -Ev "$moving" "$BODIES/body.$t") <(grep -Ev "$moving" "$BODIES/body.$plain") &&
+      echo identical || echo DIFFER)
+    echo "  $plain: x$(ratio "${MED[$t]}" "${MED[$plain]}") time, x$(ratio "$(bytes "$t")" "$(bytes "$plain")") bytes; decompressed body $same (but for duration and program stats)"
   done
 fi
 echo
