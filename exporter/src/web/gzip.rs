@@ -13,7 +13,8 @@ pub const GZIP: &str = "gzip";
 
 /// The level scrapes are compressed at: the fastest. `BENCHMARKS.md` §5
 /// measures it against level 6 (client_golang's default): at 8,192 pods
-/// level 1 costs a fraction of level 6's CPU for a body a little larger.
+/// level 1 sends 13x fewer bytes than no compression for ~1/4 of level 6's
+/// added time, whose body is only 0.69x level 1's.
 const LEVEL: u32 = 1;
 
 /// Whether the client accepts gzip: an `Accept-Encoding` element (any of
