@@ -206,6 +206,13 @@ static __always_inline struct pm_counter *drop_counter(const struct pm_drop_key 
 	return c;
 }
 
+/* Adds one packet of len bytes to c. */
+static __always_inline void count(struct pm_counter *c, __u32 len)
+{
+	c->packets += 1;
+	c->bytes += len;
+}
+
 /* Counts a packet podmeter drops (len bytes, reason one of podmeter's
  * own) and drops it. */
 static __always_inline int deny(struct __sk_buff *skb, __u32 direction, __u32 reason, __u32 len)
@@ -219,10 +226,8 @@ static __always_inline int deny(struct __sk_buff *skb, __u32 direction, __u32 re
 	__u32 zero = 0;
 	__u32 *mark;
 
-	if (c) {
-		c->packets += 1;
-		c->bytes += len;
-	}
+	if (c)
+		count(c, len);
 	mark = bpf_map_lookup_elem(&pm_denied, &zero);
 	if (mark)
 		*mark = skb->ifindex;
@@ -254,12 +259,6 @@ static __always_inline __u32 policy_verdict(struct __sk_buff *skb, __u32 directi
 		return PM_DROP_POLICY_DENIED;
 	frag_allowed(ifindex, direction, p);
 	return 0;
-}
-
-static __always_inline void count(struct pm_counter *c, __u32 len)
-{
-	c->packets += 1;
-	c->bytes += len;
 }
 
 static __always_inline struct pm_counter *pod_counter(struct __sk_buff *skb, __u32 direction)
@@ -433,8 +432,7 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		return 0;
 	/* An arriving frame as the veth counted it, with its link header. */
 	len = BPF_CORE_READ(skb, len) + pulled;
-	c->packets += 1;
-	c->bytes += len;
+	count(c, len);
 
 	/* What pm_egress counted and the pod never got: dropped by the host
 	 * veth's qdisc, or on the pod's end on its way in. */
