@@ -9,8 +9,8 @@ use podmeter_ebpf::{
     abi::{Action, Direction},
     lock::PinLock,
     maps::PinnedMaps,
+    policy::store::PolicyStore,
     policy::{Probe, Proto, Rule, RuleSpec, Verdict},
-    policy_store::PolicyStore,
 };
 use serde_json::json;
 

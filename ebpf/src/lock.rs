@@ -10,7 +10,7 @@
 
 use std::fs::File;
 
-use crate::{loader::check_bpffs, pin_dir, Error, PinLayout};
+use crate::{pin_dir, programs::loader::check_bpffs, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,

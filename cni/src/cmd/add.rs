@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
-    policy_store::PolicyStore, registry, PodDevices, PodIdentity, PodSource,
+    lock::PinLock, maps::registry, maps::PinnedMaps, policy::store::PolicyStore, programs::attach,
+    programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 

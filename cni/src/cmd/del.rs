@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use podmeter_ebpf::{attach, lock::PinLock, registry, PinLayout};
+use podmeter_ebpf::{lock::PinLock, maps::registry, programs::attach, PinLayout};
 
 use super::{best_effort::BestEffort, Invocation};
 use crate::{

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use podmeter_ebpf::{attach, lock::PinLock, registry};
+use podmeter_ebpf::{lock::PinLock, maps::registry, programs::attach};
 use rscni_plugin::types::{GcAttachment, NetConf};
 
 use super::{

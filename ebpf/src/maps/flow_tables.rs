@@ -12,10 +12,10 @@ use aya::maps::{HashMap, HashOfMaps, Map, MapData, MapError};
 
 use crate::{
     abi::{Flow, FlowKey, FlowState, FLOWS_PER_POD},
-    maps::open_typed,
+    maps::open::open_typed,
+    maps::pod_keys::PodKeys,
+    maps::registry::{ignore_missing, with_map},
     pins::{PinLayout, FLOW_STATE_MAP, FLOW_TABLES_MAP},
-    pod_keys::PodKeys,
-    registry::{ignore_missing, with_map},
     Error,
 };
 

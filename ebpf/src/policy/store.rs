@@ -1,5 +1,5 @@
 //! A pod's policy in the pinned maps: its default actions (`pm_policy`),
-//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::flow_tables`]).
+//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::maps::flow_tables`]).
 //!
 //! Every map update is one the programs see whole, in an order that never
 //! opens or closes a pod by mistake: a rule is written before the pod's
@@ -24,13 +24,13 @@ use crate::{
         Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
         RULES_PER_PREFIX,
     },
-    flow_tables::{self, FlowTables},
-    maps::open_typed,
+    maps::flow_tables::{self, FlowTables},
+    maps::open::open_typed,
+    maps::pod_keys::PodKeys,
+    maps::registry::{ignore_missing, with_map},
     pin_dir,
     pins::{PinLayout, POLICY_MAP, RULES_MAP},
-    pod_keys::PodKeys,
     policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
-    registry::{ignore_missing, with_map},
     Error,
 };
 

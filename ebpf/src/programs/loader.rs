@@ -17,12 +17,12 @@ use crate::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
         TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
-    drop_reasons::DropReasons,
     lock::PinLock,
     maps,
-    object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
+    programs::drop_reasons::DropReasons,
+    programs::object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     Error,
 };
 
@@ -42,10 +42,10 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
         check_bpffs(layout.pin_path())?;
         pin_dir::check(layout)?;
-        maps::check_existing(layout)?;
+        maps::open::check_existing(layout)?;
     } else {
         let _lock = PinLock::exclusive(layout)?;
-        maps::check_existing(layout)?;
+        maps::open::check_existing(layout)?;
         if !programs_pinned() {
             load_and_pin(layout)?;
         }

@@ -7,9 +7,9 @@ use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
 
 use crate::{
     abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, Source},
-    object::{MapSpec, MAPS},
     pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
+    programs::object::{MapSpec, MAPS},
     Error,
 };
 

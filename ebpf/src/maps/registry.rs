@@ -10,11 +10,12 @@ use crate::{
         CounterKey, Dev, DevKey, Direction, DropKey, IpEntry, PodCounter, PodInfo, Side, Source,
         MAX_IPS,
     },
-    maps::{open_typed, PinnedMaps},
+    maps::open::{open_typed, PinnedMaps},
+    maps::pod_keys::PodKeys,
     pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
-    pod_keys::PodKeys,
-    policy_store, Error,
+    policy::store as policy_store,
+    Error,
 };
 
 /// A pod interface's identity, as the plugin knows it at ADD.

@@ -23,10 +23,10 @@ use aya::{
 
 use crate::{
     abi::{CounterKey, Direction, DropKey, PodCounter, PodInfo},
-    counters::{PodCounters, PodDrops},
+    maps::counters::{PodCounters, PodDrops},
+    maps::registry::decode,
     maps::PinnedMaps,
     pins::{COUNTERS_MAP, DROPS_MAP, REGISTRY_MAP},
-    registry::decode,
     Error, PodIdentity,
 };
 

@@ -8,7 +8,7 @@ use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, MapData, MapError, PerCp
 
 use crate::{
     abi::{CounterKey, DropKey, RuleKeyData},
-    registry::ignore_missing,
+    maps::registry::ignore_missing,
 };
 
 /// A map whose keys carry a pod's host ifindex.
@@ -58,7 +58,7 @@ pod_keys!(PerCpuHashMap, DropKey, crate::abi::PodCounter, |k| k
 pod_keys!(HashMap, u32, crate::abi::PolicyEntry, |k| *k);
 pod_keys!(HashMap, u32, crate::abi::Source, |k| *k);
 pod_keys!(HashMap, u32, crate::abi::FlowState, |k| *k);
-pod_keys!(HashOfMaps, u32, crate::flow_tables::FlowTable, |k| *k);
+pod_keys!(HashOfMaps, u32, crate::maps::flow_tables::FlowTable, |k| *k);
 
 impl PodKeys for LpmTrie<MapData, RuleKeyData, crate::abi::RuleSet> {
     type Key = aya::maps::lpm_trie::Key<RuleKeyData>;

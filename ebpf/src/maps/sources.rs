@@ -2,7 +2,7 @@
 //! configured them, and its gateways. The programs drop whatever a pod
 //! sends as anyone else (`bpf/validate.h`), and a pod without an entry
 //! sends nothing: ADD writes it before the pod's links come up, DEL and GC
-//! remove it with the pod's other entries ([`crate::registry::forget`]).
+//! remove it with the pod's other entries ([`crate::maps::registry::forget`]).
 
 use std::net::{IpAddr, Ipv6Addr};
 
