@@ -16,12 +16,13 @@ pub mod lock;
 pub mod maps;
 pub mod pin_dir;
 pub mod pins;
+pub mod pod;
 pub mod policy;
 pub mod programs;
 
 pub use abi::{Direction, PodCounter};
 pub use error::Error;
-pub use maps::registry::{PodDevices, PodIdentity};
 pub use maps::sources::PodSource;
+pub use maps::{devices::PodDevices, registry::PodIdentity};
 pub use pins::PinLayout;
 pub use programs::attach::AttachMode;

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 
-use crate::{pin_dir, programs::loader::check_bpffs, Error, PinLayout};
+use crate::{pin_dir, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,
@@ -40,7 +40,7 @@ impl PinLock {
 
     /// Creates the directories (root's alone, on bpffs) if needed, then locks.
     fn take(layout: &PinLayout, lock: fn(&File) -> std::io::Result<()>) -> Result<Self, Error> {
-        check_bpffs(layout.pin_path())?;
+        pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;

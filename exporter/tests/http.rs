@@ -210,7 +210,7 @@ fn registered_pods_are_exported_until_unregistered() {
     );
     promtool_check_metrics(&metrics);
 
-    let left = podmeter_ebpf::maps::registry::forget(maps.layout(), 4_000_000_001);
+    let left = podmeter_ebpf::pod::forget(maps.layout(), 4_000_000_001);
     assert!(left.is_empty(), "{left:?}");
     let metrics = exporter.metrics();
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    lock::PinLock, maps::registry, maps::PinnedMaps, policy::store::PolicyStore, programs::attach,
+    lock::PinLock, maps::PinnedMaps, pod, policy::store::PolicyStore, programs::attach,
     programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
@@ -99,7 +99,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     // Pushed before the step it undoes, which may fail halfway (one map
     // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
-        registry::forget(layout, host_index)
+        pod::forget(layout, host_index)
             .into_iter()
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))

@@ -12,30 +12,27 @@
 //! serialized by the caller holding [`crate::lock::PinLock`] (exclusive for
 //! an edit).
 
-use std::{cell::RefCell, collections::BTreeSet};
+use std::cell::RefCell;
 
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    HashMap, MapData, MapError,
-};
+use aya::maps::{lpm_trie::Key, MapError};
 
 use crate::{
     abi::{
         Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
         RULES_PER_PREFIX,
     },
-    maps::flow_tables::{self, FlowTables},
+    maps::flow_tables::FlowTables,
     maps::open::open_typed,
     maps::pod_keys::PodKeys,
-    maps::registry::{ignore_missing, with_map},
+    maps::{
+        ignore_missing,
+        policy::{PolicyMap, RulesMap},
+    },
     pin_dir,
     pins::{PinLayout, POLICY_MAP, RULES_MAP},
-    policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
+    policy::{encoding as policy, PodPolicy, Probe, Rule, RuleSpec, Verdict},
     Error,
 };
-
-type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
-type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
 
 /// What one change overwrote in `pm_rules` (`None`: the key was free), to
 /// put back in reverse order if a later step of the change fails.
@@ -365,7 +362,7 @@ impl PolicyStore {
     }
 
     /// Removes the pod's policy entry, rules and flow table, in that order
-    /// (as [`forget`], on the maps already open).
+    /// (as [`crate::maps::policy::forget`], on the maps already open).
     fn clear(&mut self, ifindex: u32) -> Result<(), Error> {
         self.policy
             .remove_pod(ifindex)
@@ -377,31 +374,4 @@ impl PolicyStore {
     }
 }
 
-/// Removes the pod's policy entry (first: the programs stop enforcing),
-/// then its rules and flow table. Maps that are not pinned have nothing to
-/// remove; each problem is returned.
-pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
-    [
-        with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-            m.remove_pod(ifindex)
-        }),
-        with_map(layout, RULES_MAP, |m: &mut RulesMap| m.remove_pod(ifindex)),
-    ]
-    .into_iter()
-    .chain(flow_tables::forget(layout, ifindex))
-    .filter_map(Result::err)
-    .collect()
-}
-
-/// Host ifindexes with a policy entry, rules or a flow table.
-pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
-    let mut found = BTreeSet::new();
-    with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    with_map(layout, RULES_MAP, |m: &mut RulesMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    flow_tables::collect_ifindexes(layout, &mut found)?;
-    Ok(found)
-}
+pub use crate::maps::policy::ifindexes;
