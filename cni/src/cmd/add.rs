@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    lock::PinLock, maps::PinnedMaps, pod, policy::store::PolicyStore, programs::attach,
+    pod, policy::store::PolicyStore, programs::attach,
     programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
@@ -50,9 +50,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
-    let _adding = PinLock::shared(layout)?;
-    let mut maps = PinnedMaps::open(layout)?;
-    timing::mark("open maps");
+    let _adding = programs.maps().lock_shared()?;
+    timing::mark("lock");
 
     let mut rollback = Rollback::default();
     let (leased, syncing) = inv.ipam.add(&inv.ipam_context())?;
@@ -104,9 +103,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
-    maps.register(host.index, &identity, &devices)?;
+    programs.maps().register(host.index, &identity, &devices)?;
     if !inv.plugin.policy.is_empty() {
-        PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
+        PolicyStore::from_maps(programs.maps())?.apply(host.index, &inv.plugin.policy)?;
     }
     timing::mark("map writes");
     rollback.push("detach", move || {
@@ -122,7 +121,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     })??;
     // Before the host end comes up: the programs drop all a pod without
     // its source sends.
-    maps.set_source(host.index, &pod_source(plan, &pod)?)?;
+    programs
+        .maps()
+        .set_source(host.index, &pod_source(plan, &pod)?)?;
     netlink.run(|h| async move { set_up(&h, host.index).await })?;
     timing::mark("netlink: pod side, host up");
 

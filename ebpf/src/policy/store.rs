@@ -22,13 +22,12 @@ use crate::{
         RULES_PER_PREFIX,
     },
     maps::flow_tables::FlowTables,
-    maps::open::open_typed,
-    maps::pod_keys::PodKeys,
+    maps::per_pod::PodKeys,
     maps::{
         ignore_missing,
         policy::{PolicyMap, RulesMap},
+        PinnedMaps,
     },
-    pin_dir,
     pins::{PinLayout, POLICY_MAP, RULES_MAP},
     policy::{encoding as policy, PodPolicy, Probe, Rule, RuleSpec, Verdict},
     Error,
@@ -48,12 +47,16 @@ pub struct PolicyStore {
 
 impl PolicyStore {
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
-        pin_dir::check(layout)?;
+        Self::from_maps(&mut PinnedMaps::open_lazy(layout)?)
+    }
+
+    /// Takes the policy maps out of an open handle (no map is opened twice).
+    pub fn from_maps(maps: &mut PinnedMaps) -> Result<Self, Error> {
         Ok(Self {
-            layout: layout.clone(),
-            policy: open_typed(layout, POLICY_MAP)?,
-            rules: open_typed(layout, RULES_MAP)?,
-            flows: FlowTables::open(layout)?,
+            layout: maps.layout().clone(),
+            policy: maps.take(POLICY_MAP)?,
+            rules: maps.take(RULES_MAP)?,
+            flows: FlowTables::from_maps(maps)?,
         })
     }
 
