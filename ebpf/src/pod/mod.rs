@@ -108,6 +108,18 @@ impl PinnedMaps {
         Ok(found.difference(&registered).copied().collect())
     }
 
+    /// The per-pod maps that hold entries of the pod (of those pinned): none
+    /// once DEL is done with it.
+    pub fn holding(&mut self, ifindex: u32) -> Result<Vec<&'static str>, Error> {
+        let mut holding = Vec::new();
+        for m in PER_POD_MAPS {
+            if self.pods_in(&[m])?.contains(&ifindex) {
+                holding.push(m.name);
+            }
+        }
+        Ok(holding)
+    }
+
     /// Host ifindexes with entries in any of `maps` (those pinned).
     pub(crate) fn pods_in(&mut self, maps: &[&PerPodMap]) -> Result<BTreeSet<u32>, Error> {
         let mut found = BTreeSet::new();
@@ -116,6 +128,11 @@ impl PinnedMaps {
         }
         Ok(found)
     }
+}
+
+/// The names of the per-pod maps, in the order DEL empties them.
+pub fn per_pod_maps() -> impl Iterator<Item = &'static str> {
+    PER_POD_MAPS.iter().map(|m| m.name)
 }
 
 /// [`PinnedMaps::forget`] on a handle of its own (after checking the pin
