@@ -46,7 +46,7 @@ impl PinLock {
     }
 
     /// Locks the directory, which the caller has checked (a
-    /// [`crate::maps::PinnedMaps`] made on it).
+    /// `PinnedMaps` made on it).
     pub(crate) fn on_checked(
         layout: &PinLayout,
         lock: fn(&File) -> std::io::Result<()>,

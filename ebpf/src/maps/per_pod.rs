@@ -1,7 +1,7 @@
 //! The table of per-pod maps: every pinned map whose entries belong to one
 //! pod, named by its host ifindex, with its part of the pod's life. ADD's
 //! zeroing, DEL's removal and GC's search for leftovers all go over this
-//! table ([`crate::pod`]), so a new per-pod map is one line here (and its
+//! table (`pod`), so a new per-pod map is one line here (and its
 //! family file); a map of the object that is in neither this table nor
 //! [`NODE_WIDE_MAPS`] fails a test.
 
