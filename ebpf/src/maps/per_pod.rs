@@ -96,7 +96,7 @@ pub(crate) struct PerPodMap {
 /// source, the devices (no drop is attributed to the pod once its
 /// counters are going), the counters and drops; and the identity last, by
 /// which the next DEL or GC finds what a DEL killed halfway left.
-pub(crate) const PER_POD_MAPS: [&PerPodMap; 9] = [
+pub(crate) const PER_POD_MAPS: &[&PerPodMap] = &[
     &policy::POLICY,
     &policy::RULES,
     &flow_tables::TABLES,
@@ -110,12 +110,15 @@ pub(crate) const PER_POD_MAPS: [&PerPodMap; 9] = [
 
 /// The pinned maps that belong to the node, not to one pod.
 #[cfg(test)] // Read by the classification test only.
-pub(crate) const NODE_WIDE_MAPS: [&str; 0] = [];
+pub(crate) const NODE_WIDE_MAPS: &[&str] = &[];
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{pins::REGISTRY_MAP, programs::object::MAPS};
+    use crate::{
+        pins::{COUNTERS_MAP, DEVICES_MAP, FLOW_TABLES_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP},
+        programs::object::MAPS,
+    };
 
     #[test]
     fn every_map_of_the_object_is_per_pod_or_node_wide() {
@@ -136,7 +139,18 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_goes_last() {
-        assert_eq!(PER_POD_MAPS.last().map(|m| m.name), Some(REGISTRY_MAP));
+    fn removal_keeps_its_order() {
+        let at = |name| PER_POD_MAPS.iter().position(|m| m.name == name).unwrap();
+        assert_eq!(at(POLICY_MAP), 0, "the programs stop enforcing first");
+        assert!(at(RULES_MAP) < at(FLOW_TABLES_MAP));
+        assert!(
+            at(DEVICES_MAP) < at(COUNTERS_MAP),
+            "no drop counted once counters go"
+        );
+        assert_eq!(
+            at(REGISTRY_MAP),
+            PER_POD_MAPS.len() - 1,
+            "the identity last"
+        );
     }
 }
