@@ -9,8 +9,8 @@ use podmeter_ebpf::{
     abi::{Action, Direction},
     lock::PinLock,
     maps::PinnedMaps,
+    policy::store::PolicyStore,
     policy::{Probe, Proto, Rule, RuleSpec, Verdict},
-    policy_store::PolicyStore,
 };
 use serde_json::json;
 
@@ -79,17 +79,17 @@ struct Target<'a> {
 impl Target<'_> {
     /// The pod's interface, the key of its policy.
     fn ifindex(&self) -> anyhow::Result<u32> {
-        pod_ref::resolve(self.maps, self.query).map(|(ifindex, _)| ifindex)
+        Ok(self.maps.lookup(self.query)?.0)
     }
 
     fn store(&self) -> anyhow::Result<PolicyStore> {
-        Ok(PolicyStore::open(self.maps.layout())?)
+        Ok(PolicyStore::from_maps(&mut self.maps.fresh())?)
     }
 
     /// The store under the pin path's exclusive lock, held as long as the
     /// returned guard lives; the pod is resolved under the lock.
     fn edit(&self) -> anyhow::Result<(PinLock, PolicyStore, u32)> {
-        let lock = PinLock::exclusive(self.maps.layout())?;
+        let lock = self.maps.lock_exclusive()?;
         let store = self.store()?;
         Ok((lock, store, self.ifindex()?))
     }

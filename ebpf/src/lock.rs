@@ -10,7 +10,7 @@
 
 use std::fs::File;
 
-use crate::{loader::check_bpffs, pin_dir, Error, PinLayout};
+use crate::{pin_dir, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,
@@ -40,8 +40,17 @@ impl PinLock {
 
     /// Creates the directories (root's alone, on bpffs) if needed, then locks.
     fn take(layout: &PinLayout, lock: fn(&File) -> std::io::Result<()>) -> Result<Self, Error> {
-        check_bpffs(layout.pin_path())?;
+        pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
+        Self::on_checked(layout, lock)
+    }
+
+    /// Locks the directory, which the caller has checked (a
+    /// `PinnedMaps` made on it).
+    pub(crate) fn on_checked(
+        layout: &PinLayout,
+        lock: fn(&File) -> std::io::Result<()>,
+    ) -> Result<Self, Error> {
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
         lock(&file).map_err(|e| Error::io("flock", &dir, e))?;

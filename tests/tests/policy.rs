@@ -11,9 +11,9 @@ use aya::programs::{
 };
 use podmeter_ebpf::{
     abi::{Direction, DROP_POLICY_DENIED},
-    drop_reasons::DropReasons,
-    object::PROGRAMS,
-    policy_store::{self, PolicyStore},
+    policy::store::{self as policy_store, PolicyStore},
+    programs::drop_reasons::DropReasons,
+    programs::object::PROGRAMS,
     PodCounter,
 };
 use podmeter_tests::{

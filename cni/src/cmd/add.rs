@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
-    policy_store::PolicyStore, registry, PodDevices, PodIdentity, PodSource,
+    pod, policy::store::PolicyStore, programs::attach,
+    programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
@@ -50,9 +50,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
-    let _adding = PinLock::shared(layout)?;
-    let mut maps = PinnedMaps::open(layout)?;
-    timing::mark("open maps");
+    let _adding = programs.maps().lock_shared()?;
+    timing::mark("lock");
 
     let mut rollback = Rollback::default();
     let (leased, syncing) = inv.ipam.add(&inv.ipam_context())?;
@@ -99,14 +98,14 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     // Pushed before the step it undoes, which may fail halfway (one map
     // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
-        registry::forget(layout, host_index)
+        pod::forget(layout, host_index)
             .into_iter()
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
-    maps.register(host.index, &identity, &devices)?;
+    programs.maps().register(host.index, &identity, &devices)?;
     if !inv.plugin.policy.is_empty() {
-        PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
+        PolicyStore::from_maps(programs.maps())?.apply(host.index, &inv.plugin.policy)?;
     }
     timing::mark("map writes");
     rollback.push("detach", move || {
@@ -122,7 +121,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     })??;
     // Before the host end comes up: the programs drop all a pod without
     // its source sends.
-    maps.set_source(host.index, &pod_source(plan, &pod)?)?;
+    programs
+        .maps()
+        .set_source(host.index, &pod_source(plan, &pod)?)?;
     netlink.run(|h| async move { set_up(&h, host.index).await })?;
     timing::mark("netlink: pod side, host up");
 

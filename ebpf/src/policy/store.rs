@@ -1,5 +1,5 @@
 //! A pod's policy in the pinned maps: its default actions (`pm_policy`),
-//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::flow_tables`]).
+//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::maps::flow_tables`]).
 //!
 //! Every map update is one the programs see whole, in an order that never
 //! opens or closes a pod by mistake: a rule is written before the pod's
@@ -12,30 +12,26 @@
 //! serialized by the caller holding [`crate::lock::PinLock`] (exclusive for
 //! an edit).
 
-use std::{cell::RefCell, collections::BTreeSet};
+use std::cell::RefCell;
 
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    HashMap, MapData, MapError,
-};
+use aya::maps::{lpm_trie::Key, MapError};
 
 use crate::{
     abi::{
         Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
         RULES_PER_PREFIX,
     },
-    flow_tables::{self, FlowTables},
-    maps::open_typed,
-    pin_dir,
+    maps::flow_tables::FlowTables,
+    maps::per_pod::PodKeys,
+    maps::{
+        ignore_missing,
+        policy::{PolicyMap, RulesMap},
+        PinnedMaps,
+    },
     pins::{PinLayout, POLICY_MAP, RULES_MAP},
-    pod_keys::PodKeys,
-    policy::{self, PodPolicy, Probe, Rule, RuleSpec, Verdict},
-    registry::{ignore_missing, with_map},
+    policy::{encoding as policy, PodPolicy, Probe, Rule, RuleSpec, Verdict},
     Error,
 };
-
-type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
-type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
 
 /// What one change overwrote in `pm_rules` (`None`: the key was free), to
 /// put back in reverse order if a later step of the change fails.
@@ -51,12 +47,16 @@ pub struct PolicyStore {
 
 impl PolicyStore {
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
-        pin_dir::check(layout)?;
+        Self::from_maps(&mut PinnedMaps::open_lazy(layout)?)
+    }
+
+    /// Takes the policy maps out of an open handle (no map is opened twice).
+    pub fn from_maps(maps: &mut PinnedMaps) -> Result<Self, Error> {
         Ok(Self {
-            layout: layout.clone(),
-            policy: open_typed(layout, POLICY_MAP)?,
-            rules: open_typed(layout, RULES_MAP)?,
-            flows: FlowTables::open(layout)?,
+            layout: maps.layout().clone(),
+            policy: maps.take(POLICY_MAP)?,
+            rules: maps.take(RULES_MAP)?,
+            flows: FlowTables::from_maps(maps)?,
         })
     }
 
@@ -365,7 +365,7 @@ impl PolicyStore {
     }
 
     /// Removes the pod's policy entry, rules and flow table, in that order
-    /// (as [`forget`], on the maps already open).
+    /// (as [`crate::maps::policy::forget`], on the maps already open).
     fn clear(&mut self, ifindex: u32) -> Result<(), Error> {
         self.policy
             .remove_pod(ifindex)
@@ -377,31 +377,4 @@ impl PolicyStore {
     }
 }
 
-/// Removes the pod's policy entry (first: the programs stop enforcing),
-/// then its rules and flow table. Maps that are not pinned have nothing to
-/// remove; each problem is returned.
-pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
-    [
-        with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-            m.remove_pod(ifindex)
-        }),
-        with_map(layout, RULES_MAP, |m: &mut RulesMap| m.remove_pod(ifindex)),
-    ]
-    .into_iter()
-    .chain(flow_tables::forget(layout, ifindex))
-    .filter_map(Result::err)
-    .collect()
-}
-
-/// Host ifindexes with a policy entry, rules or a flow table.
-pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
-    let mut found = BTreeSet::new();
-    with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    with_map(layout, RULES_MAP, |m: &mut RulesMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    flow_tables::collect_ifindexes(layout, &mut found)?;
-    Ok(found)
-}
+pub use crate::maps::policy::ifindexes;

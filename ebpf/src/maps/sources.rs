@@ -2,13 +2,18 @@
 //! configured them, and its gateways. The programs drop whatever a pod
 //! sends as anyone else (`bpf/validate.h`), and a pod without an entry
 //! sends nothing: ADD writes it before the pod's links come up, DEL and GC
-//! remove it with the pod's other entries ([`crate::registry::forget`]).
+//! remove it with the pod's other entries (`crate::pod::forget`).
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use aya::maps::{HashMap, MapData};
+
 use crate::{
     abi::{IpEntry, Source, MAX_GATEWAYS, MAX_IPS},
-    maps::PinnedMaps,
+    maps::{
+        per_pod::{by_key, pod_keys, PerPodMap},
+        PinnedMaps,
+    },
     pins::SOURCES_MAP,
     Error,
 };
@@ -77,11 +82,16 @@ impl PinnedMaps {
     /// Records who the pod behind host veth `ifindex` may send as.
     pub fn set_source(&mut self, ifindex: u32, source: &PodSource) -> Result<(), Error> {
         let entry = source.encode()?;
-        self.sources
-            .insert(ifindex, entry, 0)
-            .map_err(|e| self.error(SOURCES_MAP, e))
+        let path = self.layout().map(SOURCES_MAP);
+        let mut map: HashMap<&mut MapData, u32, Source> = self.typed_mut(SOURCES_MAP)?;
+        map.insert(ifindex, entry, 0)
+            .map_err(|source| Error::Map { path, source })
     }
 }
+
+pod_keys!(HashMap, u32, Source, |k| *k);
+
+pub(crate) const PER_POD: PerPodMap = by_key!(SOURCES_MAP, HashMap<u32, Source>);
 
 #[cfg(test)]
 mod tests {

@@ -1,56 +1,69 @@
 //! Loading the programs once per pin path: the first ADD runs the verifier
 //! and pins programs and maps; every later one reopens the pins.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-};
+use std::{fs, io};
 
 use aya::{
     programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
     Btf, EbpfLoader,
 };
-use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
         TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
-    drop_reasons::DropReasons,
     lock::PinLock,
-    maps,
-    object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
+    maps::PinnedMaps,
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
+    programs::drop_reasons::DropReasons,
+    programs::object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     Error,
 };
 
-/// The loaded tc programs, in the order of [`PROGRAMS`].
+/// The loaded tc programs, in the order of [`PROGRAMS`], and the pinned
+/// maps they were loaded with, checked.
 pub struct Programs {
     pub(crate) programs: Vec<(ProgramSpec, SchedClassifier)>,
+    maps: PinnedMaps,
+}
+
+impl Programs {
+    /// The pinned maps, checked while loading: to pass on rather than
+    /// open again.
+    pub fn maps(&mut self) -> &mut PinnedMaps {
+        &mut self.maps
+    }
 }
 
 /// Returns the programs pinned under `layout`, loading and pinning them (and
 /// the maps) first if this pin path has none yet. Refuses pinned maps of
-/// another layout.
+/// another layout. The pin directory is checked and each pinned map opened
+/// and checked once, here: [`Programs::maps`] hands them on.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let programs_pinned = || all_programs().all(|name| layout.program(name).exists());
     // The tracer's link is pinned last: with it and the programs there, no
     // lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
-    if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
-        check_bpffs(layout.pin_path())?;
-        pin_dir::check(layout)?;
-        maps::check_existing(layout)?;
+    let maps = if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
+        pin_dir::check_bpffs(layout.pin_path())?;
+        let maps = PinnedMaps::open_lazy(layout)?;
+        maps.check_all()?;
+        maps
     } else {
+        // The lock checks (and makes) the directories.
         let _lock = PinLock::exclusive(layout)?;
-        maps::check_existing(layout)?;
+        let mut maps = PinnedMaps::checked(layout);
+        maps.check_all()?;
         if !programs_pinned() {
             load_and_pin(layout)?;
+            // This handle knows the maps that were missing as missing.
+            maps = PinnedMaps::checked(layout);
         }
         ensure_drop_tracer_attached(layout)?;
-    }
+        maps
+    };
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
@@ -62,7 +75,7 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Programs { programs })
+    Ok(Programs { programs, maps })
 }
 
 /// Reopens a pinned tc program under the name we gave it. Not
@@ -203,22 +216,6 @@ pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
 /// Every program of the object: the tc programs and the drop tracer.
 fn all_programs() -> impl Iterator<Item = &'static str> {
     PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER])
-}
-
-/// Checks that `path`, or its nearest existing ancestor, is on bpffs, before
-/// anything is created there.
-pub fn check_bpffs(path: &Path) -> Result<(), Error> {
-    let existing = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let fs = statfs(existing).map_err(|e| Error::io("statfs", existing, e.into()))?;
-    if fs.filesystem_type() != BPF_FS_MAGIC {
-        return Err(Error::NotBpffs {
-            path: PathBuf::from(path),
-        });
-    }
-    Ok(())
 }
 
 /// Removes everything pinned under this pin path (programs, maps, links):

@@ -77,7 +77,7 @@ pub const MAPS: [MapSpec; 9] = [
         value_size: size_of::<RuleSet>() as u32,
         max_entries: MAX_RULE_PREFIXES,
     },
-    // Its values are the ids of per-pod tables ([`crate::flow_tables`]),
+    // Its values are the ids of per-pod tables (`maps::flow_tables`),
     // which the kernel checks against the object's template at each insert.
     MapSpec {
         name: FLOW_TABLES_MAP,
