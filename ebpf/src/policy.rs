@@ -255,7 +255,7 @@ impl RuleSpec {
             proto: self.proto.raw(),
             action: self.action as u8,
             flags,
-            pad: 0,
+            owner: 0,
             port_lo: ports.first,
             port_hi: ports.last,
         }

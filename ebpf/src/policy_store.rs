@@ -109,8 +109,8 @@ impl PolicyStore {
         };
         let entry = PolicyEntry {
             default_action: defaults.map(|a| a as u8),
-            pad: [0; 2],
             generation,
+            ..Default::default()
         };
         self.policy
             .insert(ifindex, entry, 0)
