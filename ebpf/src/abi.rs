@@ -38,7 +38,9 @@ pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
 pub const MAX_IPS: usize = 4;
 
 /// Mirrors `enum pm_direction`: receive/transmit as seen by the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 #[repr(u32)]
 pub enum Direction {
@@ -282,7 +284,7 @@ pub struct RuleEntry {
 
 /// Mirrors `struct pm_rule_key` without its leading `prefixlen`, which
 /// aya's `lpm_trie::Key` carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(C)]
 pub struct RuleKeyData {
     pub ifindex: u32,
@@ -305,7 +307,7 @@ pub struct RuleSet {
 pub const PEER_KEY_FIXED_BITS: u32 = 32;
 
 /// Mirrors `struct pm_peer_key` without its leading `prefixlen`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(C)]
 pub struct PeerKeyData {
     pub family: u8,

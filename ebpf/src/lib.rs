@@ -22,7 +22,9 @@ pub mod pin_dir;
 pub mod pins;
 mod pod_keys;
 pub mod policy;
+pub mod policy_k8s;
 pub mod policy_store;
+pub mod policy_view;
 pub mod registry;
 pub mod sources;
 

@@ -14,17 +14,29 @@ use crate::{loader::check_bpffs, pin_dir, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,
+    layout: PinLayout,
+    exclusive: bool,
 }
 
 impl PinLock {
     /// Blocks until no exclusive holder (a load, a GC) is left.
     pub fn shared(layout: &PinLayout) -> Result<Self, Error> {
-        Self::take(layout, File::lock_shared)
+        Self::take(layout, File::lock_shared, false)
     }
 
     /// Blocks until no other holder is left.
     pub fn exclusive(layout: &PinLayout) -> Result<Self, Error> {
-        Self::take(layout, File::lock)
+        Self::take(layout, File::lock, true)
+    }
+
+    /// The pin path it locks.
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    /// Whether no one else holds it.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// Like [`shared`](Self::shared), but `None` where nothing is pinned
@@ -39,12 +51,20 @@ impl PinLock {
     }
 
     /// Creates the directories (root's alone, on bpffs) if needed, then locks.
-    fn take(layout: &PinLayout, lock: fn(&File) -> std::io::Result<()>) -> Result<Self, Error> {
+    fn take(
+        layout: &PinLayout,
+        lock: fn(&File) -> std::io::Result<()>,
+        exclusive: bool,
+    ) -> Result<Self, Error> {
         check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
         lock(&file).map_err(|e| Error::io("flock", &dir, e))?;
-        Ok(Self { _file: file })
+        Ok(Self {
+            _file: file,
+            layout: layout.clone(),
+            exclusive,
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, MapData, MapError, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, DropKey, RuleKeyData},
+    abi::{CounterKey, DropKey, K8sRuleKeyData, RuleKeyData},
     registry::ignore_missing,
 };
 
@@ -60,15 +60,23 @@ pod_keys!(HashMap, u32, crate::abi::Source, |k| *k);
 pod_keys!(HashMap, u32, crate::abi::FlowState, |k| *k);
 pod_keys!(HashOfMaps, u32, crate::flow_tables::FlowTable, |k| *k);
 
-impl PodKeys for LpmTrie<MapData, RuleKeyData, crate::abi::RuleSet> {
-    type Key = aya::maps::lpm_trie::Key<RuleKeyData>;
-    fn ifindex(key: &Self::Key) -> u32 {
-        key.data().ifindex
-    }
-    fn key_list(&self) -> Result<Vec<Self::Key>, MapError> {
-        self.keys().collect()
-    }
-    fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError> {
-        self.remove(key)
-    }
+/// A trie whose key data starts with the pod's ifindex.
+macro_rules! trie_pod_keys {
+    ($key:ty, $value:ty) => {
+        impl PodKeys for LpmTrie<MapData, $key, $value> {
+            type Key = aya::maps::lpm_trie::Key<$key>;
+            fn ifindex(key: &Self::Key) -> u32 {
+                key.data().ifindex
+            }
+            fn key_list(&self) -> Result<Vec<Self::Key>, MapError> {
+                self.keys().collect()
+            }
+            fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError> {
+                self.remove(key)
+            }
+        }
+    };
 }
+
+trie_pod_keys!(RuleKeyData, crate::abi::RuleSet);
+trie_pod_keys!(K8sRuleKeyData, crate::abi::K8sRule);

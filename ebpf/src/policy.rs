@@ -4,16 +4,60 @@
 //! CIDR are tried in, and the longest-prefix walk (`bpf/policy.h` does the
 //! same walk per packet; `podmeterctl policy check` does it over the map).
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
 
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::abi::{
-    Action, Direction, RuleEntry, RuleKeyData, RuleSet, PROTO_ANY, RULES_PER_PREFIX,
-    RULE_KEY_FIXED_BITS, RULE_PORTS,
+    Action, Direction, PolicyEntry, RuleEntry, RuleKeyData, RuleSet, OWNER_CONFIG, OWNER_OPERATOR,
+    PROTO_ANY, RULES_PER_PREFIX, RULE_KEY_FIXED_BITS, RULE_PORTS,
 };
+
+/// Who wrote a rule or default. Each owner replaces only its own; how they
+/// combine is `policy_action()` in `bpf/policy.h` (README, "Policy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// The CNI config's `policy`, applied by ADD.
+    Config,
+    /// `podmeterctl policy add/delete/default`.
+    Operator,
+    /// The node agent, from NetworkPolicy (the kubernetes tier).
+    Kubernetes,
+}
+
+impl Owner {
+    /// `PM_OWNER_*` of an admin owner (`None`: kubernetes, not in `pm_rules`).
+    pub fn raw(self) -> Option<u8> {
+        match self {
+            Owner::Config => Some(OWNER_CONFIG),
+            Owner::Operator => Some(OWNER_OPERATOR),
+            Owner::Kubernetes => None,
+        }
+    }
+
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        [Owner::Config, Owner::Operator]
+            .into_iter()
+            .find(|o| o.raw() == Some(raw))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Config => "config",
+            Owner::Operator => "operator",
+            Owner::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Mirrors `PM_RULE_ANY_ADDRESS`: userspace's note that a rule was given
 /// without a CIDR (stored under both families' /0).
@@ -104,7 +148,7 @@ impl fmt::Display for Proto {
 }
 
 /// An inclusive destination port range, written `N` or `N-M`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "PortsText", into = "String")]
 pub struct PortRange {
     pub first: u16,
@@ -238,7 +282,7 @@ impl RuleSpec {
         }
     }
 
-    pub(crate) fn entry(&self, id: u32) -> RuleEntry {
+    pub(crate) fn entry(&self, id: u32, owner: u8) -> RuleEntry {
         let mut flags = 0;
         if self.ports.is_some() {
             flags |= RULE_PORTS;
@@ -255,7 +299,7 @@ impl RuleSpec {
             proto: self.proto.raw(),
             action: self.action as u8,
             flags,
-            owner: 0,
+            owner,
             port_lo: ports.first,
             port_hi: ports.last,
         }
@@ -281,6 +325,7 @@ impl fmt::Display for RuleSpec {
 pub struct Rule {
     pub id: u32,
     pub direction: Direction,
+    pub owner: Owner,
     #[serde(flatten)]
     pub spec: RuleSpec,
 }
@@ -355,6 +400,19 @@ pub enum Verdict {
         id: u32,
         action: Action,
     },
+    /// No admin rule matched and NetworkPolicy isolates the pod.
+    Kubernetes(KubeVerdict),
+}
+
+/// What the kubernetes tier says of a probe (`bpf/k8s_policy.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeVerdict {
+    /// The remote is the node (a gateway of the pod, or identity HOST).
+    Node,
+    /// A rule of this NetworkPolicy index allows it.
+    Allowed { policy: u32 },
+    /// No rule allows it.
+    Denied,
 }
 
 impl Verdict {
@@ -362,6 +420,8 @@ impl Verdict {
         match self {
             Verdict::NoPolicy => Action::Allow,
             Verdict::Default(a) | Verdict::Rule { action: a, .. } => a,
+            Verdict::Kubernetes(KubeVerdict::Denied) => Action::Deny,
+            Verdict::Kubernetes(_) => Action::Allow,
         }
     }
 }
@@ -508,12 +568,108 @@ pub(crate) fn decode(
     Some(Rule {
         id: entry.id,
         direction,
+        owner: Owner::from_raw(entry.owner)?,
         spec: RuleSpec {
             action: Action::from_raw(entry.action)?,
             cidr,
             proto: Proto::from_raw(entry.proto)?,
             ports,
         },
+    })
+}
+
+/// Entries of a trie by (prefix length, key data): a pod's, read into
+/// memory to be changed there and written back as a diff.
+pub(crate) type Entries<K, V> = BTreeMap<(u32, K), V>;
+
+/// A pod's admin rule sets.
+pub(crate) type Sets = Entries<RuleKeyData, RuleSet>;
+
+/// The rules of a rule set, in their order.
+pub(crate) fn set_rules(set: &RuleSet) -> &[RuleEntry] {
+    &set.rules[..(set.n_rules as usize).min(RULES_PER_PREFIX)]
+}
+
+/// Removes the rules `remove` picks; a set left empty goes.
+pub(crate) fn remove_rules(sets: &mut Sets, remove: impl Fn(&RuleEntry) -> bool) {
+    sets.retain(|_, set| {
+        let kept: Vec<RuleEntry> = set_rules(set)
+            .iter()
+            .filter(|r| !remove(r))
+            .copied()
+            .collect();
+        set.rules = Default::default();
+        set.rules[..kept.len()].copy_from_slice(&kept);
+        set.n_rules = kept.len() as u32;
+        !kept.is_empty()
+    });
+}
+
+/// The id of a pod's next rule: one more than its highest, whoever owns it.
+pub(crate) fn next_id(sets: &Sets) -> u32 {
+    sets.values()
+        .flat_map(set_rules)
+        .map(|r| r.id)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// Adds rule `id` of `owner` to its CIDRs' sets; refused if one is full.
+pub(crate) fn insert_rule(
+    sets: &mut Sets,
+    ifindex: u32,
+    direction: Direction,
+    spec: &RuleSpec,
+    id: u32,
+    owner: u8,
+) -> Result<(), InvalidRule> {
+    let entry = spec.entry(id, owner);
+    // Every family's set is checked for room before any is changed.
+    let keys: Vec<_> = spec
+        .prefixes()
+        .into_iter()
+        .map(|(family, addr, len)| {
+            let key = rule_key(ifindex, direction, family, addr, len);
+            ((key.prefix_len(), key.data()), len)
+        })
+        .collect();
+    if keys.iter().any(|(k, _)| {
+        sets.get(k)
+            .is_some_and(|s| s.n_rules as usize >= RULES_PER_PREFIX)
+    }) {
+        return Err(InvalidRule(format!(
+            "{} has {RULES_PER_PREFIX} {} rules already, the limit: \
+             {RULES_PER_PREFIX} rules per CIDR and direction",
+            spec.cidr
+                .map_or("any address".to_owned(), |c| c.to_string()),
+            direction.as_str(),
+        )));
+    }
+    for (key, len) in keys {
+        let set = sets.entry(key).or_insert_with(|| RuleSet {
+            prefix_len: len.into(),
+            ..Default::default()
+        });
+        let n = set.n_rules as usize;
+        set.rules[n] = entry;
+        set.n_rules += 1;
+        sort_rules(&mut set.rules[..=n]);
+    }
+    Ok(())
+}
+
+/// The defaults the programs read: the operator's if set, else the
+/// config's, else allow.
+pub(crate) fn effective_defaults(entry: &PolicyEntry) -> [Action; 2] {
+    let [config, operator] = entry.owner_default;
+    Direction::ALL.map(|d| {
+        let d = d as usize;
+        [operator[d], config[d]]
+            .into_iter()
+            .find(|raw| *raw != 0)
+            .and_then(|raw| Action::from_raw(raw - 1))
+            .unwrap_or(Action::Allow)
     })
 }
 
@@ -551,7 +707,7 @@ mod tests {
                         .entry((*direction as u8, family, len, addr))
                         .or_default();
                     set.prefix_len = len.into();
-                    set.rules[set.n_rules as usize] = s.entry(id as u32 + 1);
+                    set.rules[set.n_rules as usize] = s.entry(id as u32 + 1, OWNER_OPERATOR);
                     set.n_rules += 1;
                     sort_rules(&mut set.rules[..set.n_rules as usize]);
                 }
@@ -645,7 +801,7 @@ mod tests {
         ]
         .iter()
         .enumerate()
-        .map(|(i, t)| spec(t).entry(i as u32 + 1))
+        .map(|(i, t)| spec(t).entry(i as u32 + 1, OWNER_OPERATOR))
         .collect();
         sort_rules(&mut rules);
         let order: Vec<u32> = rules.iter().map(|r| r.id).collect();
@@ -706,7 +862,7 @@ mod tests {
             let found: Vec<u8> = prefixes.iter().map(|p| p.0).collect();
             assert_eq!(found, families, "{text}");
             for (family, addr, len) in prefixes {
-                let rule = decode(&s.entry(7), Direction::Receive, family, addr, len.into());
+                let rule = decode(&s.entry(7, OWNER_OPERATOR), Direction::Receive, family, addr, len.into());
                 assert_eq!(rule.map(|r| r.spec), Some(s), "{text}");
             }
         }
