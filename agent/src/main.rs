@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 /// agent does not load `br_netfilter` itself: its image has no modules,
 /// and kind's nodes cannot load any.
 fn kernel_missing() -> Vec<String> {
-    let probe = podmeter_ebpf::kernel::Probe::default();
+    let probe = podmeter_ebpf::programs::kernel::Probe::default();
     let missing: Vec<String> = [probe.programs(), probe.br_netfilter()]
         .into_iter()
         .filter_map(Result::err)

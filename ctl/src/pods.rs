@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, io::Write, path::Path, process::ExitCode};
 
-use podmeter_ebpf::{counters::PodDrops, drop_reasons::DropReasons};
+use podmeter_ebpf::{maps::drops::PodDrops, programs::drop_reasons::DropReasons};
 use serde_json::json;
 
 use crate::{

@@ -97,7 +97,7 @@ pub struct PodCounter {
 pub struct DropKey {
     pub ifindex: u32,
     pub direction: u32,
-    /// The running kernel's `enum skb_drop_reason` (see [`crate::drop_reasons`]).
+    /// The running kernel's `enum skb_drop_reason` (see `programs::drop_reasons`).
     pub reason: u32,
     pub pad: u32,
 }

@@ -4,33 +4,25 @@
 //! pinned together with their maps and links (see [`pins`]), so counters
 //! survive restarts of every userspace process. The CNI plugin attaches,
 //! registers and unregisters pods; the exporter only reads.
+//!
+//! Laid out by job: [`programs`] (the object, loading, attaching),
+//! [`maps`] (one file per map family), [`policy`] (the rule language, its
+//! kernel encoding and the store); the pin layout, its directory checks,
+//! the pin lock, the ABI and the errors at the root.
 
 pub mod abi;
-pub mod attach;
-pub mod batch;
-pub mod counters;
-pub mod drop_reasons;
 pub mod error;
-pub mod flow_tables;
-pub mod kernel;
-pub mod loader;
 pub mod lock;
 pub mod maps;
-pub mod netns_cookie;
-pub mod object;
 pub mod pin_dir;
 pub mod pins;
-mod pod_keys;
+pub mod pod;
 pub mod policy;
-pub mod policy_k8s;
-pub mod policy_store;
-pub mod policy_view;
-pub mod registry;
-pub mod sources;
+pub mod programs;
 
 pub use abi::{Direction, PodCounter};
-pub use attach::AttachMode;
 pub use error::Error;
+pub use maps::sources::PodSource;
+pub use maps::{devices::PodDevices, registry::PodIdentity};
 pub use pins::PinLayout;
-pub use registry::{PodDevices, PodIdentity};
-pub use sources::PodSource;
+pub use programs::attach::AttachMode;

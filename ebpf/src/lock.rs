@@ -10,7 +10,7 @@
 
 use std::fs::File;
 
-use crate::{loader::check_bpffs, pin_dir, Error, PinLayout};
+use crate::{pin_dir, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,
@@ -56,7 +56,7 @@ impl PinLock {
         lock: fn(&File) -> std::io::Result<()>,
         exclusive: bool,
     ) -> Result<Self, Error> {
-        check_bpffs(layout.pin_path())?;
+        pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;

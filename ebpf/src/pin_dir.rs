@@ -16,7 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::unistd::geteuid;
+use nix::{
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+    unistd::geteuid,
+};
 
 use crate::{pins::PinLayout, Error};
 
@@ -49,6 +52,22 @@ pub fn check(layout: &PinLayout) -> Result<(), Error> {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => break,
             other => other?,
         }
+    }
+    Ok(())
+}
+
+/// Checks that `path`, or its nearest existing ancestor, is on bpffs, before
+/// anything is created there.
+pub fn check_bpffs(path: &Path) -> Result<(), Error> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let fs = statfs(existing).map_err(|e| Error::io("statfs", existing, e.into()))?;
+    if fs.filesystem_type() != BPF_FS_MAGIC {
+        return Err(Error::NotBpffs {
+            path: PathBuf::from(path),
+        });
     }
     Ok(())
 }

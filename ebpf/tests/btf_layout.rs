@@ -14,9 +14,9 @@ use podmeter_ebpf::{
         K8sRule, K8sRuleKeyData, Peer, PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleEntry,
         RuleKeyData, RuleSet, Source, FLOWS_PER_POD,
     },
-    flow_tables::FLOW_TABLE_FLAGS,
-    object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
+    maps::flow_tables::FLOW_TABLE_FLAGS,
     pins::FLOW_TABLES_MAP,
+    programs::object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
 };
 
 fn btf() -> Btf {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use aya::maps::MapData;
 use podmeter_ebpf::{
-    loader::{ensure_loaded, remove_pins},
     maps::PinnedMaps,
     pins::COUNTERS_MAP,
+    programs::loader::{ensure_loaded, remove_pins},
     Error, PinLayout,
 };
 

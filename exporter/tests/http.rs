@@ -15,7 +15,7 @@ use std::{
 use aya::maps::MapData;
 use flate2::read::GzDecoder;
 use podmeter_ebpf::{
-    loader, maps::PinnedMaps, pins::COUNTERS_MAP, PinLayout, PodDevices, PodIdentity,
+    maps::PinnedMaps, pins::COUNTERS_MAP, programs::loader, PinLayout, PodDevices, PodIdentity,
 };
 use podmeter_tests::exporter::{promtool_check_metrics, sample, Exporter};
 
@@ -210,7 +210,7 @@ fn registered_pods_are_exported_until_unregistered() {
     );
     promtool_check_metrics(&metrics);
 
-    let left = podmeter_ebpf::registry::forget(maps.layout(), 4_000_000_001);
+    let left = podmeter_ebpf::pod::forget(maps.layout(), 4_000_000_001);
     assert!(left.is_empty(), "{left:?}");
     let metrics = exporter.metrics();
     assert_eq!(sample(&metrics, "podmeter_pods"), Some(1.0));

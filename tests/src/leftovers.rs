@@ -18,12 +18,12 @@ use podmeter_ebpf::{
         CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
         RuleSet, Source,
     },
-    flow_tables::FlowTable,
-    object::DROP_TRACEPOINT,
+    maps::flow_tables::FlowTable,
     pins::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
         REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
     },
+    programs::object::DROP_TRACEPOINT,
     PinLayout,
 };
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 
 use std::{fs, path::PathBuf};
 
-use podmeter_ebpf::{counters::PodCounters, maps::PinnedMaps, PinLayout, PodCounter};
+use podmeter_ebpf::{maps::counters::PodCounters, maps::PinnedMaps, PinLayout, PodCounter};
 use serde_json::{json, Value};
 
 use crate::{

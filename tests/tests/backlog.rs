@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
+use podmeter_ebpf::{programs::drop_reasons::DropReasons, Direction};
 use podmeter_tests::{packet, Node, Pod};
 use serde_json::Value;
 

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{drop_reasons::DropReasons, Direction, PodCounter};
+use podmeter_ebpf::{programs::drop_reasons::DropReasons, Direction, PodCounter};
 use podmeter_tests::{
     conflist::{Attachment, ChainError, Runtime},
     node::{GATEWAY_V4, NETWORK},

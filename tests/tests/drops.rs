@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use podmeter_ebpf::{drop_reasons::DropReasons, Direction};
+use podmeter_ebpf::{programs::drop_reasons::DropReasons, Direction};
 use podmeter_tests::{packet, TwoPods};
 
 #[test]

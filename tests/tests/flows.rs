@@ -20,9 +20,9 @@ use std::{
 use aya::maps::{HashOfMaps, Map, MapData};
 use podmeter_ebpf::{
     abi::{Direction, FlowState, FLOW_BUDGET},
-    flow_tables::FlowTables,
+    maps::flow_tables::FlowTables,
     pins::FLOW_TABLES_MAP,
-    policy_store,
+    policy::store as policy_store,
 };
 use podmeter_tests::{leftovers::Leftovers, NetNs, Node, Pod};
 use serde_json::{json, Value};

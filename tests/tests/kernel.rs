@@ -7,7 +7,7 @@
 
 use std::{fs, path::Path};
 
-use podmeter_ebpf::kernel::TEST_PROBE_ROOT_ENV;
+use podmeter_ebpf::programs::kernel::TEST_PROBE_ROOT_ENV;
 use podmeter_tests::{
     agent::{Agent, AgentDirs, Flags, Mounts},
     fake_apiserver::{node, FakeApiServer},

@@ -1,6 +1,6 @@
 //! DEL, CHECK, GC and STATUS, and the result layout of every spec version.
 
-use podmeter_ebpf::{attach::attached_programs, AttachMode};
+use podmeter_ebpf::{programs::attach::attached_programs, AttachMode};
 use podmeter_tests::{NetNs, Node, Pod, SPEC_VERSIONS};
 use serde_json::json;
 

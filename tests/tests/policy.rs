@@ -11,9 +11,9 @@ use aya::programs::{
 };
 use podmeter_ebpf::{
     abi::{Direction, DROP_POLICY_DENIED},
-    drop_reasons::DropReasons,
-    object::PROGRAMS,
-    policy_store::{self, PolicyStore},
+    policy::{store as policy_store, view::PolicyView},
+    programs::drop_reasons::DropReasons,
+    programs::object::PROGRAMS,
     PodCounter,
 };
 use podmeter_tests::{
@@ -403,7 +403,7 @@ fn rules_change_at_runtime_without_reload() {
     }
     // A's policy went with its last rule: A is back to counting only.
     assert_eq!(
-        PolicyStore::open(&node.layout())
+        PolicyView::open(&node.layout())
             .unwrap()
             .defaults(node.registered(&a).0)
             .unwrap(),
@@ -425,7 +425,7 @@ fn bad_rules_are_refused_and_change_nothing() {
     assert_eq!(
         serde_json::from_str::<Value>(&before).unwrap(),
         json!({"defaults": {"receive": "allow", "transmit": "allow"},
-               "rules": [{"id": 1, "direction": "receive", "action": "deny", "proto": "udp"}]})
+               "rules": [{"id": 1, "direction": "receive", "owner": "operator", "action": "deny", "proto": "udp"}]})
     );
     let add = |rest: &[&str]| {
         let mut args = vec![
@@ -534,7 +534,7 @@ fn config_policy_comes_and_goes_with_the_pod() {
             "deny",
             &["--proto", "udp"],
         );
-        let store = PolicyStore::open(&node.layout()).unwrap();
+        let store = PolicyView::open(&node.layout()).unwrap();
         assert!(!store.flows(ifindex).unwrap().is_empty(), "flows tracked");
 
         assert!(node.del(&a, &conf).success, "round {round}");

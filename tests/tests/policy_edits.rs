@@ -11,7 +11,7 @@ use aya::maps::{
 use podmeter_ebpf::{
     abi::{RuleKeyData, RuleSet, MAX_RULE_PREFIXES, RULE_KEY_FIXED_BITS},
     pins::RULES_MAP,
-    policy_store,
+    policy::store as policy_store,
 };
 use podmeter_tests::{strace::Trace, NetNs, Node};
 use serde_json::json;

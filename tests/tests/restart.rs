@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, fs, process::Command};
 
 use aya::programs::{tc::TcAttachType, ProgramInfo, SchedClassifier};
-use podmeter_ebpf::{counters::PodCounters, object::PROGRAMS, PodIdentity};
+use podmeter_ebpf::{maps::counters::PodCounters, programs::object::PROGRAMS, PodIdentity};
 use podmeter_tests::{Node, Pod, TwoPods};
 use serde_json::Value;
 

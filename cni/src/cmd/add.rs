@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    attach, lock::PinLock, maps::PinnedMaps, netns_cookie::current_netns_cookie,
-    policy_store::PolicyStore, registry, PodDevices, PodIdentity, PodSource,
+    lock::PinLock, maps::PinnedMaps, pod, policy::{store::PolicyStore, Owner}, programs::attach,
+    programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
@@ -50,7 +50,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
-    let _adding = PinLock::shared(layout)?;
+    let adding = PinLock::shared(layout)?;
     let mut maps = PinnedMaps::open(layout)?;
     timing::mark("open maps");
 
@@ -99,14 +99,14 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     // Pushed before the step it undoes, which may fail halfway (one map
     // written, one hook attached); each undo removes only what is there.
     rollback.push("unregister", move || {
-        registry::forget(layout, host_index)
+        pod::forget(layout, host_index)
             .into_iter()
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
     maps.register(host.index, &identity, &devices)?;
     if !inv.plugin.policy.is_empty() {
-        PolicyStore::open(layout)?.apply(host.index, &inv.plugin.policy)?;
+        PolicyStore::under(&adding)?.apply(host.index, Owner::Config, &inv.plugin.policy)?;
     }
     timing::mark("map writes");
     rollback.push("detach", move || {

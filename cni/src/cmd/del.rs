@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use podmeter_ebpf::{attach, lock::PinLock, registry, PinLayout};
+use podmeter_ebpf::{lock::PinLock, pod, programs::attach, PinLayout};
 
 use super::{best_effort::BestEffort, Invocation};
 use crate::{
@@ -33,8 +33,7 @@ pub fn del(inv: &Invocation) -> Result<(), PluginError> {
         with_netlink(|h| async move { link_by_name(&h, &name).await }),
     );
     ifindexes.extend(veth.flatten().map(|l| l.index));
-    let registered =
-        registry::find_attachment(&layout, inv.network(), inv.container_id, inv.ifname);
+    let registered = pod::find_attachment(&layout, inv.network(), inv.container_id, inv.ifname);
     ifindexes.extend(run.pins("read the registry", registered).flatten());
     timing::mark("look up veth, registry");
 
@@ -83,7 +82,7 @@ pub(super) fn remove_pod_interface(
 
 /// Removes the map entries of `ifindex` from every map there is.
 pub(super) fn forget(run: &mut BestEffort, layout: &PinLayout, ifindex: u32) {
-    for e in registry::forget(layout, ifindex) {
+    for e in pod::forget(layout, ifindex) {
         run.pins("remove map entries", Err::<(), _>(e));
     }
 }

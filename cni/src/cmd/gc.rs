@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use podmeter_ebpf::{attach, lock::PinLock, registry};
+use podmeter_ebpf::{lock::PinLock, pod, programs::attach};
 use rscni_plugin::types::{GcAttachment, NetConf};
 
 use super::{
@@ -43,7 +43,7 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
 
     // Registered pods of this network that the runtime no longer knows.
     let mut registered = HashSet::new();
-    let pods = run.pins("read the registry", registry::pods(&layout));
+    let pods = run.pins("read the registry", pod::pods(&layout));
     for (ifindex, pod) in pods.unwrap_or_default() {
         if pod.network != inv.network()
             || keep.contains(&(pod.container_id.as_str(), pod.ifname.as_str()))
@@ -88,7 +88,7 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
 
     // Entries without an identity whose interface is gone: an ADD or a DEL
     // died between writing or removing them and the identity.
-    let stale = run.pins("read the maps", registry::unregistered(&layout));
+    let stale = run.pins("read the maps", pod::unregistered(&layout));
     for ifindex in stale.unwrap_or_default() {
         let exists = run.step(
             "look up an interface",
@@ -99,7 +99,7 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
         }
     }
     // Link pins of interfaces registered nowhere (in any network).
-    if let Some(all) = run.pins("read the registry", registry::pods(&layout)) {
+    if let Some(all) = run.pins("read the registry", pod::pods(&layout)) {
         let all: HashSet<u32> = all.into_iter().map(|(i, _)| i).collect();
         run.pins(
             "remove orphan link pins",

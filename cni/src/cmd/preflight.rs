@@ -2,7 +2,10 @@
 //! touches anything, STATUS reports it, so a config that cannot ADD on this
 //! node does not pass STATUS.
 
-use podmeter_ebpf::{attach, kernel::Probe, loader, loader::Programs, AttachMode};
+use podmeter_ebpf::{
+    programs::attach, programs::kernel::Probe, programs::loader, programs::loader::Programs,
+    AttachMode,
+};
 
 use super::Invocation;
 use crate::{

@@ -4,7 +4,7 @@
 use std::{fmt, fs, io};
 
 use podmeter_ebpf::{
-    loader::{program_stats, ProgramStats},
+    programs::loader::{program_stats, ProgramStats},
     PinLayout,
 };
 use prometheus_client::{

@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use podmeter_ebpf::{drop_reasons::DropReasons, loader::ProgramStats, PinLayout};
+use podmeter_ebpf::{
+    programs::drop_reasons::DropReasons, programs::loader::ProgramStats, PinLayout,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},

@@ -7,8 +7,8 @@ use std::{
 };
 
 use podmeter_ebpf::{
-    abi::FlowState, counters::PodCounters, drop_reasons::DropReasons, flow_tables::FlowTables,
-    maps::PinnedMaps, Direction, PinLayout, PodCounter, PodIdentity,
+    abi::FlowState, maps::counters::PodCounters, maps::flow_tables::FlowTables, maps::PinnedMaps,
+    programs::drop_reasons::DropReasons, Direction, PinLayout, PodCounter, PodIdentity,
 };
 use prometheus_client::registry::Unit;
 use tracing::debug;

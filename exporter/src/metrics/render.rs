@@ -48,7 +48,8 @@ mod tests {
     use std::time::Duration;
 
     use podmeter_ebpf::{
-        counters::PodCounters, loader::ProgramStats, Direction, PodCounter, PodIdentity,
+        maps::counters::PodCounters, programs::loader::ProgramStats, Direction, PodCounter,
+        PodIdentity,
     };
     use podmeter_testkit::promtool::check_metrics as promtool_check_metrics;
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};

@@ -17,10 +17,10 @@ use aya::maps::{Map, MapData, MapError, PerCpuHashMap, PerCpuValues};
 use clap::Parser;
 use podmeter_ebpf::{
     abi::{CounterKey, DropKey, MAX_DROP_KEYS, MAX_PODS},
-    drop_reasons::DropReasons,
-    loader,
     maps::PinnedMaps,
     pins::{COUNTERS_MAP, DROPS_MAP},
+    programs::drop_reasons::DropReasons,
+    programs::loader,
     Direction, PinLayout, PodCounter, PodDevices, PodIdentity,
 };
 

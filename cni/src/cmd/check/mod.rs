@@ -2,7 +2,7 @@
 
 use std::{fs::File, path::Path};
 
-use podmeter_ebpf::{attach, maps::PinnedMaps};
+use podmeter_ebpf::{maps::PinnedMaps, programs::attach};
 use rscni_plugin::types::CNIResult;
 
 use super::Invocation;

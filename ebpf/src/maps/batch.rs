@@ -10,98 +10,20 @@
 //! starts over at the first key, which can return entries twice).
 
 use std::{
-    collections::BTreeMap,
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
-use aya::{
-    maps::{IterableMap, MapError},
-    sys::SyscallError,
-    Pod,
-};
+use aya::{maps::MapError, sys::SyscallError, Pod};
 
-use crate::{
-    abi::{CounterKey, Direction, DropKey, PodCounter, PodInfo},
-    counters::{PodCounters, PodDrops},
-    maps::PinnedMaps,
-    pins::{COUNTERS_MAP, DROPS_MAP, REGISTRY_MAP},
-    registry::decode,
-    Error, PodIdentity,
-};
+use crate::abi::PodCounter;
 
 /// Entries per syscall: bounded, as the kernel allocates buffers of this
 /// size for each call.
 const CHUNK: usize = 4096;
 
-impl PinnedMaps {
-    /// [`PinnedMaps::pods`], read in batches when the kernel can.
-    pub fn pods_batched(&self) -> Result<Vec<(u32, PodIdentity)>, Error> {
-        let fd = IterableMap::map(&self.registry).fd();
-        let Some(raw) = read_all(fd, size_of::<u32>(), size_of::<PodInfo>())
-            .map_err(|e| self.error(REGISTRY_MAP, e))?
-        else {
-            return self.pods();
-        };
-        Ok(raw
-            .entries::<u32>()
-            .map(|(ifindex, value)| {
-                // SAFETY: `PodInfo` is `Pod`; `value` holds one.
-                let info: PodInfo = unsafe { std::ptr::read_unaligned(value.as_ptr().cast()) };
-                (ifindex, decode(&info))
-            })
-            .collect())
-    }
-
-    /// [`PinnedMaps::counters`], read in batches when the kernel can.
-    pub fn counters_batched(&self) -> Result<BTreeMap<u32, PodCounters>, Error> {
-        let fd = IterableMap::map(&self.counters).fd();
-        let Some(raw) =
-            read_per_cpu(fd, size_of::<CounterKey>()).map_err(|e| self.error(COUNTERS_MAP, e))?
-        else {
-            return self.counters();
-        };
-        let mut out: BTreeMap<u32, PodCounters> = BTreeMap::new();
-        for (key, value) in raw.entries::<CounterKey>() {
-            let Some(direction) = Direction::from_raw(key.direction) else {
-                continue;
-            };
-            let counters = out.entry(key.ifindex).or_default();
-            let total = sum_cpus(value);
-            match direction {
-                Direction::Receive => counters.receive = total,
-                Direction::Transmit => counters.transmit = total,
-            }
-        }
-        Ok(out)
-    }
-
-    /// [`PinnedMaps::drops`], read in batches when the kernel can.
-    pub fn drops_batched(&self) -> Result<Vec<PodDrops>, Error> {
-        let fd = IterableMap::map(&self.drops).fd();
-        let Some(raw) =
-            read_per_cpu(fd, size_of::<DropKey>()).map_err(|e| self.error(DROPS_MAP, e))?
-        else {
-            return self.drops();
-        };
-        let mut out: Vec<PodDrops> = raw
-            .entries::<DropKey>()
-            .filter_map(|(key, value)| {
-                Some(PodDrops {
-                    ifindex: key.ifindex,
-                    direction: Direction::from_raw(key.direction)?,
-                    reason: key.reason,
-                    dropped: sum_cpus(value),
-                })
-            })
-            .collect();
-        out.sort_unstable_by_key(|d| (d.ifindex, d.direction as u32, d.reason));
-        Ok(out)
-    }
-}
-
 /// Every entry of a map, keys and values packed as the kernel wrote them.
-struct Raw {
+pub(super) struct Raw {
     keys: Vec<u8>,
     values: Vec<u8>,
     key_size: usize,
@@ -110,7 +32,7 @@ struct Raw {
 }
 
 impl Raw {
-    fn entries<K: Pod>(&self) -> impl Iterator<Item = (K, &[u8])> + '_ {
+    pub(super) fn entries<K: Pod>(&self) -> impl Iterator<Item = (K, &[u8])> + '_ {
         assert_eq!(size_of::<K>(), self.key_size);
         (0..self.count).map(|i| {
             // SAFETY: `K: Pod` (any bit pattern is a value) and the buffer
@@ -128,7 +50,7 @@ impl Raw {
 
 /// A per-CPU map of [`PodCounter`]s: one value per possible CPU, each
 /// rounded up to 8 bytes (it is 16).
-fn read_per_cpu(fd: &impl AsFd, key_size: usize) -> Result<Option<Raw>, MapError> {
+pub(super) fn read_per_cpu(fd: &impl AsFd, key_size: usize) -> Result<Option<Raw>, MapError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, io_error)| SyscallError {
         call: "nr_cpus",
         io_error,
@@ -137,8 +59,8 @@ fn read_per_cpu(fd: &impl AsFd, key_size: usize) -> Result<Option<Raw>, MapError
 }
 
 /// The sum over CPUs of a per-CPU [`PodCounter`] value, wrapping as
-/// [`PinnedMaps::counters`] does (one CPU's share can be below zero).
-fn sum_cpus(value: &[u8]) -> PodCounter {
+/// `PinnedMaps::counters` does (one CPU's share can be below zero).
+pub(super) fn sum_cpus(value: &[u8]) -> PodCounter {
     let mut total = PodCounter::default();
     for cpu in value.chunks_exact(size_of::<PodCounter>()) {
         let word = |i: usize| u64::from_ne_bytes(cpu[i..i + 8].try_into().expect("8 bytes"));
@@ -150,7 +72,11 @@ fn sum_cpus(value: &[u8]) -> PodCounter {
 
 /// Reads every entry, [`CHUNK`] at a time; `None` if the kernel has no
 /// batch lookup for this map.
-fn read_all(fd: &impl AsFd, key_size: usize, value_size: usize) -> Result<Option<Raw>, MapError> {
+pub(super) fn read_all(
+    fd: &impl AsFd,
+    key_size: usize,
+    value_size: usize,
+) -> Result<Option<Raw>, MapError> {
     let mut raw = Raw {
         keys: Vec::new(),
         values: Vec::new(),

@@ -30,14 +30,19 @@ use crate::{
         MAX_RULE_PREFIXES, OWNER_OPERATOR, RULES_PER_PREFIX,
     },
     lock::PinLock,
+    maps::ignore_missing,
     pins::{K8S_POLICIES_MAP, K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, RULES_MAP},
-    policy::{self, Entries, Owner, PodPolicy, RuleSpec, Sets},
-    policy_k8s::{self, KubePodPolicy},
-    policy_view::PolicyView,
     Error,
 };
 
-pub use crate::policy_view::{forget, ifindexes};
+use super::{
+    encoding::{self as policy, Entries, Sets},
+    kubernetes::{self as policy_k8s, KubePodPolicy},
+    view::PolicyView,
+    Owner, PodPolicy, RuleSpec,
+};
+
+pub use crate::maps::policy::ifindexes;
 
 /// One write of a change, and what to put back if a later one fails.
 enum Step {
@@ -374,7 +379,7 @@ impl<'lock> PolicyStore<'lock> {
             Step::Names(k, name) => (
                 match name {
                     Some(n) => v.names.insert(k, n, 0),
-                    None => crate::registry::ignore_missing(v.names.remove(k)),
+                    None => ignore_missing(v.names.remove(k)),
                 },
                 K8S_POLICIES_MAP,
                 MAX_K8S_POLICIES,
@@ -404,7 +409,7 @@ fn upsert<K: aya::Pod, V: aya::Pod>(
 ) -> Result<(), MapError> {
     match value {
         Some(v) => map.insert(key, v, 0),
-        None => crate::registry::ignore_missing(map.remove(key)),
+        None => ignore_missing(map.remove(key)),
     }
 }
 

@@ -12,10 +12,10 @@ use aya::maps::{HashMap, HashOfMaps, Map, MapData, MapError};
 
 use crate::{
     abi::{Flow, FlowKey, FlowState, FLOWS_PER_POD},
-    maps::open_typed,
+    maps::open::open_typed,
+    maps::pod_keys::{pod_keys, PodKeys},
+    maps::{ignore_missing, open::with_map},
     pins::{PinLayout, FLOW_STATE_MAP, FLOW_TABLES_MAP},
-    pod_keys::PodKeys,
-    registry::{ignore_missing, with_map},
     Error,
 };
 
@@ -143,3 +143,6 @@ pub(crate) fn collect_ifindexes(
         m.collect_ifindexes(found)
     })
 }
+
+pod_keys!(HashMap, u32, FlowState, |k| *k);
+pod_keys!(HashOfMaps, u32, FlowTable, |k| *k);

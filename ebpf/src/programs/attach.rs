@@ -16,10 +16,10 @@ use aya::{
 };
 
 use crate::{
-    loader::Programs,
-    object::{ProgramSpec, PROGRAMS},
     pin_dir::remove_if_exists,
     pins::PinLayout,
+    programs::loader::Programs,
+    programs::object::{ProgramSpec, PROGRAMS},
     Error,
 };
 
@@ -229,7 +229,7 @@ mod clsact {
     use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
 
     use super::Hook;
-    use crate::{object::PROGRAMS, Error};
+    use crate::{programs::object::PROGRAMS, Error};
 
     pub(super) fn programs(ifname: &str) -> Result<Vec<(Hook, Vec<String>)>, Error> {
         let err = |source| Error::TcList {

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap};
 
 use crate::{
     abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, Source},
-    object::{MapSpec, MAPS},
     pin_dir,
     pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
+    programs::object::{MapSpec, MAPS},
     Error,
 };
 
@@ -62,6 +62,24 @@ pub(crate) fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 ) -> Result<T, Error> {
     let map = open_checked(layout, spec(name))?;
     T::try_from(map).map_err(|source| Error::Map {
+        path: layout.map(name),
+        source,
+    })
+}
+
+/// Runs `f` on the pinned map `name` if it is pinned.
+pub(crate) fn with_map<T: TryFrom<Map, Error = MapError>>(
+    layout: &PinLayout,
+    name: &str,
+    f: impl FnOnce(&mut T) -> Result<(), MapError>,
+) -> Result<(), Error> {
+    // `try_exists`: an error looking (EIO, say) is not "not pinned".
+    let path = layout.map(name);
+    if !path.try_exists().map_err(|e| Error::io("stat", &path, e))? {
+        return Ok(());
+    }
+    let mut map: T = open_typed(layout, name)?;
+    f(&mut map).map_err(|source| Error::Map {
         path: layout.map(name),
         source,
     })

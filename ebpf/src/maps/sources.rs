@@ -2,13 +2,15 @@
 //! configured them, and its gateways. The programs drop whatever a pod
 //! sends as anyone else (`bpf/validate.h`), and a pod without an entry
 //! sends nothing: ADD writes it before the pod's links come up, DEL and GC
-//! remove it with the pod's other entries ([`crate::registry::forget`]).
+//! remove it with the pod's other entries (`crate::pod::forget`).
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use aya::maps::HashMap;
+
 use crate::{
     abi::{IpEntry, Source, MAX_GATEWAYS, MAX_IPS},
-    maps::PinnedMaps,
+    maps::{pod_keys::pod_keys, PinnedMaps},
     pins::SOURCES_MAP,
     Error,
 };
@@ -82,6 +84,8 @@ impl PinnedMaps {
             .map_err(|e| self.error(SOURCES_MAP, e))
     }
 }
+
+pod_keys!(HashMap, u32, Source, |k| *k);
 
 #[cfg(test)]
 mod tests {

@@ -4,12 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, MapData, MapError, PerCpuHashMap};
+use aya::maps::MapError;
 
-use crate::{
-    abi::{CounterKey, DropKey, K8sRuleKeyData, RuleKeyData},
-    registry::ignore_missing,
-};
+use super::ignore_missing;
 
 /// A map whose keys carry a pod's host ifindex.
 pub(crate) trait PodKeys {
@@ -34,49 +31,43 @@ pub(crate) trait PodKeys {
     }
 }
 
+/// Implements [`PodKeys`] for a map type whose key names the pod as `$ifindex`.
 macro_rules! pod_keys {
     ($map:ident, $key:ty, $value:ty, |$k:ident| $ifindex:expr) => {
-        impl PodKeys for $map<MapData, $key, $value> {
+        impl $crate::maps::pod_keys::PodKeys for $map<aya::maps::MapData, $key, $value> {
             type Key = $key;
             fn ifindex($k: &$key) -> u32 {
                 $ifindex
             }
-            fn key_list(&self) -> Result<Vec<$key>, MapError> {
+            fn key_list(&self) -> Result<Vec<$key>, aya::maps::MapError> {
                 self.keys().collect()
             }
-            fn remove_key(&mut self, key: &$key) -> Result<(), MapError> {
+            fn remove_key(&mut self, key: &$key) -> Result<(), aya::maps::MapError> {
                 self.remove(key)
             }
         }
     };
 }
+pub(crate) use pod_keys;
 
-pod_keys!(PerCpuHashMap, CounterKey, crate::abi::PodCounter, |k| k
-    .ifindex);
-pod_keys!(PerCpuHashMap, DropKey, crate::abi::PodCounter, |k| k
-    .ifindex);
-pod_keys!(HashMap, u32, crate::abi::PolicyEntry, |k| *k);
-pod_keys!(HashMap, u32, crate::abi::Source, |k| *k);
-pod_keys!(HashMap, u32, crate::abi::FlowState, |k| *k);
-pod_keys!(HashOfMaps, u32, crate::flow_tables::FlowTable, |k| *k);
-
-/// A trie whose key data starts with the pod's ifindex.
+/// Implements [`PodKeys`] for an LPM trie whose key data starts with the
+/// pod's ifindex.
 macro_rules! trie_pod_keys {
     ($key:ty, $value:ty) => {
-        impl PodKeys for LpmTrie<MapData, $key, $value> {
+        impl $crate::maps::pod_keys::PodKeys
+            for aya::maps::lpm_trie::LpmTrie<aya::maps::MapData, $key, $value>
+        {
             type Key = aya::maps::lpm_trie::Key<$key>;
             fn ifindex(key: &Self::Key) -> u32 {
                 key.data().ifindex
             }
-            fn key_list(&self) -> Result<Vec<Self::Key>, MapError> {
+            fn key_list(&self) -> Result<Vec<Self::Key>, aya::maps::MapError> {
                 self.keys().collect()
             }
-            fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError> {
+            fn remove_key(&mut self, key: &Self::Key) -> Result<(), aya::maps::MapError> {
                 self.remove(key)
             }
         }
     };
 }
-
-trie_pod_keys!(RuleKeyData, crate::abi::RuleSet);
-trie_pod_keys!(K8sRuleKeyData, crate::abi::K8sRule);
+pub(crate) use trie_pod_keys;

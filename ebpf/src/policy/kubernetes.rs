@@ -15,9 +15,11 @@ use crate::{
         Action, Direction, K8sRule, K8sRuleKeyData, Peer, PeerKeyData, IDENTITY_HOST,
         K8S_KEY_FIXED_BITS, PEER_KEY_FIXED_BITS, PROTO_ANY,
     },
-    policy::{
-        addr_bytes, family_of, InvalidRule, KubeVerdict, PortRange, Probe, Proto, Verdict,
-    },
+};
+
+use super::{
+    encoding::addr_bytes, rules::family_of, InvalidRule, KubeVerdict, PortRange, Probe, Proto,
+    Verdict,
 };
 
 /// The protocols a NetworkPolicy port can name.
@@ -322,7 +324,7 @@ mod tests {
         assert_eq!(port_prefixes(range(0, 65535)), vec![(0, 0)]);
         assert_eq!(
             port_prefixes(range(8000, 8080)),
-            vec![(8000, 12), (8064, 12), (8080, 16)]
+            vec![(8000, 10), (8064, 12), (8080, 16)]
         );
         assert_eq!(port_prefixes(range(1, 65534)).len(), 30, "the worst case");
         // Every range, every port: covered exactly, and back whole.

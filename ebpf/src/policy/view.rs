@@ -1,9 +1,9 @@
 //! Reading the policy maps of one pin path: a pod's defaults, isolation and
 //! rules of every owner, what a probe would meet (`podmeterctl policy
 //! check`), and the removal of a pod's policy at DEL and GC. Reading takes
-//! no lock; edits go through [`crate::policy_store::PolicyStore`].
+//! no lock; edits go through [`super::store::PolicyStore`].
 
-use std::{cell::RefCell, collections::BTreeSet};
+use std::cell::RefCell;
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
@@ -14,24 +14,26 @@ use ipnet::IpNet;
 use crate::{
     abi::{
         Action, Direction, Flow, FlowKey, K8sPolicyName, K8sRule, K8sRuleKeyData, Peer,
-        PeerKeyData, PolicyEntry, RuleKeyData, RuleSet, Source,
+        PeerKeyData, PolicyEntry, Source,
     },
-    flow_tables::{self, FlowTables},
-    maps::open_typed,
+    maps::{
+        flow_tables::FlowTables,
+        open::open_typed,
+        pod_keys::PodKeys,
+        policy::{K8sRulesMap, PolicyMap, RulesMap},
+    },
     pin_dir,
     pins::{
         PinLayout, K8S_POLICIES_MAP, K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, RULES_MAP, SOURCES_MAP,
     },
-    pod_keys::PodKeys,
-    policy::{self, Entries, Probe, Rule, Sets, Verdict},
-    policy_k8s::{self, NamedKubeRule},
-    registry::with_map,
     Error,
 };
 
-type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
-type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
-type K8sRulesMap = LpmTrie<MapData, K8sRuleKeyData, K8sRule>;
+use super::{
+    encoding::{self as policy, Entries, Sets},
+    kubernetes::{self as policy_k8s, NamedKubeRule},
+    Probe, Rule, Verdict,
+};
 
 pub struct PolicyView {
     layout: PinLayout,
@@ -281,40 +283,5 @@ fn entries<K: aya::Pod + Ord, V: aya::Pod>(
             found.insert((key.prefix_len(), key.data()), value);
         }
     }
-    Ok(found)
-}
-
-/// Removes the pod's policy entry (first: the programs stop enforcing),
-/// then its admin and kubernetes rules and flow table. Maps that are not
-/// pinned have nothing to remove; each problem is returned.
-pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
-    [
-        with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-            m.remove_pod(ifindex)
-        }),
-        with_map(layout, RULES_MAP, |m: &mut RulesMap| m.remove_pod(ifindex)),
-        with_map(layout, K8S_RULES_MAP, |m: &mut K8sRulesMap| {
-            m.remove_pod(ifindex)
-        }),
-    ]
-    .into_iter()
-    .chain(flow_tables::forget(layout, ifindex))
-    .filter_map(Result::err)
-    .collect()
-}
-
-/// Host ifindexes with a policy entry, rules of any owner or a flow table.
-pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
-    let mut found = BTreeSet::new();
-    with_map(layout, POLICY_MAP, |m: &mut PolicyMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    with_map(layout, RULES_MAP, |m: &mut RulesMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    with_map(layout, K8S_RULES_MAP, |m: &mut K8sRulesMap| {
-        m.collect_ifindexes(&mut found)
-    })?;
-    flow_tables::collect_ifindexes(layout, &mut found)?;
     Ok(found)
 }

@@ -2,12 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::PerCpuValues;
+use aya::maps::{IterableMap, MapData, MapError, PerCpuHashMap, PerCpuValues};
+
+use super::{
+    batch::{read_per_cpu, sum_cpus},
+    ignore_missing,
+    pod_keys::pod_keys,
+};
 
 use crate::{
     abi::{CounterKey, Direction, PodCounter},
     maps::PinnedMaps,
-    pins::{COUNTERS_MAP, DROPS_MAP},
+    pins::COUNTERS_MAP,
     Error,
 };
 
@@ -51,24 +57,26 @@ impl PinnedMaps {
         Ok(out)
     }
 
-    /// Every pod's drops, summed over CPUs, ordered by pod, direction, reason.
-    pub fn drops(&self) -> Result<Vec<PodDrops>, Error> {
-        let mut out = Vec::new();
-        for entry in self.drops.iter() {
-            let (key, per_cpu) = entry.map_err(|source| self.error(DROPS_MAP, source))?;
+    /// [`PinnedMaps::counters`], read in batches when the kernel can.
+    pub fn counters_batched(&self) -> Result<BTreeMap<u32, PodCounters>, Error> {
+        let fd = IterableMap::map(&self.counters).fd();
+        let Some(raw) =
+            read_per_cpu(fd, size_of::<CounterKey>()).map_err(|e| self.error(COUNTERS_MAP, e))?
+        else {
+            return self.counters();
+        };
+        let mut out: BTreeMap<u32, PodCounters> = BTreeMap::new();
+        for (key, value) in raw.entries::<CounterKey>() {
             let Some(direction) = Direction::from_raw(key.direction) else {
                 continue;
             };
-            let mut dropped = PodCounter::default();
-            add_cpus(&mut dropped, &per_cpu);
-            out.push(PodDrops {
-                ifindex: key.ifindex,
-                direction,
-                reason: key.reason,
-                dropped,
-            });
+            let counters = out.entry(key.ifindex).or_default();
+            let total = sum_cpus(value);
+            match direction {
+                Direction::Receive => counters.receive = total,
+                Direction::Transmit => counters.transmit = total,
+            }
         }
-        out.sort_by_key(|d| (d.ifindex, d.direction as u32, d.reason));
         Ok(out)
     }
 
@@ -86,22 +94,31 @@ impl PinnedMaps {
     }
 }
 
-/// Packets the kernel dropped on a pod's devices, for one direction and
-/// drop reason (a value of the running kernel's `enum skb_drop_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PodDrops {
-    pub ifindex: u32,
-    pub direction: Direction,
-    pub reason: u32,
-    pub dropped: PodCounter,
-}
-
 /// Wrapping: one CPU's share of a receive counter can be below zero (the
 /// drop tracer takes a packet back on another CPU than counted it); the sum
 /// over CPUs is right modulo 2^64.
-fn add_cpus(total: &mut PodCounter, per_cpu: &PerCpuValues<PodCounter>) {
+pub(super) fn add_cpus(total: &mut PodCounter, per_cpu: &PerCpuValues<PodCounter>) {
     for value in per_cpu.iter() {
         total.packets = total.packets.wrapping_add(value.packets);
         total.bytes = total.bytes.wrapping_add(value.bytes);
     }
 }
+
+pub(crate) fn remove_counters(
+    counters: &mut PerCpuHashMap<MapData, CounterKey, PodCounter>,
+    ifindex: u32,
+) -> Result<(), MapError> {
+    for direction in Direction::ALL {
+        ignore_missing(counters.remove(&CounterKey::new(ifindex, direction)))?;
+    }
+    Ok(())
+}
+
+/// One zero per possible CPU, the shape the kernel expects.
+pub(crate) fn zeroes() -> Result<PerCpuValues<PodCounter>, Error> {
+    let cpus = aya::util::nr_cpus().map_err(|(path, e)| Error::io("read", path, e))?;
+    PerCpuValues::try_from(vec![PodCounter::default(); cpus])
+        .map_err(|e| Error::io("size", "per-CPU values", e))
+}
+
+pod_keys!(PerCpuHashMap, CounterKey, PodCounter, |k| k.ifindex);

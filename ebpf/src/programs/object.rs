@@ -99,7 +99,7 @@ pub const MAPS: [MapSpec; 12] = [
         value_size: size_of::<K8sPolicyName>() as u32,
         max_entries: MAX_K8S_POLICIES,
     },
-    // Its values are the ids of per-pod tables ([`crate::flow_tables`]),
+        // Its values are the ids of per-pod tables (`maps::flow_tables`),
     // which the kernel checks against the object's template at each insert.
     MapSpec {
         name: FLOW_TABLES_MAP,

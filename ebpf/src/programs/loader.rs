@@ -1,28 +1,24 @@
 //! Loading the programs once per pin path: the first ADD runs the verifier
 //! and pins programs and maps; every later one reopens the pins.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-};
+use std::{fs, io};
 
 use aya::{
     programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
     Btf, EbpfLoader,
 };
-use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::{
     abi::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
         TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
-    drop_reasons::DropReasons,
     lock::PinLock,
     maps,
-    object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
+    programs::drop_reasons::DropReasons,
+    programs::object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
     Error,
 };
 
@@ -40,12 +36,12 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     // lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
     if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
-        check_bpffs(layout.pin_path())?;
+        pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::check(layout)?;
-        maps::check_existing(layout)?;
+        maps::open::check_existing(layout)?;
     } else {
         let _lock = PinLock::exclusive(layout)?;
-        maps::check_existing(layout)?;
+        maps::open::check_existing(layout)?;
         if !programs_pinned() {
             load_and_pin(layout)?;
         }
@@ -203,22 +199,6 @@ pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
 /// Every program of the object: the tc programs and the drop tracer.
 fn all_programs() -> impl Iterator<Item = &'static str> {
     PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER])
-}
-
-/// Checks that `path`, or its nearest existing ancestor, is on bpffs, before
-/// anything is created there.
-pub fn check_bpffs(path: &Path) -> Result<(), Error> {
-    let existing = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let fs = statfs(existing).map_err(|e| Error::io("statfs", existing, e.into()))?;
-    if fs.filesystem_type() != BPF_FS_MAGIC {
-        return Err(Error::NotBpffs {
-            path: PathBuf::from(path),
-        });
-    }
-    Ok(())
 }
 
 /// Removes everything pinned under this pin path (programs, maps, links):
