@@ -254,7 +254,7 @@ fn check(target: &Target, probe: &Probe, out: &mut impl Write) -> anyhow::Result
         Verdict::Rule { id, .. } => {
             let rule = view.rules(ifindex)?.into_iter().find(|r| r.id == id);
             match rule {
-                Some(r) => format!("{}'s rule {id}: {}", r.owner, r.spec),
+                Some(r) => format!("rule {id}: {}, the {}'s", r.spec, r.owner),
                 None => format!("rule {id}"),
             }
         }

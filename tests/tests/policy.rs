@@ -10,7 +10,7 @@ use aya::programs::{
     SchedClassifier,
 };
 use podmeter_ebpf::{
-    abi::{Direction, DROP_POLICY_DENIED},
+    abi::Direction,
     policy::{store as policy_store, view::PolicyView},
     programs::drop_reasons::DropReasons,
     programs::object::PROGRAMS,
@@ -72,16 +72,7 @@ fn check(node: &Node, pod: &str, direction: &str, remote: &str, rest: &[&str]) -
 
 /// The pod's POLICY_DENIED drops in `direction`.
 fn denied(node: &Node, pod: &Pod, direction: Direction) -> PodCounter {
-    let (ifindex, _) = node.registered(pod);
-    node.maps()
-        .drops()
-        .unwrap()
-        .into_iter()
-        .filter(|d| d.ifindex == ifindex && d.direction == direction)
-        .filter(|d| d.reason == DROP_POLICY_DENIED)
-        .map(|d| d.dropped)
-        .next()
-        .unwrap_or_default()
+    node.policy_denied(pod, direction)
 }
 
 /// Drop reason names recorded for the pod.
