@@ -10,8 +10,8 @@ use podmeter_ebpf::{
     abi::{Action, Direction},
     maps::PinnedMaps,
     policy::{
-        kubernetes::NamedKubeRule, store::PolicyStore, view::PolicyView, KubeVerdict, Owner,
-        Probe, Proto, Rule, RuleSpec, Verdict,
+        kubernetes::NamedKubeRule, store::PolicyStore, view::PolicyView, KubeVerdict, Owner, Probe,
+        Proto, Rule, RuleSpec, Verdict,
     },
 };
 use serde_json::json;
@@ -138,8 +138,7 @@ fn list(target: &Target, output: Format, out: &mut impl Write) -> anyhow::Result
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        let mut listed: Vec<serde_json::Value> =
-            rules.iter().map(|r| json!(r)).collect::<Vec<_>>();
+        let mut listed: Vec<serde_json::Value> = rules.iter().map(|r| json!(r)).collect::<Vec<_>>();
         listed.extend(kubernetes.iter().map(|k| {
             let mut v = json!(k);
             v["owner"] = json!(Owner::Kubernetes);

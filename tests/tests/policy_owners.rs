@@ -179,7 +179,10 @@ fn each_owner_replaces_only_its_own_rules() {
     let listed = list(&node, "test/b");
     assert_eq!(owners(&listed).len(), 3, "{listed}");
     assert_eq!(listed["rules"][2]["proto"], "udp");
-    assert_eq!(listed["defaults"]["receive"], "deny", "the operator's default");
+    assert_eq!(
+        listed["defaults"]["receive"], "deny",
+        "the operator's default"
+    );
     // The config's replace with nothing.
     PolicyStore::lock(&node.layout())
         .unwrap()
@@ -274,8 +277,14 @@ fn the_owners_order_decides_real_traffic() {
         "deny",
         &["--cidr", &a_cidr, "--proto", "tcp", "--ports", "8080"],
     );
-    assert!(!tcp_talks(&a.ns, &b_ip, 8080, DENIED), "operator deny first");
-    assert!(tcp_talks(&a.ns, &b_ip, 8000, QUICK), "the rest still allowed");
+    assert!(
+        !tcp_talks(&a.ns, &b_ip, 8080, DENIED),
+        "operator deny first"
+    );
+    assert!(
+        tcp_talks(&a.ns, &b_ip, 8000, QUICK),
+        "the rest still allowed"
+    );
     let check = |port: &str| {
         let out = node.ctl(&[
             "policy",
@@ -347,5 +356,8 @@ fn the_host_identity_is_always_allowed() {
         )])
         .unwrap();
     drop(store);
-    assert!(tcp_talks(&a.ns, &b_ip, 8000, QUICK), "a now counts as the node");
+    assert!(
+        tcp_talks(&a.ns, &b_ip, 8000, QUICK),
+        "a now counts as the node"
+    );
 }

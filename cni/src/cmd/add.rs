@@ -10,8 +10,13 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    lock::PinLock, maps::PinnedMaps, pod, policy::{store::PolicyStore, Owner}, programs::attach,
-    programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
+    lock::PinLock,
+    maps::PinnedMaps,
+    pod,
+    policy::{store::PolicyStore, Owner},
+    programs::attach,
+    programs::netns_cookie::current_netns_cookie,
+    PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 

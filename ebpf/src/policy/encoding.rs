@@ -437,7 +437,13 @@ mod tests {
             let found: Vec<u8> = prefixes.iter().map(|p| p.0).collect();
             assert_eq!(found, families, "{text}");
             for (family, addr, len) in prefixes {
-                let rule = decode(&s.entry(7, OWNER_OPERATOR), Direction::Receive, family, addr, len.into());
+                let rule = decode(
+                    &s.entry(7, OWNER_OPERATOR),
+                    Direction::Receive,
+                    family,
+                    addr,
+                    len.into(),
+                );
                 assert_eq!(rule.map(|r| r.spec), Some(s), "{text}");
             }
         }

@@ -10,11 +10,9 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    abi::{
-        Action, Direction, K8sRule, K8sRuleKeyData, Peer, PeerKeyData, IDENTITY_HOST,
-        K8S_KEY_FIXED_BITS, PEER_KEY_FIXED_BITS, PROTO_ANY,
-    },
+use crate::abi::{
+    Action, Direction, K8sRule, K8sRuleKeyData, Peer, PeerKeyData, IDENTITY_HOST,
+    K8S_KEY_FIXED_BITS, PEER_KEY_FIXED_BITS, PROTO_ANY,
 };
 
 use super::{
@@ -213,10 +211,9 @@ pub(crate) fn decode(entries: &[(Key<K8sRuleKeyData>, K8sRule)]) -> Vec<KubeRule
         };
         let proto = KubeProto::from_raw(proto);
         let ranges = match proto {
-            Some(_) if !prefixes.contains(&(0, 0)) => merge_ports(&prefixes)
-                .into_iter()
-                .map(Some)
-                .collect(),
+            Some(_) if !prefixes.contains(&(0, 0)) => {
+                merge_ports(&prefixes).into_iter().map(Some).collect()
+            }
             _ => vec![None],
         };
         rules.extend(ranges.into_iter().map(|ports| KubeRule {
@@ -439,7 +436,10 @@ mod tests {
             "a fragment: every port"
         );
         assert!(!trie.allows(peer(20, 0), Proto::Tcp, Some(53)));
-        assert!(trie.allows(peer(30, 0), Proto::Icmp, None), "every protocol");
+        assert!(
+            trie.allows(peer(30, 0), Proto::Icmp, None),
+            "every protocol"
+        );
         assert!(!trie.allows(peer(0, 0), Proto::Icmp, None));
     }
 
@@ -457,7 +457,10 @@ mod tests {
             KubeVerdict::Node
         );
         assert_eq!(k8s_allows(1, &probe, None, true, none), KubeVerdict::Node);
-        assert_eq!(k8s_allows(1, &probe, None, false, none), KubeVerdict::Denied);
+        assert_eq!(
+            k8s_allows(1, &probe, None, false, none),
+            KubeVerdict::Denied
+        );
     }
 
     #[test]
@@ -492,10 +495,18 @@ mod tests {
         let allowed = KubeVerdict::Allowed { policy: 1 };
         let act = |v: Verdict| v.action();
         // An operator deny beats a kubernetes allow, which is not asked.
-        assert_eq!(act(decide(Some((1, Deny)), true, k8s(allowed), Allow)), Deny);
+        assert_eq!(
+            act(decide(Some((1, Deny)), true, k8s(allowed), Allow)),
+            Deny
+        );
         assert!(!asked.get());
         assert_eq!(
-            act(decide(Some((1, Allow)), true, k8s(KubeVerdict::Denied), Deny)),
+            act(decide(
+                Some((1, Allow)),
+                true,
+                k8s(KubeVerdict::Denied),
+                Deny
+            )),
             Allow
         );
         // Isolated: only the kubernetes tier allows, whatever the default.

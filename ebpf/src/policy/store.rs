@@ -374,7 +374,11 @@ impl<'lock> PolicyStore<'lock> {
         let v = &mut self.view;
         let (result, map, capacity) = match step {
             Step::Rules(k, set) => (upsert(&mut v.rules, k, set), RULES_MAP, MAX_RULE_PREFIXES),
-            Step::K8s(k, rule) => (upsert(&mut v.k8s_rules, k, rule), K8S_RULES_MAP, MAX_K8S_RULES),
+            Step::K8s(k, rule) => (
+                upsert(&mut v.k8s_rules, k, rule),
+                K8S_RULES_MAP,
+                MAX_K8S_RULES,
+            ),
             Step::Peers(k, peer) => (upsert(&mut v.peers, k, peer), PEERS_MAP, MAX_PEERS),
             Step::Names(k, name) => (
                 match name {

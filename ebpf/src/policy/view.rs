@@ -152,7 +152,11 @@ impl PolicyView {
             .all_names()?
             .into_iter()
             .map(|(i, raw)| {
-                let end = raw.name.iter().position(|b| *b == 0).unwrap_or(raw.name.len());
+                let end = raw
+                    .name
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(raw.name.len());
                 (i, String::from_utf8_lossy(&raw.name[..end]).into_owned())
             })
             .collect())
@@ -175,18 +179,23 @@ impl PolicyView {
         let default = Action::from_raw(entry.default_action[direction]).unwrap_or(Action::Deny);
         let peer_failure = RefCell::new(None);
         let k8s_failure = RefCell::new(None);
-        let verdict = policy_k8s::decide(admin, entry.k8s_isolated[direction] != 0, || {
-            let net = IpNet::from(probe.remote);
-            let peer = lookup(&self.peers, &policy_k8s::peer_key(&net), &peer_failure);
-            let gateway = self.sources.get(&ifindex, 0).is_ok_and(|s| {
-                s.gateways
-                    .iter()
-                    .any(|g| g.family != 0 && g.addr == policy::addr_bytes(&probe.remote))
-            });
-            policy_k8s::k8s_allows(ifindex, probe, peer, gateway, |key| {
-                lookup(&self.k8s_rules, key, &k8s_failure)
-            })
-        }, default);
+        let verdict = policy_k8s::decide(
+            admin,
+            entry.k8s_isolated[direction] != 0,
+            || {
+                let net = IpNet::from(probe.remote);
+                let peer = lookup(&self.peers, &policy_k8s::peer_key(&net), &peer_failure);
+                let gateway = self.sources.get(&ifindex, 0).is_ok_and(|s| {
+                    s.gateways
+                        .iter()
+                        .any(|g| g.family != 0 && g.addr == policy::addr_bytes(&probe.remote))
+                });
+                policy_k8s::k8s_allows(ifindex, probe, peer, gateway, |key| {
+                    lookup(&self.k8s_rules, key, &k8s_failure)
+                })
+            },
+            default,
+        );
         for (map, failure) in [
             (RULES_MAP, failure),
             (PEERS_MAP, peer_failure),
@@ -214,8 +223,7 @@ impl PolicyView {
         &self,
         ifindex: u32,
     ) -> Result<Entries<K8sRuleKeyData, K8sRule>, Error> {
-        entries(&self.k8s_rules, |k| k.ifindex == ifindex)
-            .map_err(|e| self.error(K8S_RULES_MAP, e))
+        entries(&self.k8s_rules, |k| k.ifindex == ifindex).map_err(|e| self.error(K8S_RULES_MAP, e))
     }
 
     pub(crate) fn all_peers(&self) -> Result<Entries<PeerKeyData, Peer>, Error> {

@@ -5,8 +5,8 @@ use aya::{maps::MapType, programs::TcAttachType};
 use crate::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, FlowState, K8sPolicyName, K8sRule, K8sRuleKeyData, Peer,
-        PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleKeyData, RuleSet, Source,
-        MAX_DROP_KEYS, MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS, MAX_PODS, MAX_RULE_PREFIXES,
+        PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleKeyData, RuleSet, Source, MAX_DROP_KEYS,
+        MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS, MAX_PODS, MAX_RULE_PREFIXES,
     },
     pins::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, K8S_POLICIES_MAP,
@@ -99,7 +99,7 @@ pub const MAPS: [MapSpec; 12] = [
         value_size: size_of::<K8sPolicyName>() as u32,
         max_entries: MAX_K8S_POLICIES,
     },
-        // Its values are the ids of per-pod tables (`maps::flow_tables`),
+    // Its values are the ids of per-pod tables (`maps::flow_tables`),
     // which the kernel checks against the object's template at each insert.
     MapSpec {
         name: FLOW_TABLES_MAP,
