@@ -300,6 +300,22 @@ impl Node {
             .unwrap_or_else(|| panic!("{} is not registered", pod.container_id))
     }
 
+    /// `podmeterctl policy add POD --direction D --action A REST...`: the
+    /// new rule's id.
+    pub fn policy_add(&self, pod: &str, direction: &str, action: &str, rest: &[&str]) -> u32 {
+        let mut args = vec![
+            "policy",
+            "add",
+            pod,
+            "--direction",
+            direction,
+            "--action",
+            action,
+        ];
+        args.extend_from_slice(rest);
+        self.ctl_ok(&args).trim().parse().unwrap()
+    }
+
     /// The pod's POLICY_DENIED drops in `direction`.
     pub fn policy_denied(&self, pod: &Pod, direction: podmeter_ebpf::Direction) -> PodCounter {
         let (ifindex, _) = self.registered(pod);

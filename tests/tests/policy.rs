@@ -43,17 +43,7 @@ fn ctl_err(node: &Node, args: &[&str]) -> String {
 }
 
 fn add_rule(node: &Node, pod: &str, direction: &str, action: &str, rest: &[&str]) -> u32 {
-    let mut args = vec![
-        "policy",
-        "add",
-        pod,
-        "--direction",
-        direction,
-        "--action",
-        action,
-    ];
-    args.extend_from_slice(rest);
-    ctl_ok(node, &args).trim().parse().unwrap()
+    node.policy_add(pod, direction, action, rest)
 }
 
 fn check(node: &Node, pod: &str, direction: &str, remote: &str, rest: &[&str]) -> Output {

@@ -47,24 +47,30 @@ fn receive_from_a(proto: KubeProto, ports: Option<PortRange>) -> KubeRule {
     }
 }
 
-/// Writes the pod's kubernetes tier, the peers (`a`'s address as identity
-/// `A`) and the policy's name, as the agent does.
-fn kubernetes(node: &Node, ifindex: u32, a_ip: &str, policy: &KubePodPolicy) {
-    let mut store = PolicyStore::lock(&node.layout()).unwrap();
-    let a_net = IpNet::from(a_ip.parse::<std::net::IpAddr>().unwrap());
-    store
-        .replace_peers(&[(
-            a_net,
-            Peer {
-                pod_identity: A,
-                cidr_identity: 0,
-            },
-        )])
-        .unwrap();
+/// Writes the pod's kubernetes tier, the peers (`a`'s addresses as
+/// identity `A`) and the policy's name, as the agent does.
+fn kubernetes(node: &Node, ifindex: u32, a_ips: &[String], policy: &KubePodPolicy) {
+    let mut store = peer_is(node, a_ips, A);
     store
         .replace_policy_names(&[(POLICY, "test/from-a".to_owned())])
         .unwrap();
     store.apply_kubernetes(ifindex, policy).unwrap();
+}
+
+/// Makes `ips` the only peers, of pod identity `identity`; returns the
+/// store, still locked.
+fn peer_is(node: &Node, ips: &[String], identity: u32) -> PolicyStore<'static> {
+    let mut store = PolicyStore::lock(&node.layout()).unwrap();
+    let peer = Peer {
+        pod_identity: identity,
+        cidr_identity: 0,
+    };
+    let peers: Vec<_> = ips
+        .iter()
+        .map(|ip| (IpNet::from(ip.parse::<std::net::IpAddr>().unwrap()), peer))
+        .collect();
+    store.replace_peers(&peers).unwrap();
+    store
 }
 
 fn list(node: &Node, pod: &str) -> Value {
@@ -89,20 +95,6 @@ fn owners(listed: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn add_operator_rule(node: &Node, pod: &str, direction: &str, action: &str, rest: &[&str]) {
-    let mut args = vec![
-        "policy",
-        "add",
-        pod,
-        "--direction",
-        direction,
-        "--action",
-        action,
-    ];
-    args.extend_from_slice(rest);
-    node.ctl_ok(&args);
-}
-
 /// Each owner's replace leaves the others' rules; `policy list` shows every
 /// rule's owner, and the kubernetes rules' NetworkPolicy; the operator
 /// cannot delete the config's rule; DEL leaves no kubernetes entry.
@@ -114,12 +106,11 @@ fn each_owner_replaces_only_its_own_rules() {
             {"action": "deny", "proto": "udp", "ports": "9999"}]}});
     });
     let (ifindex, _) = node.registered(&b);
-    let a_ip = a.ips()[0].clone();
-    add_operator_rule(&node, "test/b", "receive", "deny", &["--proto", "udp"]);
+    node.policy_add("test/b", "receive", "deny", &["--proto", "udp"]);
     kubernetes(
         &node,
         ifindex,
-        &a_ip,
+        &a.ips(),
         &KubePodPolicy {
             isolated: [true, false],
             rules: vec![receive_from_a(KubeProto::Tcp, ports(8000, 8080))],
@@ -170,7 +161,7 @@ fn each_owner_replaces_only_its_own_rules() {
     kubernetes(
         &node,
         ifindex,
-        &a_ip,
+        &a.ips(),
         &KubePodPolicy {
             isolated: [true, false],
             rules: vec![receive_from_a(KubeProto::Udp, None)],
@@ -225,7 +216,7 @@ fn the_owners_order_decides_real_traffic() {
     kubernetes(
         &node,
         b_index,
-        &a_ip,
+        &a.ips(),
         &KubePodPolicy {
             isolated: [true, false],
             rules: vec![
@@ -235,6 +226,9 @@ fn the_owners_order_decides_real_traffic() {
         },
     );
     assert!(tcp_talks(&a.ns, &b_ip, 8000, QUICK), "a kubernetes allow");
+    let b_ip6 = b.ips()[1].clone();
+    assert!(tcp_talks(&a.ns, &b_ip6, 8000, QUICK), "over IPv6 too");
+    assert!(!tcp_talks(&a.ns, &b_ip6, 8081, DENIED), "IPv6, outside");
     assert!(tcp_talks(&a.ns, &b_ip, 8080, QUICK), "the range's end");
     let before = node.policy_denied(&b, Direction::Receive);
     assert!(!tcp_talks(&a.ns, &b_ip, 8081, DENIED), "outside the range");
@@ -252,7 +246,7 @@ fn the_owners_order_decides_real_traffic() {
     kubernetes(
         &node,
         a_index,
-        &a_ip,
+        &a.ips(),
         &KubePodPolicy {
             isolated: [false, false],
             rules: vec![receive_from_a(KubeProto::Udp, None)],
@@ -270,8 +264,7 @@ fn the_owners_order_decides_real_traffic() {
 
     // An operator deny beats the kubernetes allow.
     let a_cidr = format!("{a_ip}/32");
-    add_operator_rule(
-        &node,
+    node.policy_add(
         "test/b",
         "receive",
         "deny",
@@ -318,7 +311,7 @@ fn the_owners_order_decides_real_traffic() {
     );
 
     // Not isolated any more: the default (allow) again.
-    kubernetes(&node, b_index, &a_ip, &KubePodPolicy::default());
+    kubernetes(&node, b_index, &a.ips(), &KubePodPolicy::default());
     assert!(tcp_talks(&a.ns, &b_ip, 8081, QUICK), "open again");
     assert_ne!(
         node.policy_denied(&b, Direction::Receive),
@@ -335,27 +328,16 @@ fn the_owners_order_decides_real_traffic() {
 fn the_host_identity_is_always_allowed() {
     podmeter_testkit::needs_root!();
     let TwoPods { node, a, b, .. } = TwoPods::new();
-    let (a_ip, b_ip) = (a.ips()[0].clone(), b.ips()[0].clone());
+    let b_ip = b.ips()[0].clone();
     let (b_index, _) = node.registered(&b);
     let _server = TcpServer::start(&b.ns, 8000);
     let isolated = KubePodPolicy {
         isolated: [true, false],
         rules: vec![],
     };
-    kubernetes(&node, b_index, &a_ip, &isolated);
+    kubernetes(&node, b_index, &a.ips(), &isolated);
     assert!(!tcp_talks(&a.ns, &b_ip, 8000, DENIED), "isolated, no allow");
-    let mut store = PolicyStore::lock(&node.layout()).unwrap();
-    let a_net = IpNet::from(a_ip.parse::<std::net::IpAddr>().unwrap());
-    store
-        .replace_peers(&[(
-            a_net,
-            Peer {
-                pod_identity: IDENTITY_HOST,
-                cidr_identity: 0,
-            },
-        )])
-        .unwrap();
-    drop(store);
+    drop(peer_is(&node, &a.ips(), IDENTITY_HOST));
     assert!(
         tcp_talks(&a.ns, &b_ip, 8000, QUICK),
         "a now counts as the node"
