@@ -81,11 +81,11 @@ struct Target<'a> {
 impl Target<'_> {
     /// The pod's interface, the key of its policy.
     fn ifindex(&self) -> anyhow::Result<u32> {
-        pod_ref::resolve(self.maps, self.query).map(|(ifindex, _)| ifindex)
+        Ok(self.maps.lookup(self.query)?.0)
     }
 
     fn view(&self) -> anyhow::Result<PolicyView> {
-        Ok(PolicyView::open(self.maps.layout())?)
+        Ok(PolicyView::from_maps(&mut self.maps.fresh())?)
     }
 
     /// The store, which holds the pin path's exclusive lock as long as it

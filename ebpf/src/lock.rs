@@ -58,6 +58,16 @@ impl PinLock {
     ) -> Result<Self, Error> {
         pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
+        Self::on_checked(layout, lock, exclusive)
+    }
+
+    /// Locks the directory, which the caller has checked (a
+    /// [`crate::maps::PinnedMaps`] made on it).
+    pub(crate) fn on_checked(
+        layout: &PinLayout,
+        lock: fn(&File) -> std::io::Result<()>,
+        exclusive: bool,
+    ) -> Result<Self, Error> {
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
         lock(&file).map_err(|e| Error::io("flock", &dir, e))?;

@@ -1,7 +1,9 @@
 //! DEL, CHECK, GC and STATUS, and the result layout of every spec version.
 
-use podmeter_ebpf::{programs::attach::attached_programs, AttachMode};
-use podmeter_tests::{NetNs, Node, Pod, SPEC_VERSIONS};
+use std::time::Duration;
+
+use podmeter_ebpf::{pod::per_pod_maps, programs::attach::attached_programs, AttachMode};
+use podmeter_tests::{traffic::tcp_talks, NetNs, Node, Pod, TwoPods, SPEC_VERSIONS};
 use serde_json::json;
 
 /// Nothing of `pod` is left on the node: link, lease, map entry, link pin.
@@ -41,6 +43,51 @@ fn del_is_idempotent_and_leaves_nothing() {
         node.del(&pod, &conf).ok();
     }
     assert_gone(&node, &pod);
+}
+
+/// Issue 19: a pod with entries in every per-pod map (a policy rule gives
+/// it policy, rules and a flow table; a denied packet a drop entry), then
+/// DEL: no map of the table holds anything of it.
+#[test]
+fn del_empties_every_per_pod_map() {
+    podmeter_testkit::needs_root!();
+    let TwoPods { node, a, b, conf } = TwoPods::new();
+    let b_ip = b.ips()[0].clone();
+    let cidr = format!("{b_ip}/32");
+    node.ctl_ok(&[
+        "policy",
+        "add",
+        "test/a",
+        "--direction",
+        "transmit",
+        "--action",
+        "deny",
+        "--cidr",
+        &cidr,
+        "--proto",
+        "tcp",
+        "--ports",
+        "8080",
+    ]);
+    assert!(
+        !tcp_talks(&a.ns, &b_ip, 8080, Duration::from_secs(1)),
+        "the rule denies"
+    );
+    let (ifindex, _) = node.registered(&a);
+    let every: Vec<&str> = per_pod_maps().collect();
+    assert_eq!(node.maps().holding(ifindex).unwrap(), every);
+
+    node.del(&a, &conf).ok();
+    assert_eq!(
+        node.maps().holding(ifindex).unwrap(),
+        Vec::<&str>::new(),
+        "entries left after DEL"
+    );
+    let (b_ifindex, _) = node.registered(&b);
+    assert!(
+        !node.maps().holding(b_ifindex).unwrap().is_empty(),
+        "the other pod keeps its entries"
+    );
 }
 
 #[test]

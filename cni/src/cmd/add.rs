@@ -10,8 +10,6 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    lock::PinLock,
-    maps::PinnedMaps,
     pod,
     policy::{store::PolicyStore, Owner},
     programs::attach,
@@ -55,9 +53,8 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
-    let adding = PinLock::shared(layout)?;
-    let mut maps = PinnedMaps::open(layout)?;
-    timing::mark("open maps");
+    let adding = programs.maps().lock_shared()?;
+    timing::mark("lock");
 
     let mut rollback = Rollback::default();
     let (leased, syncing) = inv.ipam.add(&inv.ipam_context())?;
@@ -109,9 +106,13 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
-    maps.register(host.index, &identity, &devices)?;
+    programs.maps().register(host.index, &identity, &devices)?;
     if !inv.plugin.policy.is_empty() {
-        PolicyStore::under(&adding)?.apply(host.index, Owner::Config, &inv.plugin.policy)?;
+        PolicyStore::under(&adding, programs.maps())?.apply(
+            host.index,
+            Owner::Config,
+            &inv.plugin.policy,
+        )?;
     }
     timing::mark("map writes");
     rollback.push("detach", move || {
@@ -127,7 +128,9 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     })??;
     // Before the host end comes up: the programs drop all a pod without
     // its source sends.
-    maps.set_source(host.index, &pod_source(plan, &pod)?)?;
+    programs
+        .maps()
+        .set_source(host.index, &pod_source(plan, &pod)?)?;
     netlink.run(|h| async move { set_up(&h, host.index).await })?;
     timing::mark("netlink: pod side, host up");
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use podmeter_ebpf::{lock::PinLock, pod, programs::attach};
+use podmeter_ebpf::{lock::PinLock, maps::PinnedMaps, programs::attach};
 use rscni_plugin::types::{GcAttachment, NetConf};
 
 use super::{
@@ -40,10 +40,13 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
     // ADDs hold this lock shared while they create a pod: what GC finds
     // unregistered below is a leftover, never a pod being made.
     let _lock = run.pins("lock the pin path", PinLock::exclusive(&layout));
+    // One handle for the whole GC: each map opened once, when first needed.
+    let mut maps = run.pins("check the pin path", PinnedMaps::open_lazy(&layout));
 
     // Registered pods of this network that the runtime no longer knows.
     let mut registered = HashSet::new();
-    let pods = run.pins("read the registry", pod::pods(&layout));
+    let pods = maps.as_ref().map(PinnedMaps::registered);
+    let pods = pods.and_then(|p| run.pins("read the registry", p));
     for (ifindex, pod) in pods.unwrap_or_default() {
         if pod.network != inv.network()
             || keep.contains(&(pod.container_id.as_str(), pod.ifname.as_str()))
@@ -55,6 +58,7 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
         remove_pod_interface(
             &mut run,
             &layout,
+            maps.as_mut(),
             &BTreeSet::from([ifindex]),
             &pod.host_ifname,
         );
@@ -83,23 +87,31 @@ pub fn gc(inv: &Invocation) -> Result<(), PluginError> {
         });
     for veth in orphans {
         tracing::info!("GC: removing unregistered veth {}", veth.name);
-        remove_pod_interface(&mut run, &layout, &BTreeSet::from([veth.index]), &veth.name);
+        remove_pod_interface(
+            &mut run,
+            &layout,
+            maps.as_mut(),
+            &BTreeSet::from([veth.index]),
+            &veth.name,
+        );
     }
 
     // Entries without an identity whose interface is gone: an ADD or a DEL
     // died between writing or removing them and the identity.
-    let stale = run.pins("read the maps", pod::unregistered(&layout));
+    let stale = maps.as_mut().map(PinnedMaps::unregistered);
+    let stale = stale.and_then(|s| run.pins("read the maps", s));
     for ifindex in stale.unwrap_or_default() {
         let exists = run.step(
             "look up an interface",
             with_netlink(|h| async move { Ok(link_by_index(&h, ifindex).await?.is_some()) }),
         );
-        if exists == Some(false) {
-            forget(&mut run, &layout, ifindex);
+        if let (Some(false), Some(maps)) = (exists, maps.as_mut()) {
+            forget(&mut run, maps, ifindex);
         }
     }
     // Link pins of interfaces registered nowhere (in any network).
-    if let Some(all) = run.pins("read the registry", pod::pods(&layout)) {
+    let all = maps.as_ref().map(PinnedMaps::registered);
+    if let Some(all) = all.and_then(|a| run.pins("read the registry", a)) {
         let all: HashSet<u32> = all.into_iter().map(|(i, _)| i).collect();
         run.pins(
             "remove orphan link pins",

@@ -1,12 +1,12 @@
 //! The drop counters (`pm_drops`): what the kernel, or podmeter's own
 //! programs, dropped on a pod's devices, per direction and drop reason.
 
-use aya::maps::{IterableMap, PerCpuHashMap};
+use aya::maps::{IterableMap, MapData, PerCpuHashMap};
 
 use super::{
     batch::{read_per_cpu, sum_cpus},
     counters::add_cpus,
-    pod_keys::pod_keys,
+    per_pod::{by_key, pod_keys, PerPodMap},
 };
 use crate::{
     abi::{Direction, DropKey, PodCounter},
@@ -25,11 +25,19 @@ pub struct PodDrops {
     pub dropped: PodCounter,
 }
 
+type DropsMap<T> = PerCpuHashMap<T, DropKey, PodCounter>;
+
+pub(crate) const PER_POD: PerPodMap = by_key!(DROPS_MAP, PerCpuHashMap<DropKey, PodCounter>);
+
 impl PinnedMaps {
+    fn drops_map(&self) -> Result<DropsMap<&MapData>, Error> {
+        self.typed(DROPS_MAP)
+    }
+
     /// Every pod's drops, summed over CPUs, ordered by pod, direction, reason.
     pub fn drops(&self) -> Result<Vec<PodDrops>, Error> {
         let mut out = Vec::new();
-        for entry in self.drops.iter() {
+        for entry in self.drops_map()?.iter() {
             let (key, per_cpu) = entry.map_err(|source| self.error(DROPS_MAP, source))?;
             let Some(direction) = Direction::from_raw(key.direction) else {
                 continue;
@@ -49,7 +57,8 @@ impl PinnedMaps {
 
     /// [`PinnedMaps::drops`], read in batches when the kernel can.
     pub fn drops_batched(&self) -> Result<Vec<PodDrops>, Error> {
-        let fd = IterableMap::map(&self.drops).fd();
+        let drops = self.drops_map()?;
+        let fd = IterableMap::map(&drops).fd();
         let Some(raw) =
             read_per_cpu(fd, size_of::<DropKey>()).map_err(|e| self.error(DROPS_MAP, e))?
         else {

@@ -6,23 +6,33 @@
 //! so removing the entry frees the table. Beside it, `pm_flow_state` holds
 //! each table's occupancy, which the programs keep.
 
-use std::collections::BTreeSet;
+use std::borrow::Borrow;
 
 use aya::maps::{HashMap, HashOfMaps, Map, MapData, MapError};
 
 use crate::{
     abi::{Flow, FlowKey, FlowState, FLOWS_PER_POD},
-    maps::open::open_typed,
-    maps::pod_keys::{pod_keys, PodKeys},
-    maps::{ignore_missing, open::with_map},
+    maps::{
+        ignore_missing,
+        per_pod::{by_key, pod_keys, PerPodMap},
+        PinnedMaps,
+    },
     pins::{PinLayout, FLOW_STATE_MAP, FLOW_TABLES_MAP},
     Error,
 };
 
 /// One pod's flow table.
 pub type FlowTable = HashMap<MapData, FlowKey, Flow>;
-pub(crate) type TablesMap = HashOfMaps<MapData, u32, FlowTable>;
-pub(crate) type StateMap = HashMap<MapData, u32, FlowState>;
+type TablesMap = HashOfMaps<MapData, u32, FlowTable>;
+type StateMap = HashMap<MapData, u32, FlowState>;
+
+pod_keys!(HashMap, u32, FlowState, |k| *k);
+pod_keys!(HashOfMaps, u32, FlowTable, |k| *k);
+
+/// In the table of per-pod maps: the outer map's entry is the table's last
+/// reference, so removing it frees the table.
+pub(crate) const TABLES: PerPodMap = by_key!(FLOW_TABLES_MAP, HashOfMaps<u32, FlowTable>);
+pub(crate) const STATE: PerPodMap = by_key!(FLOW_STATE_MAP, HashMap<u32, FlowState>);
 
 /// The kernel name of every pod's table (at most 15 bytes).
 pub const FLOW_TABLE_NAME: &str = "pm_flow_table";
@@ -40,10 +50,15 @@ pub struct FlowTables {
 
 impl FlowTables {
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
+        Self::from_maps(&mut PinnedMaps::open_lazy(layout)?)
+    }
+
+    /// Takes the two maps out of an open handle.
+    pub fn from_maps(maps: &mut PinnedMaps) -> Result<Self, Error> {
         Ok(Self {
-            layout: layout.clone(),
-            tables: open_typed(layout, FLOW_TABLES_MAP)?,
-            state: open_typed(layout, FLOW_STATE_MAP)?,
+            layout: maps.layout().clone(),
+            tables: maps.take(FLOW_TABLES_MAP)?,
+            state: maps.take(FLOW_STATE_MAP)?,
         })
     }
 
@@ -98,10 +113,7 @@ impl FlowTables {
 
     /// The occupancy of every pod's table, by host ifindex.
     pub fn occupancy(&self) -> Result<Vec<(u32, FlowState)>, Error> {
-        self.state
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.error(FLOW_STATE_MAP, e))
+        occupancy(&self.state).map_err(|e| self.error(FLOW_STATE_MAP, e))
     }
 }
 
@@ -119,30 +131,16 @@ fn create_table() -> Result<FlowTable, MapError> {
     FlowTable::try_from(Map::from_map_data(data)?)
 }
 
-/// Removes the pod's table and occupancy from the pinned maps, if pinned.
-pub(crate) fn forget(layout: &PinLayout, ifindex: u32) -> [Result<(), Error>; 2] {
-    [
-        with_map(layout, FLOW_TABLES_MAP, |m: &mut TablesMap| {
-            m.remove_pod(ifindex)
-        }),
-        with_map(layout, FLOW_STATE_MAP, |m: &mut StateMap| {
-            m.remove_pod(ifindex)
-        }),
-    ]
+impl PinnedMaps {
+    /// The occupancy of every pod's flow table, by host ifindex.
+    pub fn flow_occupancy(&self) -> Result<Vec<(u32, FlowState)>, Error> {
+        let state: HashMap<&MapData, u32, FlowState> = self.typed(FLOW_STATE_MAP)?;
+        occupancy(&state).map_err(|e| self.error(FLOW_STATE_MAP, e))
+    }
 }
 
-/// Adds the ifindex of every pod with a table or occupancy to `found`.
-pub(crate) fn collect_ifindexes(
-    layout: &PinLayout,
-    found: &mut BTreeSet<u32>,
-) -> Result<(), Error> {
-    with_map(layout, FLOW_TABLES_MAP, |m: &mut TablesMap| {
-        m.collect_ifindexes(found)
-    })?;
-    with_map(layout, FLOW_STATE_MAP, |m: &mut StateMap| {
-        m.collect_ifindexes(found)
-    })
+fn occupancy<T: Borrow<MapData>>(
+    state: &HashMap<T, u32, FlowState>,
+) -> Result<Vec<(u32, FlowState)>, MapError> {
+    state.iter().collect()
 }
-
-pod_keys!(HashMap, u32, FlowState, |k| *k);
-pod_keys!(HashOfMaps, u32, FlowTable, |k| *k);

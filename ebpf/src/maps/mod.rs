@@ -7,7 +7,7 @@ pub mod devices;
 pub mod drops;
 pub mod flow_tables;
 pub mod open;
-pub(crate) mod pod_keys;
+pub(crate) mod per_pod;
 pub mod policy;
 pub mod registry;
 pub mod sources;

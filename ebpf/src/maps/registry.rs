@@ -5,7 +5,11 @@ use std::net::IpAddr;
 
 use aya::maps::{HashMap, IterableMap, MapData, MapError};
 
-use super::{batch::read_all, ignore_missing};
+use super::{
+    batch::read_all,
+    ignore_missing,
+    per_pod::{pod_keys, PerPodMap, PodKeys},
+};
 use crate::{
     abi::{IpEntry, PodInfo, MAX_IPS},
     maps::open::PinnedMaps,
@@ -34,10 +38,35 @@ impl PodIdentity {
     }
 }
 
+type RegistryMap<T> = HashMap<T, u32, PodInfo>;
+
+pod_keys!(HashMap, u32, PodInfo, |k| *k);
+
+/// In the table of per-pod maps: the identity, written last by ADD and
+/// removed last by DEL.
+pub(crate) const PER_POD: PerPodMap = PerPodMap {
+    name: REGISTRY_MAP,
+    zero: None,
+    collect: |map, found| RegistryMap::try_from(map)?.collect_ifindexes(found),
+    remove: |map, ifindex| ignore_missing(RegistryMap::try_from(map)?.remove(&ifindex)),
+};
+
 impl PinnedMaps {
+    fn registry_map(&self) -> Result<RegistryMap<&MapData>, Error> {
+        self.typed(REGISTRY_MAP)
+    }
+
+    /// Records who is behind host veth `ifindex`.
+    pub(crate) fn record_identity(&mut self, ifindex: u32, info: &PodInfo) -> Result<(), Error> {
+        let path = self.layout().map(REGISTRY_MAP);
+        let mut map: RegistryMap<&mut MapData> = self.typed_mut(REGISTRY_MAP)?;
+        map.insert(ifindex, *info, 0)
+            .map_err(|source| Error::Map { path, source })
+    }
+
     /// Every registered pod interface, keyed by host veth ifindex.
     pub fn pods(&self) -> Result<Vec<(u32, PodIdentity)>, Error> {
-        self.registry
+        self.registry_map()?
             .iter()
             .map(|entry| {
                 entry
@@ -49,7 +78,8 @@ impl PinnedMaps {
 
     /// [`PinnedMaps::pods`], read in batches when the kernel can.
     pub fn pods_batched(&self) -> Result<Vec<(u32, PodIdentity)>, Error> {
-        let fd = IterableMap::map(&self.registry).fd();
+        let registry = self.registry_map()?;
+        let fd = IterableMap::map(&registry).fd();
         let Some(raw) = read_all(fd, size_of::<u32>(), size_of::<PodInfo>())
             .map_err(|e| self.error(REGISTRY_MAP, e))?
         else {
@@ -66,19 +96,12 @@ impl PinnedMaps {
     }
 
     pub fn pod(&self, ifindex: u32) -> Result<Option<PodIdentity>, Error> {
-        match self.registry.get(&ifindex, 0) {
+        match self.registry_map()?.get(&ifindex, 0) {
             Ok(info) => Ok(Some(decode(&info))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(self.error(REGISTRY_MAP, source)),
         }
     }
-}
-
-pub(crate) fn remove_identity(
-    registry: &mut HashMap<MapData, u32, PodInfo>,
-    ifindex: u32,
-) -> Result<(), MapError> {
-    ignore_missing(registry.remove(&ifindex))
 }
 
 pub(crate) fn encode(pod: &PodIdentity) -> Result<PodInfo, Error> {

@@ -6,11 +6,14 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use aya::maps::HashMap;
+use aya::maps::{HashMap, MapData};
 
 use crate::{
     abi::{IpEntry, Source, MAX_GATEWAYS, MAX_IPS},
-    maps::{pod_keys::pod_keys, PinnedMaps},
+    maps::{
+        per_pod::{by_key, pod_keys, PerPodMap},
+        PinnedMaps,
+    },
     pins::SOURCES_MAP,
     Error,
 };
@@ -79,13 +82,16 @@ impl PinnedMaps {
     /// Records who the pod behind host veth `ifindex` may send as.
     pub fn set_source(&mut self, ifindex: u32, source: &PodSource) -> Result<(), Error> {
         let entry = source.encode()?;
-        self.sources
-            .insert(ifindex, entry, 0)
-            .map_err(|e| self.error(SOURCES_MAP, e))
+        let path = self.layout().map(SOURCES_MAP);
+        let mut map: HashMap<&mut MapData, u32, Source> = self.typed_mut(SOURCES_MAP)?;
+        map.insert(ifindex, entry, 0)
+            .map_err(|source| Error::Map { path, source })
     }
 }
 
 pod_keys!(HashMap, u32, Source, |k| *k);
+
+pub(crate) const PER_POD: PerPodMap = by_key!(SOURCES_MAP, HashMap<u32, Source>);
 
 #[cfg(test)]
 mod tests {

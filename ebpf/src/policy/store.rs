@@ -30,7 +30,7 @@ use crate::{
         MAX_RULE_PREFIXES, OWNER_OPERATOR, RULES_PER_PREFIX,
     },
     lock::PinLock,
-    maps::ignore_missing,
+    maps::{ignore_missing, PinnedMaps},
     pins::{K8S_POLICIES_MAP, K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, RULES_MAP},
     Error,
 };
@@ -87,20 +87,22 @@ impl Deref for PolicyStore<'_> {
 impl PolicyStore<'static> {
     /// Takes the pin path's exclusive lock, held until the store is dropped.
     pub fn lock(layout: &crate::PinLayout) -> Result<Self, Error> {
-        let lock = PinLock::exclusive(layout)?;
+        let mut maps = PinnedMaps::open_lazy(layout)?;
+        let lock = maps.lock_exclusive()?;
         Ok(Self {
-            view: PolicyView::open(layout)?,
+            view: PolicyView::from_maps(&mut maps)?,
             held: Held::Own(lock),
         })
     }
 }
 
 impl<'lock> PolicyStore<'lock> {
-    /// Edits under a lock the caller holds. A shared lock (ADD's) is enough
-    /// for the pods its holder creates; node-wide edits need an exclusive one.
-    pub fn under(lock: &'lock PinLock) -> Result<Self, Error> {
+    /// Edits under a lock the caller holds, with the policy maps taken out
+    /// of its open handle. A shared lock (ADD's) is enough for the pods its
+    /// holder creates; node-wide edits need an exclusive one.
+    pub fn under(lock: &'lock PinLock, maps: &mut PinnedMaps) -> Result<Self, Error> {
         Ok(Self {
-            view: PolicyView::open(lock.layout())?,
+            view: PolicyView::from_maps(maps)?,
             held: Held::Borrowed(lock),
         })
     }

@@ -18,11 +18,10 @@ use crate::{
     },
     maps::{
         flow_tables::FlowTables,
-        open::open_typed,
-        pod_keys::PodKeys,
+        per_pod::PodKeys,
         policy::{K8sRulesMap, PolicyMap, RulesMap},
+        PinnedMaps,
     },
-    pin_dir,
     pins::{
         PinLayout, K8S_POLICIES_MAP, K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, RULES_MAP, SOURCES_MAP,
     },
@@ -48,16 +47,20 @@ pub struct PolicyView {
 
 impl PolicyView {
     pub fn open(layout: &PinLayout) -> Result<Self, Error> {
-        pin_dir::check(layout)?;
+        Self::from_maps(&mut PinnedMaps::open_lazy(layout)?)
+    }
+
+    /// Takes the policy maps out of an open handle (no map is opened twice).
+    pub fn from_maps(maps: &mut PinnedMaps) -> Result<Self, Error> {
         Ok(Self {
-            layout: layout.clone(),
-            policy: open_typed(layout, POLICY_MAP)?,
-            rules: open_typed(layout, RULES_MAP)?,
-            k8s_rules: open_typed(layout, K8S_RULES_MAP)?,
-            peers: open_typed(layout, PEERS_MAP)?,
-            names: open_typed(layout, K8S_POLICIES_MAP)?,
-            sources: open_typed(layout, SOURCES_MAP)?,
-            flows: FlowTables::open(layout)?,
+            layout: maps.layout().clone(),
+            policy: maps.take(POLICY_MAP)?,
+            rules: maps.take(RULES_MAP)?,
+            k8s_rules: maps.take(K8S_RULES_MAP)?,
+            peers: maps.take(PEERS_MAP)?,
+            names: maps.take(K8S_POLICIES_MAP)?,
+            sources: maps.take(SOURCES_MAP)?,
+            flows: FlowTables::from_maps(maps)?,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::{
         TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
     lock::PinLock,
-    maps,
+    maps::PinnedMaps,
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
     programs::drop_reasons::DropReasons,
@@ -22,31 +22,48 @@ use crate::{
     Error,
 };
 
-/// The loaded tc programs, in the order of [`PROGRAMS`].
+/// The loaded tc programs, in the order of [`PROGRAMS`], and the pinned
+/// maps they were loaded with, checked.
 pub struct Programs {
     pub(crate) programs: Vec<(ProgramSpec, SchedClassifier)>,
+    maps: PinnedMaps,
+}
+
+impl Programs {
+    /// The pinned maps, checked while loading: to pass on rather than
+    /// open again.
+    pub fn maps(&mut self) -> &mut PinnedMaps {
+        &mut self.maps
+    }
 }
 
 /// Returns the programs pinned under `layout`, loading and pinning them (and
 /// the maps) first if this pin path has none yet. Refuses pinned maps of
-/// another layout.
+/// another layout. The pin directory is checked and each pinned map opened
+/// and checked once, here: [`Programs::maps`] hands them on.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let programs_pinned = || all_programs().all(|name| layout.program(name).exists());
     // The tracer's link is pinned last: with it and the programs there, no
     // lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
-    if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
+    let maps = if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
         pin_dir::check_bpffs(layout.pin_path())?;
-        pin_dir::check(layout)?;
-        maps::open::check_existing(layout)?;
+        let maps = PinnedMaps::open_lazy(layout)?;
+        maps.check_all()?;
+        maps
     } else {
+        // The lock checks (and makes) the directories.
         let _lock = PinLock::exclusive(layout)?;
-        maps::open::check_existing(layout)?;
+        let mut maps = PinnedMaps::checked(layout);
+        maps.check_all()?;
         if !programs_pinned() {
             load_and_pin(layout)?;
+            // This handle knows the maps that were missing as missing.
+            maps = PinnedMaps::checked(layout);
         }
         ensure_drop_tracer_attached(layout)?;
-    }
+        maps
+    };
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
@@ -58,7 +75,7 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Programs { programs })
+    Ok(Programs { programs, maps })
 }
 
 /// Reopens a pinned tc program under the name we gave it. Not

@@ -7,7 +7,7 @@ use std::{
 };
 
 use podmeter_ebpf::{
-    abi::FlowState, maps::counters::PodCounters, maps::flow_tables::FlowTables, maps::PinnedMaps,
+    abi::FlowState, maps::counters::PodCounters, maps::PinnedMaps,
     programs::drop_reasons::DropReasons, Direction, PinLayout, PodCounter, PodIdentity,
 };
 use prometheus_client::registry::Unit;
@@ -97,8 +97,7 @@ pub fn read(
         by_ifindex.insert(group[0].ifindex, grouped);
     }
     // A few pods have policy, hence a flow table: one small read.
-    let flows: HashMap<u32, FlowState> =
-        FlowTables::open(layout)?.occupancy()?.into_iter().collect();
+    let flows: HashMap<u32, FlowState> = maps.flow_occupancy()?.into_iter().collect();
     for pod in &mut pods {
         pod.drops = by_ifindex.remove(&pod.ifindex).unwrap_or_default();
         pod.flows = flows.get(&pod.ifindex).copied();
