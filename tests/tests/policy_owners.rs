@@ -47,6 +47,14 @@ fn receive_from_a(proto: KubeProto, ports: Option<PortRange>) -> KubeRule {
     }
 }
 
+/// NetworkPolicy isolates the pod for receive, and allows `rules`.
+fn isolated_receive(rules: Vec<KubeRule>) -> KubePodPolicy {
+    KubePodPolicy {
+        isolated: [true, false],
+        rules,
+    }
+}
+
 /// Writes the pod's kubernetes tier, the peers (`a`'s addresses as
 /// identity `A`) and the policy's name, as the agent does.
 fn kubernetes(node: &Node, ifindex: u32, a_ips: &[String], policy: &KubePodPolicy) {
@@ -111,10 +119,7 @@ fn each_owner_replaces_only_its_own_rules() {
         &node,
         ifindex,
         &a.ips(),
-        &KubePodPolicy {
-            isolated: [true, false],
-            rules: vec![receive_from_a(KubeProto::Tcp, ports(8000, 8080))],
-        },
+        &isolated_receive(vec![receive_from_a(KubeProto::Tcp, ports(8000, 8080))]),
     );
     let listed = list(&node, "test/b");
     assert_eq!(
@@ -162,10 +167,7 @@ fn each_owner_replaces_only_its_own_rules() {
         &node,
         ifindex,
         &a.ips(),
-        &KubePodPolicy {
-            isolated: [true, false],
-            rules: vec![receive_from_a(KubeProto::Udp, None)],
-        },
+        &isolated_receive(vec![receive_from_a(KubeProto::Udp, None)]),
     );
     let listed = list(&node, "test/b");
     assert_eq!(owners(&listed).len(), 3, "{listed}");
@@ -217,13 +219,10 @@ fn the_owners_order_decides_real_traffic() {
         &node,
         b_index,
         &a.ips(),
-        &KubePodPolicy {
-            isolated: [true, false],
-            rules: vec![
-                receive_from_a(KubeProto::Tcp, ports(8000, 8080)),
-                receive_from_a(KubeProto::Sctp, ports(9000, 9000)),
-            ],
-        },
+        &isolated_receive(vec![
+            receive_from_a(KubeProto::Tcp, ports(8000, 8080)),
+            receive_from_a(KubeProto::Sctp, ports(9000, 9000)),
+        ]),
     );
     assert!(tcp_talks(&a.ns, &b_ip, 8000, QUICK), "a kubernetes allow");
     let b_ip6 = b.ips()[1].clone();
@@ -331,11 +330,7 @@ fn the_host_identity_is_always_allowed() {
     let b_ip = b.ips()[0].clone();
     let (b_index, _) = node.registered(&b);
     let _server = TcpServer::start(&b.ns, 8000);
-    let isolated = KubePodPolicy {
-        isolated: [true, false],
-        rules: vec![],
-    };
-    kubernetes(&node, b_index, &a.ips(), &isolated);
+    kubernetes(&node, b_index, &a.ips(), &isolated_receive(vec![]));
     assert!(!tcp_talks(&a.ns, &b_ip, 8000, DENIED), "isolated, no allow");
     drop(peer_is(&node, &a.ips(), IDENTITY_HOST));
     assert!(

@@ -31,6 +31,7 @@ use crate::{
 use super::{
     encoding::{self as policy, Entries, Sets},
     kubernetes::{self as policy_k8s, NamedKubeRule},
+    rules::family_of,
     Probe, Rule, Verdict,
 };
 
@@ -189,9 +190,10 @@ impl PolicyView {
                 let net = IpNet::from(probe.remote);
                 let peer = lookup(&self.peers, &policy_k8s::peer_key(&net), &peer_failure);
                 let gateway = self.sources.get(&ifindex, 0).is_ok_and(|s| {
-                    s.gateways
-                        .iter()
-                        .any(|g| g.family != 0 && g.addr == policy::addr_bytes(&probe.remote))
+                    s.gateways.iter().any(|g| {
+                        g.family == family_of(&probe.remote)
+                            && g.addr == policy::addr_bytes(&probe.remote)
+                    })
                 });
                 policy_k8s::k8s_allows(ifindex, probe, peer, gateway, |key| {
                     lookup(&self.k8s_rules, key, &k8s_failure)
