@@ -56,6 +56,14 @@ enum Step {
 #[derive(Default)]
 struct Undo(Vec<Step>);
 
+/// Whether the pod has admin rules, for [`PolicyStore::write_entry`]: known
+/// by the caller, or to be read from the trie if it matters.
+#[derive(Clone, Copy)]
+enum Rules {
+    Known(bool),
+    Unknown,
+}
+
 /// The pin lock an edit runs under: its own, or one its caller holds.
 enum Held<'a> {
     Own(PinLock),
@@ -126,7 +134,7 @@ impl<'lock> PolicyStore<'lock> {
         let defaults = Direction::ALL.map(|d| policy.direction(d).default_action);
         self.atomically(|store, undo| {
             store.write_sets(undo, &before, &after)?;
-            store.write_entry(ifindex, !after.is_empty(), |e| {
+            store.write_entry(ifindex, Rules::Known(!after.is_empty()), |e| {
                 for (d, action) in defaults.iter().enumerate() {
                     e.owner_default[usize::from(raw - 1)][d] = action.map_or(0, |a| a as u8 + 1);
                 }
@@ -150,7 +158,7 @@ impl<'lock> PolicyStore<'lock> {
             .map_err(|e| Error::Policy(e.0))?;
         self.atomically(|store, undo| {
             store.write_sets(undo, &before, &after)?;
-            store.write_entry(ifindex, true, |_| {})
+            store.write_entry(ifindex, Rules::Known(true), |_| {})
         })?;
         Ok(id)
     }
@@ -179,7 +187,7 @@ impl<'lock> PolicyStore<'lock> {
         policy::remove_rules(&mut after, |r| r.id == id);
         self.atomically(|store, undo| {
             store.write_sets(undo, &before, &after)?;
-            store.write_entry(ifindex, !after.is_empty(), |_| {})
+            store.write_entry(ifindex, Rules::Known(!after.is_empty()), |_| {})
         })?;
         Ok(true)
     }
@@ -191,8 +199,7 @@ impl<'lock> PolicyStore<'lock> {
         direction: Direction,
         action: Action,
     ) -> Result<(), Error> {
-        let has_rules = !self.view.pod_sets(ifindex)?.is_empty();
-        self.write_entry(ifindex, has_rules, |e| {
+        self.write_entry(ifindex, Rules::Unknown, |e| {
             e.owner_default[usize::from(OWNER_OPERATOR - 1)][direction as usize] = action as u8 + 1;
         })
     }
@@ -211,7 +218,6 @@ impl<'lock> PolicyStore<'lock> {
             .flat_map(|r| r.entries(ifindex))
             .map(|(k, v)| ((k.prefix_len(), k.data()), v))
             .collect();
-        let has_rules = !self.view.pod_sets(ifindex)?.is_empty();
         let isolated = policy.isolated.map(u8::from);
         self.atomically(|store, undo| {
             for ((len, data), value, was) in diff(&before, &after) {
@@ -221,7 +227,7 @@ impl<'lock> PolicyStore<'lock> {
                     Step::K8s(Key::new(len, data), was),
                 )?;
             }
-            store.write_entry(ifindex, has_rules, |e| e.k8s_isolated = isolated)
+            store.write_entry(ifindex, Rules::Unknown, |e| e.k8s_isolated = isolated)
         })
     }
 
@@ -252,7 +258,7 @@ impl<'lock> PolicyStore<'lock> {
                 )?;
             }
             for ifindex in isolated {
-                store.write_entry(ifindex, true, |_| {})?;
+                store.write_entry(ifindex, Rules::Known(true), |_| {})?;
             }
             Ok(())
         })
@@ -315,20 +321,26 @@ impl<'lock> PolicyStore<'lock> {
     fn write_entry(
         &mut self,
         ifindex: u32,
-        has_rules: bool,
+        rules: Rules,
         change: impl FnOnce(&mut PolicyEntry),
     ) -> Result<(), Error> {
         let current = self.view.entry(ifindex)?;
         let mut entry = current.unwrap_or_default();
         change(&mut entry);
         entry.default_action = policy::effective_defaults(&entry).map(|a| a as u8);
-        let idle = !has_rules
-            && entry.k8s_isolated == [0; 2]
+        let open = entry.k8s_isolated == [0; 2]
             && entry
                 .owner_default
                 .iter()
                 .flatten()
                 .all(|d| *d != Action::Deny as u8 + 1);
+        // Admin rules always come with an entry: without one there are
+        // none, and the trie is read only where the answer matters.
+        let idle = open
+            && match rules {
+                Rules::Known(has) => !has,
+                Rules::Unknown => current.is_none() || self.view.pod_sets(ifindex)?.is_empty(),
+            };
         if idle {
             return self.view.clear(ifindex);
         }
