@@ -11,6 +11,7 @@ const SOURCES: &[&str] = &[
     "bpf/podmeter.h",
     "bpf/parse.h",
     "bpf/policy.h",
+    "bpf/k8s_policy.h",
     "bpf/fragments.h",
     "bpf/validate.h",
 ];

@@ -1,16 +1,18 @@
 //! `podmeterctl policy …`: a pod's rules and defaults in the pinned maps.
-//! Edits take the pin path's exclusive lock, so two edits never interleave
-//! their read-modify-write of one CIDR's rules.
+//! Edits act as the `operator` owner, through the store, which takes the
+//! pin path's exclusive lock, so two edits never interleave their
+//! read-modify-write of one CIDR's rules.
 
 use std::{io::Write, path::Path, process::ExitCode};
 
 use anyhow::bail;
 use podmeter_ebpf::{
     abi::{Action, Direction},
-    lock::PinLock,
     maps::PinnedMaps,
-    policy::store::PolicyStore,
-    policy::{Probe, Proto, Rule, RuleSpec, Verdict},
+    policy::{
+        kubernetes::NamedKubeRule, store::PolicyStore, view::PolicyView, KubeVerdict, Owner, Probe,
+        Proto, Rule, RuleSpec, Verdict,
+    },
 };
 use serde_json::json;
 
@@ -82,16 +84,15 @@ impl Target<'_> {
         Ok(self.maps.lookup(self.query)?.0)
     }
 
-    fn store(&self) -> anyhow::Result<PolicyStore> {
-        Ok(PolicyStore::from_maps(&mut self.maps.fresh())?)
+    fn view(&self) -> anyhow::Result<PolicyView> {
+        Ok(PolicyView::from_maps(&mut self.maps.fresh())?)
     }
 
-    /// The store under the pin path's exclusive lock, held as long as the
-    /// returned guard lives; the pod is resolved under the lock.
-    fn edit(&self) -> anyhow::Result<(PinLock, PolicyStore, u32)> {
-        let lock = self.maps.lock_exclusive()?;
-        let store = self.store()?;
-        Ok((lock, store, self.ifindex()?))
+    /// The store, which holds the pin path's exclusive lock as long as it
+    /// lives; the pod is resolved under the lock.
+    fn edit(&self) -> anyhow::Result<(PolicyStore<'static>, u32)> {
+        let store = PolicyStore::lock(self.maps.layout())?;
+        Ok((store, self.ifindex()?))
     }
 }
 
@@ -102,20 +103,20 @@ fn add(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     spec.validate()?;
-    let (_edit, mut store, ifindex) = target.edit()?;
+    let (mut store, ifindex) = target.edit()?;
     let id = store.add(ifindex, direction, spec)?;
     writeln!(out, "{id}")?;
     Ok(())
 }
 
 fn set_default(target: &Target, direction: Direction, action: Action) -> anyhow::Result<()> {
-    let (_edit, mut store, ifindex) = target.edit()?;
+    let (mut store, ifindex) = target.edit()?;
     store.set_default(ifindex, direction, action)?;
     Ok(())
 }
 
 fn delete(target: &Target, id: u32) -> anyhow::Result<()> {
-    let (_edit, mut store, ifindex) = target.edit()?;
+    let (mut store, ifindex) = target.edit()?;
     if !store.delete(ifindex, id)? {
         bail!("pod {:?} has no rule {id}", target.query);
     }
@@ -124,44 +125,113 @@ fn delete(target: &Target, id: u32) -> anyhow::Result<()> {
 
 fn list(target: &Target, output: Format, out: &mut impl Write) -> anyhow::Result<()> {
     let ifindex = target.ifindex()?;
-    let store = target.store()?;
-    let defaults = store.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-    let rules = store.rules(ifindex)?;
+    let view = target.view()?;
+    let defaults = view.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
+    let isolated = view.isolated(ifindex)?;
+    let rules = view.rules(ifindex)?;
+    let kubernetes = view.kubernetes_rules(ifindex)?;
     if output == Format::Json {
-        let defaults: serde_json::Map<_, _> = Direction::ALL
-            .iter()
-            .map(|d| (d.as_str().to_owned(), json!(defaults[*d as usize])))
-            .collect();
-        writeln!(out, "{}", json!({"defaults": defaults, "rules": rules}))?;
+        let by_direction = |f: &dyn Fn(usize) -> serde_json::Value| -> serde_json::Value {
+            Direction::ALL
+                .iter()
+                .map(|d| (d.as_str().to_owned(), f(*d as usize)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let mut listed: Vec<serde_json::Value> = rules.iter().map(|r| json!(r)).collect::<Vec<_>>();
+        listed.extend(kubernetes.iter().map(|k| {
+            let mut v = json!(k);
+            v["owner"] = json!(Owner::Kubernetes);
+            v["action"] = json!(Action::Allow);
+            v
+        }));
+        let mut doc = json!({
+            "defaults": by_direction(&|d| json!(defaults[d])),
+            "rules": listed,
+        });
+        // Shown only where NetworkPolicy isolates the pod.
+        if isolated.contains(&true) {
+            doc["isolated"] = by_direction(&|d| json!(isolated[d]));
+        }
+        writeln!(out, "{doc}")?;
         return Ok(());
     }
     for d in Direction::ALL {
+        let i = d as usize;
         writeln!(
             out,
-            "default {:<9} {}",
+            "default {:<9} {}{}",
             d.as_str(),
-            defaults[d as usize].as_str()
+            defaults[i].as_str(),
+            if isolated[i] {
+                " (isolated by NetworkPolicy: the kubernetes rules decide)"
+            } else {
+                ""
+            }
         )?;
     }
-    print_rules(&rules, out)
+    print_rules(&rules, &kubernetes, out)
 }
 
-fn print_rules(rules: &[Rule], out: &mut impl Write) -> anyhow::Result<()> {
-    writeln!(
-        out,
-        "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  PORTS",
-        "ID", "DIRECTION", "ACTION", "PROTO", "CIDR"
-    )?;
-    for r in rules {
+fn print_rules(
+    rules: &[Rule],
+    kubernetes: &[NamedKubeRule],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let row = |out: &mut dyn Write, cells: [&str; 8]| {
+        let [id, owner, direction, action, proto, remote, ports, policy] = cells;
         writeln!(
             out,
-            "{:>4}  {:<9}  {:<6}  {:<6}  {:<20}  {}",
-            r.id,
-            r.direction.as_str(),
-            r.spec.action.as_str(),
-            r.spec.proto,
-            r.spec.cidr.map_or("any".to_owned(), |c| c.to_string()),
-            r.spec.ports.map_or("any".to_owned(), |p| p.to_string()),
+            "{id:>4}  {owner:<10}  {direction:<9}  {action:<6}  {proto:<6}  {remote:<20}  \
+             {ports:<11}  {policy}"
+        )
+        .map(|_| ())
+    };
+    row(
+        out,
+        [
+            "ID",
+            "OWNER",
+            "DIRECTION",
+            "ACTION",
+            "PROTO",
+            "CIDR/PEER",
+            "PORTS",
+            "POLICY",
+        ],
+    )?;
+    for r in rules {
+        row(
+            out,
+            [
+                &r.id.to_string(),
+                r.owner.as_str(),
+                r.direction.as_str(),
+                r.spec.action.as_str(),
+                r.spec.proto.as_str(),
+                &r.spec.cidr.map_or("any".to_owned(), |c| c.to_string()),
+                &r.spec.ports.map_or("any".to_owned(), |p| p.to_string()),
+                "",
+            ],
+        )?;
+    }
+    for k in kubernetes {
+        let r = &k.rule;
+        row(
+            out,
+            [
+                "-",
+                Owner::Kubernetes.as_str(),
+                r.direction.as_str(),
+                Action::Allow.as_str(),
+                r.proto.map_or("any", |p| p.as_str()),
+                &match r.peer {
+                    0 => "any peer".to_owned(),
+                    id => format!("identity {id}"),
+                },
+                &r.ports.map_or("any".to_owned(), |p| p.to_string()),
+                k.name.as_deref().unwrap_or("?"),
+            ],
         )?;
     }
     Ok(())
@@ -173,19 +243,33 @@ fn check(target: &Target, probe: &Probe, out: &mut impl Write) -> anyhow::Result
         bail!("--proto any is not a packet: give tcp, udp, icmp or icmpv6");
     }
     let ifindex = target.ifindex()?;
-    let store = target.store()?;
-    let verdict = store.check(ifindex, probe)?;
+    let view = target.view()?;
+    let verdict = view.check(ifindex, probe)?;
     let why = match verdict {
         Verdict::NoPolicy => "the pod has no policy".to_owned(),
         Verdict::Default(_) => {
             format!("no rule matches: the {} default", probe.direction.as_str())
         }
         Verdict::Rule { id, .. } => {
-            let rule = store.rules(ifindex)?.into_iter().find(|r| r.id == id);
+            let rule = view.rules(ifindex)?.into_iter().find(|r| r.id == id);
             match rule {
-                Some(r) => format!("rule {id}: {}", r.spec),
+                Some(r) => format!("rule {id}: {}, the {}'s", r.spec, r.owner),
                 None => format!("rule {id}"),
             }
+        }
+        Verdict::Kubernetes(KubeVerdict::Node) => {
+            "isolated by NetworkPolicy; the node is always allowed".to_owned()
+        }
+        Verdict::Kubernetes(KubeVerdict::Allowed { policy }) => {
+            let names = view.policy_names()?;
+            let name = names.iter().find(|(i, _)| *i == policy).map(|(_, n)| n);
+            format!(
+                "isolated by NetworkPolicy; allowed by {}",
+                name.map_or(format!("policy {policy}"), |n| format!("NetworkPolicy {n}"))
+            )
+        }
+        Verdict::Kubernetes(KubeVerdict::Denied) => {
+            "isolated by NetworkPolicy; no NetworkPolicy allows it".to_owned()
         }
     };
     let action = verdict.action();

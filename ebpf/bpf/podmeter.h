@@ -10,7 +10,7 @@
 
 #include <linux/types.h>
 
-#define PODMETER_ABI_VERSION 3
+#define PODMETER_ABI_VERSION 4
 
 /* Traffic direction, as seen by the pod (like cAdvisor's container_network_*). */
 enum pm_direction {
@@ -121,15 +121,29 @@ enum pm_action {
 
 /*
  * pm_policy value, keyed by the pod's host veth ifindex (__u32). userspace
- * bumps generation with every change of the pod's rules or defaults: a
- * flow's verdict is reused only while the generation it was made under
- * stands, so a change takes effect at the next packet of every flow.
+ * bumps generation with every change of the pod's rules or defaults, by any
+ * owner: a flow's verdict is reused only while the generation it was made
+ * under stands, so a change takes effect at the next packet of every flow.
  */
 struct pm_policy {
-	__u8 default_action[2]; /* enum pm_action, indexed by enum pm_direction */
-	__u8 pad[2];
+	/* enum pm_action, indexed by enum pm_direction: the effective default
+	 * (the operator's if set, else the config's, else allow). */
+	__u8 default_action[2];
+	/* 1: Kubernetes NetworkPolicy isolates the pod in that direction, so
+	 * what no admin rule decides is allowed only by the kubernetes tier
+	 * (k8s_policy.h), never by the default. */
+	__u8 k8s_isolated[2];
 	__u32 generation;
+	/* userspace only: each admin owner's own default, [PM_OWNER_x - 1]
+	 * [direction]: 0 unset, else enum pm_action + 1. */
+	__u8 owner_default[2][2];
+	__u8 pad[4];
 };
+
+/* Who wrote a rule or default (pm_rule.owner; userspace only). The
+ * kubernetes owner's rules live in pm_k8s_rules, not pm_rules. */
+#define PM_OWNER_CONFIG 1 /* the CNI config's policy, applied by ADD */
+#define PM_OWNER_OPERATOR 2 /* podmeterctl policy add/delete/default */
 
 /* pm_rule.proto: an IPPROTO_* value (TCP 6, UDP 17, ICMP 1, ICMPV6 58) or any. */
 #define PM_PROTO_ANY 0
@@ -145,7 +159,7 @@ struct pm_rule {
 	__u8 proto;
 	__u8 action; /* enum pm_action */
 	__u8 flags;
-	__u8 pad;
+	__u8 owner; /* PM_OWNER_*, userspace only */
 	__u16 port_lo; /* host byte order, inclusive */
 	__u16 port_hi;
 };
@@ -180,6 +194,71 @@ struct pm_rule_set {
 
 /* Distinct (pod, direction, CIDR) entries the node can hold. */
 #define PM_MAX_RULE_PREFIXES 65536
+
+/*
+ * The kubernetes tier (k8s_policy.h): what NetworkPolicy allows a pod
+ * isolated in a direction, written by the node agent.
+ *
+ * pm_peers key (an LPM trie, node-wide): who a remote address is. prefixlen
+ * counts the 32 fixed bits (family and pad) plus the address bits.
+ */
+#define PM_PEER_KEY_FIXED_BITS 32
+struct pm_peer_key {
+	__u32 prefixlen;
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* network byte order; IPv4 uses the first 4 bytes */
+};
+
+/*
+ * pm_peers value. A pod IP (a full-length prefix) carries the identity of
+ * its pod's class and that of the CIDR region holding it; a region (from
+ * ipBlocks, flattened so that the longest prefix decides) carries
+ * pod_identity 0 and its own. Identities are the agent's; 0 is none.
+ */
+struct pm_peer {
+	__u32 pod_identity;
+	__u32 cidr_identity;
+};
+
+/* The node itself: always allowed by the kubernetes tier (kubelet probes). */
+#define PM_IDENTITY_HOST 1
+
+/*
+ * pm_k8s_rules key (an LPM trie, per pod): the pod, direction, protocol and
+ * peer identity are 96 fixed bits, then the destination port, big-endian so
+ * that its bits are prefix bits: a port range is stored as the prefixes
+ * covering it. proto 0 with a 96-bit prefix allows every protocol and port
+ * (a NetworkPolicy rule without ports); a protocol with a 96-bit prefix,
+ * every port of it. identity 0: any peer.
+ */
+#define PM_K8S_KEY_FIXED_BITS 96
+struct pm_k8s_rule_key {
+	__u32 prefixlen;
+	__u32 ifindex; /* host veth of the pod */
+	__u8 direction; /* enum pm_direction */
+	__u8 proto; /* IPPROTO_TCP, _UDP, _SCTP, or 0: any */
+	__u16 pad;
+	__u32 identity; /* the peer's (pm_peer), 0: any */
+	__be16 port; /* destination port */
+	__u16 pad2;
+};
+
+/* pm_k8s_rules value: which NetworkPolicy allowed it (pm_k8s_policies). */
+struct pm_k8s_rule {
+	__u32 policy;
+};
+
+/* pm_k8s_policies value, keyed by pm_k8s_rule.policy (__u32): the
+ * NetworkPolicy's "namespace/name", NUL-padded; userspace only. */
+#define PM_K8S_POLICY_NAME_LEN 320
+struct pm_k8s_policy_name {
+	char name[PM_K8S_POLICY_NAME_LEN];
+};
+
+#define PM_MAX_PEERS 65536
+#define PM_MAX_K8S_RULES 262144
+#define PM_MAX_K8S_POLICIES 16384
 
 /*
  * The key of a pod's flow table: a flow of a pod with policy, from the pod's
@@ -252,7 +331,12 @@ _Static_assert(sizeof(struct pm_ip) == 20, "pm_ip layout");
 _Static_assert(sizeof(struct pm_pod_info) == 760, "pm_pod_info layout");
 
 _Static_assert(sizeof(struct pm_source) == 144, "pm_source layout");
-_Static_assert(sizeof(struct pm_policy) == 8, "pm_policy layout");
+_Static_assert(sizeof(struct pm_policy) == 16, "pm_policy layout");
+_Static_assert(sizeof(struct pm_peer_key) == 24, "pm_peer_key layout");
+_Static_assert(sizeof(struct pm_peer) == 8, "pm_peer layout");
+_Static_assert(sizeof(struct pm_k8s_rule_key) == 20, "pm_k8s_rule_key layout");
+_Static_assert(sizeof(struct pm_k8s_rule) == 4, "pm_k8s_rule layout");
+_Static_assert(sizeof(struct pm_k8s_policy_name) == 320, "pm_k8s_policy_name layout");
 _Static_assert(sizeof(struct pm_rule) == 12, "pm_rule layout");
 _Static_assert(sizeof(struct pm_rule_key) == 28, "pm_rule_key layout");
 _Static_assert(sizeof(struct pm_rule_set) == 200, "pm_rule_set layout");

@@ -9,10 +9,12 @@
  * - A packet is allowed if it belongs to a live flow opened in the other
  *   direction, or is an ICMP error quoting a packet of a live flow and sent
  *   by that flow's remote end or (received) by one of the pod's gateways;
- *   otherwise the pod's rules for its direction decide: the longest CIDR
- *   holding the remote address whose rules match the packet (protocol,
- *   destination port) wins, then the direction's default. A flow the rules
- *   allowed keeps that verdict until the pod's policy changes (generation).
+ *   otherwise the pod's policy for its direction decides (policy_action()):
+ *   the admin rules first (the longest CIDR holding the remote address whose
+ *   rules match the packet's protocol and destination port wins); else, if
+ *   NetworkPolicy isolates the pod in that direction, the kubernetes tier
+ *   (k8s_policy.h); else the direction's default. A flow the policy allowed
+ *   keeps that verdict until the pod's policy changes (generation).
  * - ARP, IPv6 neighbour discovery and MLD always pass; other non-IP frames
  *   get the direction's default; IP (or VLAN-tagged) packets that cannot be
  *   parsed to their end are denied (podmeter.bpf.c, as UNPARSABLE).
@@ -26,6 +28,7 @@
 #ifndef PODMETER_POLICY_H
 #define PODMETER_POLICY_H
 
+#include "k8s_policy.h"
 #include "parse.h"
 #include "podmeter.h"
 #include "validate.h"
@@ -321,9 +324,14 @@ static long rule_walk_step(__u64 index, void *ctx)
 	return 0;
 }
 
-/* The action of the pod's rules for this packet, or the default. */
-static __always_inline __u8 rule_action(__u32 ifindex, __u32 dir, const struct pm_tuple *t,
-					__u8 default_action)
+/*
+ * The pod's policy for this packet, in the owners' order: the admin rules
+ * (the config's and the operator's, pm_rules) decide if one matches; else,
+ * for a pod NetworkPolicy isolates in this direction, only the kubernetes
+ * tier can allow; else the direction's default.
+ */
+static __always_inline __u8 policy_action(__u32 ifindex, __u32 dir, const struct pm_tuple *t,
+					  const struct pm_policy *pol)
 {
 	struct pm_rule_walk w = {
 		.key.prefixlen = PM_RULE_KEY_FIXED_BITS + (t->family == AF_INET ? 32 : 128),
@@ -337,7 +345,11 @@ static __always_inline __u8 rule_action(__u32 ifindex, __u32 dir, const struct p
 
 	__builtin_memcpy(w.key.addr, dir == PM_DIR_RECEIVE ? t->saddr : t->daddr, 16);
 	bpf_loop(PM_MAX_PREFIX_WALK, rule_walk_step, &w, 0);
-	return w.decided ? w.action : default_action;
+	if (w.decided)
+		return w.action;
+	if (pol->k8s_isolated[dir & 1])
+		return k8s_allows(ifindex, dir, t) ? PM_ACTION_ALLOW : PM_ACTION_DENY;
+	return pol->default_action[dir & 1];
 }
 
 /*
@@ -365,7 +377,6 @@ static __always_inline int error_from_path(__u32 ifindex, __u32 dir, const struc
 static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct pm_policy *pol,
 					 const struct pm_packet *p)
 {
-	__u8 default_action = pol->default_action[dir & 1];
 	/* Read once: a verdict is stored with the generation it was made under. */
 	__u32 generation = pol->generation;
 	struct pm_flow_key k = {};
@@ -400,7 +411,7 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 		flow_remember(cache, &k, f->opened_by, f->generation, now);
 		return 1;
 	}
-	if (rule_action(ifindex, dir, &p->t, default_action) != PM_ACTION_ALLOW)
+	if (policy_action(ifindex, dir, &p->t, pol) != PM_ACTION_ALLOW)
 		return 0;
 	if (live) {
 		f->generation = generation;

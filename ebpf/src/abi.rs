@@ -4,7 +4,7 @@
 //! BTF of the compiled object, so a change on one side cannot go unnoticed.
 
 /// Mirrors `PODMETER_ABI_VERSION`: part of every pin path (`<pin path>/v1/...`).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Mirrors `PM_MAX_PODS`: the registry's capacity (the counters hold two entries a pod).
 pub const MAX_PODS: u32 = 8192;
@@ -38,7 +38,9 @@ pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
 pub const MAX_IPS: usize = 4;
 
 /// Mirrors `enum pm_direction`: receive/transmit as seen by the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 #[repr(u32)]
 pub enum Direction {
@@ -248,12 +250,23 @@ impl Action {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct PolicyEntry {
-    /// `enum pm_action` by `enum pm_direction`.
+    /// The effective `enum pm_action` by `enum pm_direction`: what the
+    /// programs read (the operator's default, else the config's, else allow).
     pub default_action: [u8; 2],
-    pub pad: [u8; 2],
+    /// 1: NetworkPolicy isolates the pod in that direction.
+    pub k8s_isolated: [u8; 2],
     /// Bumped by every change of the pod's rules or defaults.
     pub generation: u32,
+    /// `[owner - 1][direction]`: each admin owner's own default, 0 unset,
+    /// else `enum pm_action + 1` (userspace only).
+    pub owner_default: [[u8; 2]; 2],
+    pub pad: [u8; 4],
 }
+
+/// Mirrors `PM_OWNER_CONFIG`.
+pub const OWNER_CONFIG: u8 = 1;
+/// Mirrors `PM_OWNER_OPERATOR`.
+pub const OWNER_OPERATOR: u8 = 2;
 
 /// Mirrors `struct pm_rule`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -263,14 +276,15 @@ pub struct RuleEntry {
     pub proto: u8,
     pub action: u8,
     pub flags: u8,
-    pub pad: u8,
+    /// `PM_OWNER_*`.
+    pub owner: u8,
     pub port_lo: u16,
     pub port_hi: u16,
 }
 
 /// Mirrors `struct pm_rule_key` without its leading `prefixlen`, which
 /// aya's `lpm_trie::Key` carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(C)]
 pub struct RuleKeyData {
     pub ifindex: u32,
@@ -288,6 +302,73 @@ pub struct RuleSet {
     pub n_rules: u32,
     pub rules: [RuleEntry; RULES_PER_PREFIX],
 }
+
+/// Mirrors `PM_PEER_KEY_FIXED_BITS`.
+pub const PEER_KEY_FIXED_BITS: u32 = 32;
+
+/// Mirrors `struct pm_peer_key` without its leading `prefixlen`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C)]
+pub struct PeerKeyData {
+    pub family: u8,
+    pub pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Mirrors `struct pm_peer`: who a remote address is (0: no identity).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[repr(C)]
+pub struct Peer {
+    pub pod_identity: u32,
+    pub cidr_identity: u32,
+}
+
+/// Mirrors `PM_IDENTITY_HOST`: the node itself.
+pub const IDENTITY_HOST: u32 = 1;
+
+/// Mirrors `PM_K8S_KEY_FIXED_BITS`.
+pub const K8S_KEY_FIXED_BITS: u32 = 96;
+
+/// Mirrors `struct pm_k8s_rule_key` without its leading `prefixlen`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C)]
+pub struct K8sRuleKeyData {
+    pub ifindex: u32,
+    pub direction: u8,
+    /// `IPPROTO_*`, 0: any.
+    pub proto: u8,
+    pub pad: u16,
+    /// The peer's identity, 0: any.
+    pub identity: u32,
+    /// Big-endian, as its bits are prefix bits.
+    pub port: u16,
+    pub pad2: u16,
+}
+
+/// Mirrors `struct pm_k8s_rule`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct K8sRule {
+    /// The key of its NetworkPolicy's name in `pm_k8s_policies`.
+    pub policy: u32,
+}
+
+/// Mirrors `PM_K8S_POLICY_NAME_LEN`.
+pub const K8S_POLICY_NAME_LEN: usize = 320;
+
+/// Mirrors `struct pm_k8s_policy_name`: `namespace/name`, NUL-padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct K8sPolicyName {
+    pub name: [u8; K8S_POLICY_NAME_LEN],
+}
+
+/// Mirrors `PM_MAX_PEERS`.
+pub const MAX_PEERS: u32 = 65536;
+/// Mirrors `PM_MAX_K8S_RULES`.
+pub const MAX_K8S_RULES: u32 = 262_144;
+/// Mirrors `PM_MAX_K8S_POLICIES`.
+pub const MAX_K8S_POLICIES: u32 = 16384;
 
 /// Mirrors `struct pm_flow_key`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -348,3 +429,13 @@ unsafe impl aya::Pod for Flow {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Source {}
 unsafe impl aya::Pod for FlowState {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PeerKeyData {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Peer {}
+// SAFETY: as above.
+unsafe impl aya::Pod for K8sRuleKeyData {}
+// SAFETY: as above.
+unsafe impl aya::Pod for K8sRule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for K8sPolicyName {}

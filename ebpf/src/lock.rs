@@ -14,17 +14,29 @@ use crate::{pin_dir, Error, PinLayout};
 
 pub struct PinLock {
     _file: File,
+    layout: PinLayout,
+    exclusive: bool,
 }
 
 impl PinLock {
     /// Blocks until no exclusive holder (a load, a GC) is left.
     pub fn shared(layout: &PinLayout) -> Result<Self, Error> {
-        Self::take(layout, File::lock_shared)
+        Self::take(layout, File::lock_shared, false)
     }
 
     /// Blocks until no other holder is left.
     pub fn exclusive(layout: &PinLayout) -> Result<Self, Error> {
-        Self::take(layout, File::lock)
+        Self::take(layout, File::lock, true)
+    }
+
+    /// The pin path it locks.
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    /// Whether no one else holds it.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// Like [`shared`](Self::shared), but `None` where nothing is pinned
@@ -39,10 +51,14 @@ impl PinLock {
     }
 
     /// Creates the directories (root's alone, on bpffs) if needed, then locks.
-    fn take(layout: &PinLayout, lock: fn(&File) -> std::io::Result<()>) -> Result<Self, Error> {
+    fn take(
+        layout: &PinLayout,
+        lock: fn(&File) -> std::io::Result<()>,
+        exclusive: bool,
+    ) -> Result<Self, Error> {
         pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::ensure(layout)?;
-        Self::on_checked(layout, lock)
+        Self::on_checked(layout, lock, exclusive)
     }
 
     /// Locks the directory, which the caller has checked (a
@@ -50,10 +66,15 @@ impl PinLock {
     pub(crate) fn on_checked(
         layout: &PinLayout,
         lock: fn(&File) -> std::io::Result<()>,
+        exclusive: bool,
     ) -> Result<Self, Error> {
         let dir = layout.dir();
         let file = File::open(&dir).map_err(|e| Error::io("open", &dir, e))?;
         lock(&file).map_err(|e| Error::io("flock", &dir, e))?;
-        Ok(Self { _file: file })
+        Ok(Self {
+            _file: file,
+            layout: layout.clone(),
+            exclusive,
+        })
     }
 }

@@ -7,8 +7,11 @@
 //! <pin path>/v<ABI>/pm_devices           pod devices by netns and ifindex (map)
 //! <pin path>/v<ABI>/pm_sources           who each pod may send as (map)
 //! <pin path>/v<ABI>/pm_drops             per-CPU drops by pod, direction, reason (map)
-//! <pin path>/v<ABI>/pm_policy            pods with policy: default actions (map)
-//! <pin path>/v<ABI>/pm_rules             policy rules by pod, direction, CIDR (LPM trie)
+//! <pin path>/v<ABI>/pm_policy            pods with policy: defaults, isolation (map)
+//! <pin path>/v<ABI>/pm_rules             admin rules by pod, direction, CIDR (LPM trie)
+//! <pin path>/v<ABI>/pm_peers             node-wide: identities of remote addresses (LPM trie)
+//! <pin path>/v<ABI>/pm_k8s_rules         kubernetes rules by pod, direction, proto, peer, port (LPM trie)
+//! <pin path>/v<ABI>/pm_k8s_policies      node-wide: NetworkPolicy names by index (map)
 //! <pin path>/v<ABI>/pm_flow_tables       each policy pod's flow table (hash of maps)
 //! <pin path>/v<ABI>/pm_flow_state        each policy pod's flow table occupancy (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
@@ -32,6 +35,9 @@ pub const DROPS_MAP: &str = "pm_drops";
 pub const SOURCES_MAP: &str = "pm_sources";
 pub const POLICY_MAP: &str = "pm_policy";
 pub const RULES_MAP: &str = "pm_rules";
+pub const PEERS_MAP: &str = "pm_peers";
+pub const K8S_RULES_MAP: &str = "pm_k8s_rules";
+pub const K8S_POLICIES_MAP: &str = "pm_k8s_policies";
 pub const FLOW_TABLES_MAP: &str = "pm_flow_tables";
 pub const FLOW_STATE_MAP: &str = "pm_flow_state";
 
@@ -88,15 +94,15 @@ mod tests {
         let l = PinLayout::new("/sys/fs/bpf/x");
         assert_eq!(
             l.map(COUNTERS_MAP),
-            Path::new("/sys/fs/bpf/x/v3/pm_counters")
+            Path::new("/sys/fs/bpf/x/v4/pm_counters")
         );
         assert_eq!(
             l.program("pm_ingress"),
-            Path::new("/sys/fs/bpf/x/v3/prog_pm_ingress")
+            Path::new("/sys/fs/bpf/x/v4/prog_pm_ingress")
         );
         assert_eq!(
             l.link(7, "egress"),
-            Path::new("/sys/fs/bpf/x/v3/links/7_egress")
+            Path::new("/sys/fs/bpf/x/v4/links/7_egress")
         );
     }
 }

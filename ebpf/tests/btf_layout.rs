@@ -10,8 +10,9 @@ use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use podmeter_ebpf::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, PodCounter, PodInfo,
-        PolicyEntry, RuleEntry, RuleKeyData, RuleSet, Source, FLOWS_PER_POD,
+        CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, K8sPolicyName,
+        K8sRule, K8sRuleKeyData, Peer, PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleEntry,
+        RuleKeyData, RuleSet, Source, FLOWS_PER_POD,
     },
     maps::flow_tables::FLOW_TABLE_FLAGS,
     pins::FLOW_TABLES_MAP,
@@ -118,8 +119,10 @@ fn rust_mirrors_match_btf() {
             "pm_policy",
             rust_layout!(PolicyEntry {
                 default_action,
-                pad,
-                generation
+                k8s_isolated,
+                generation,
+                owner_default,
+                pad
             }),
         ),
         (
@@ -129,7 +132,7 @@ fn rust_mirrors_match_btf() {
                 proto,
                 action,
                 flags,
-                pad,
+                owner,
                 port_lo,
                 port_hi
             }),
@@ -142,6 +145,15 @@ fn rust_mirrors_match_btf() {
                 rules
             }),
         ),
+        (
+            "pm_peer",
+            rust_layout!(Peer {
+                pod_identity,
+                cidr_identity
+            }),
+        ),
+        ("pm_k8s_rule", rust_layout!(K8sRule { policy })),
+        ("pm_k8s_policy_name", rust_layout!(K8sPolicyName { name })),
         (
             "pm_flow_key",
             rust_layout!(FlowKey {
@@ -177,26 +189,48 @@ fn rust_mirrors_match_btf() {
     }
 }
 
-/// `struct pm_rule_key` is aya's `lpm_trie::Key<RuleKeyData>`: the prefix
-/// length, then the data.
-#[test]
-fn rule_key_is_a_prefix_length_and_the_mirror() {
-    let (size, fields) = c_layout(&btf(), "pm_rule_key");
-    let (data_size, data_fields) = rust_layout!(RuleKeyData {
-        ifindex,
-        direction,
-        family,
-        pad,
-        addr
-    });
+/// `(size, fields)` of an LPM trie key struct, checked to be aya's
+/// `lpm_trie::Key<T>`: the prefix length, then the mirror `T`'s fields.
+fn assert_lpm_key(name: &str, (data_size, data_fields): (usize, Vec<(String, usize)>)) {
+    let (size, fields) = c_layout(&btf(), name);
     let prefix = size_of::<u32>();
-    assert_eq!(size, prefix + data_size);
-    assert_eq!(fields[0], ("prefixlen".to_owned(), 0));
+    assert_eq!(size, prefix + data_size, "size of struct {name}");
+    assert_eq!(fields[0], ("prefixlen".to_owned(), 0), "struct {name}");
     let shifted: Vec<_> = data_fields
         .into_iter()
         .map(|(name, offset)| (name, offset + prefix))
         .collect();
-    assert_eq!(fields[1..], shifted[..]);
+    assert_eq!(fields[1..], shifted[..], "fields of struct {name}");
+}
+
+#[test]
+fn trie_keys_are_a_prefix_length_and_the_mirror() {
+    assert_lpm_key(
+        "pm_rule_key",
+        rust_layout!(RuleKeyData {
+            ifindex,
+            direction,
+            family,
+            pad,
+            addr
+        }),
+    );
+    assert_lpm_key(
+        "pm_peer_key",
+        rust_layout!(PeerKeyData { family, pad, addr }),
+    );
+    assert_lpm_key(
+        "pm_k8s_rule_key",
+        rust_layout!(K8sRuleKeyData {
+            ifindex,
+            direction,
+            proto,
+            pad,
+            identity,
+            port,
+            pad2
+        }),
+    );
 }
 
 #[test]

@@ -22,6 +22,8 @@
 #      walk 3        the packet's address under three nested CIDRs whose
 #                    rules do not match it (three trie lookups), 1000 rules
 #      denied        a matching deny: also counts the drop
+#      k8s-denied    (ABI 4) isolated by NetworkPolicy, no allow: a new flow
+#      k8s-allowed   (ABI 4) isolated, a kubernetes allow: a new flow
 # 2. iperf3 TCP, 3 s, between two pod pairs on one node: one pair with 1,000
 #    rules on each side (sender's transmit, receiver's receive), one without;
 #    runs alternate between the pairs.
@@ -124,6 +126,29 @@ clear_policy() {
   for d in receive transmit; do "${CTL[@]}" policy default "$(pod_ref "$1")" --direction "$d" --action allow; done
 }
 
+# The kubernetes tier (ABI 4 builds; podmeterctl does not write it, the
+# agent does): p0 isolated in the hook's direction, written into the pinned
+# maps as the agent's store would, without a flow table, so every run is a
+# new flow: k8s-denied (no allow: one pm_rules, one pm_peers, one
+# pm_sources and two pm_k8s_rules lookups, the drop counted) and
+# k8s-allowed (a rule for any peer, TCP 8080: the packet's port).
+le32() { printf '%02x %02x %02x %02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
+k8s_cases() {
+  local hook=$1 dir=$2 prog=$3 pkt=$4 idx d isolated rule
+  idx=$(ifindex "${HOSTIF[p0]}")
+  d=1 isolated="00 01"
+  [ "$dir" = receive ] && d=0 isolated="01 00"
+  bpftool map update pinned "$PROG_DIR/pm_policy" key hex $(le32 "$idx") \
+    value hex 00 00 $isolated $(le32 7) 00 00 00 00 00 00 00 00
+  measure "$hook:k8s-denied" "$prog" "$pkt" "$WORK/pod.ctx"
+  # 112 bits: ifindex, direction, TCP, pad, identity 0 (any), port 8080.
+  rule="$(le32 112) $(le32 "$idx") 0$d 06 00 00 00 00 00 00 1f 90 00 00"
+  bpftool map update pinned "$PROG_DIR/pm_k8s_rules" key hex $rule value hex 01 00 00 00
+  measure "$hook:k8s-allowed" "$prog" "$pkt" "$WORK/pod.ctx"
+  bpftool map delete pinned "$PROG_DIR/pm_k8s_rules" key hex $rule
+  bpftool map delete pinned "$PROG_DIR/pm_policy" key hex $(le32 "$idx")
+}
+
 : >"$RESULTS"
 for hook in ingress egress; do
   pkt=$WORK/tx.pkt dir=transmit
@@ -146,6 +171,7 @@ for hook in ingress egress; do
   "${CTL[@]}" policy add "$(pod_ref p0)" --direction $dir --action deny --proto tcp --cidr "$REMOTE/32" >/dev/null
   measure "$hook:denied,1000" "$prog" "$pkt" "$WORK/pod.ctx"
   clear_policy p0
+  [ -e "$PROG_DIR/pm_k8s_rules" ] && k8s_cases "$hook" "$dir" "$prog" "$pkt"
 done
 
 echo

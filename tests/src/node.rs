@@ -300,6 +300,36 @@ impl Node {
             .unwrap_or_else(|| panic!("{} is not registered", pod.container_id))
     }
 
+    /// `podmeterctl policy add POD --direction D --action A REST...`: the
+    /// new rule's id.
+    pub fn policy_add(&self, pod: &str, direction: &str, action: &str, rest: &[&str]) -> u32 {
+        let mut args = vec![
+            "policy",
+            "add",
+            pod,
+            "--direction",
+            direction,
+            "--action",
+            action,
+        ];
+        args.extend_from_slice(rest);
+        self.ctl_ok(&args).trim().parse().unwrap()
+    }
+
+    /// The pod's POLICY_DENIED drops in `direction`.
+    pub fn policy_denied(&self, pod: &Pod, direction: podmeter_ebpf::Direction) -> PodCounter {
+        let (ifindex, _) = self.registered(pod);
+        self.maps()
+            .drops()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.ifindex == ifindex && d.direction == direction)
+            .filter(|d| d.reason == podmeter_ebpf::abi::DROP_POLICY_DENIED)
+            .map(|d| d.dropped)
+            .next()
+            .unwrap_or_default()
+    }
+
     /// Runs `read` while the kernel's counters of `host_ifname` stand
     /// still, and returns its result with those counters. A qdisc on the
     /// veth (the bandwidth plugin's tbf) may hold a counted packet before

@@ -2,7 +2,15 @@
 
 use std::time::Duration;
 
-use podmeter_ebpf::{pod::per_pod_maps, programs::attach::attached_programs, AttachMode};
+use podmeter_ebpf::{
+    pod::per_pod_maps,
+    policy::{
+        kubernetes::{KubePodPolicy, KubeRule},
+        store::PolicyStore,
+    },
+    programs::attach::attached_programs,
+    AttachMode, Direction,
+};
 use podmeter_tests::{traffic::tcp_talks, NetNs, Node, Pod, TwoPods, SPEC_VERSIONS};
 use serde_json::json;
 
@@ -46,7 +54,8 @@ fn del_is_idempotent_and_leaves_nothing() {
 }
 
 /// Issue 19: a pod with entries in every per-pod map (a policy rule gives
-/// it policy, rules and a flow table; a denied packet a drop entry), then
+/// it policy, rules and a flow table; a denied packet a drop entry; a
+/// kubernetes rule its kubernetes tier), then
 /// DEL: no map of the table holds anything of it.
 #[test]
 fn del_empties_every_per_pod_map() {
@@ -74,6 +83,24 @@ fn del_empties_every_per_pod_map() {
         "the rule denies"
     );
     let (ifindex, _) = node.registered(&a);
+    // The kubernetes tier's (the agent's, written here through the store).
+    let rule = KubeRule {
+        direction: Direction::Receive,
+        peer: 0,
+        proto: None,
+        ports: None,
+        policy: 1,
+    };
+    PolicyStore::lock(&node.layout())
+        .unwrap()
+        .apply_kubernetes(
+            ifindex,
+            &KubePodPolicy {
+                isolated: [false; 2],
+                rules: vec![rule],
+            },
+        )
+        .unwrap();
     let every: Vec<&str> = per_pod_maps().collect();
     assert_eq!(node.maps().holding(ifindex).unwrap(), every);
 

@@ -10,8 +10,8 @@ use aya::programs::{
     SchedClassifier,
 };
 use podmeter_ebpf::{
-    abi::{Direction, DROP_POLICY_DENIED},
-    policy::store::{self as policy_store, PolicyStore},
+    abi::Direction,
+    policy::{store as policy_store, view::PolicyView},
     programs::drop_reasons::DropReasons,
     programs::object::PROGRAMS,
     PodCounter,
@@ -43,17 +43,7 @@ fn ctl_err(node: &Node, args: &[&str]) -> String {
 }
 
 fn add_rule(node: &Node, pod: &str, direction: &str, action: &str, rest: &[&str]) -> u32 {
-    let mut args = vec![
-        "policy",
-        "add",
-        pod,
-        "--direction",
-        direction,
-        "--action",
-        action,
-    ];
-    args.extend_from_slice(rest);
-    ctl_ok(node, &args).trim().parse().unwrap()
+    node.policy_add(pod, direction, action, rest)
 }
 
 fn check(node: &Node, pod: &str, direction: &str, remote: &str, rest: &[&str]) -> Output {
@@ -72,16 +62,7 @@ fn check(node: &Node, pod: &str, direction: &str, remote: &str, rest: &[&str]) -
 
 /// The pod's POLICY_DENIED drops in `direction`.
 fn denied(node: &Node, pod: &Pod, direction: Direction) -> PodCounter {
-    let (ifindex, _) = node.registered(pod);
-    node.maps()
-        .drops()
-        .unwrap()
-        .into_iter()
-        .filter(|d| d.ifindex == ifindex && d.direction == direction)
-        .filter(|d| d.reason == DROP_POLICY_DENIED)
-        .map(|d| d.dropped)
-        .next()
-        .unwrap_or_default()
+    node.policy_denied(pod, direction)
 }
 
 /// Drop reason names recorded for the pod.
@@ -403,7 +384,7 @@ fn rules_change_at_runtime_without_reload() {
     }
     // A's policy went with its last rule: A is back to counting only.
     assert_eq!(
-        PolicyStore::open(&node.layout())
+        PolicyView::open(&node.layout())
             .unwrap()
             .defaults(node.registered(&a).0)
             .unwrap(),
@@ -425,7 +406,7 @@ fn bad_rules_are_refused_and_change_nothing() {
     assert_eq!(
         serde_json::from_str::<Value>(&before).unwrap(),
         json!({"defaults": {"receive": "allow", "transmit": "allow"},
-               "rules": [{"id": 1, "direction": "receive", "action": "deny", "proto": "udp"}]})
+               "rules": [{"id": 1, "direction": "receive", "owner": "operator", "action": "deny", "proto": "udp"}]})
     );
     let add = |rest: &[&str]| {
         let mut args = vec![
@@ -534,7 +515,7 @@ fn config_policy_comes_and_goes_with_the_pod() {
             "deny",
             &["--proto", "udp"],
         );
-        let store = PolicyStore::open(&node.layout()).unwrap();
+        let store = PolicyView::open(&node.layout()).unwrap();
         assert!(!store.flows(ifindex).unwrap().is_empty(), "flows tracked");
 
         assert!(node.del(&a, &conf).success, "round {round}");

@@ -10,8 +10,11 @@ use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
 use podmeter_ebpf::{
-    pod, policy::store::PolicyStore, programs::attach,
-    programs::netns_cookie::current_netns_cookie, PodDevices, PodIdentity, PodSource,
+    pod,
+    policy::{store::PolicyStore, Owner},
+    programs::attach,
+    programs::netns_cookie::current_netns_cookie,
+    PodDevices, PodIdentity, PodSource,
 };
 use rscni_plugin::types::{CNIResult, Dns, Interface, IpConfig};
 
@@ -50,7 +53,7 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let mut programs = preflight::node_ready(inv, netlink)?;
     // Held until ADD returns: GC waits for it, so it never takes this
     // half-made pod for a leftover.
-    let _adding = programs.maps().lock_shared()?;
+    let adding = programs.maps().lock_shared()?;
     timing::mark("lock");
 
     let mut rollback = Rollback::default();
@@ -105,7 +108,11 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     });
     programs.maps().register(host.index, &identity, &devices)?;
     if !inv.plugin.policy.is_empty() {
-        PolicyStore::from_maps(programs.maps())?.apply(host.index, &inv.plugin.policy)?;
+        PolicyStore::under(&adding, programs.maps())?.apply(
+            host.index,
+            Owner::Config,
+            &inv.plugin.policy,
+        )?;
     }
     timing::mark("map writes");
     rollback.push("detach", move || {

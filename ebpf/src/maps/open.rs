@@ -83,7 +83,7 @@ impl PinnedMaps {
 
     /// The pin lock, shared, on the directory this handle checked.
     pub fn lock_shared(&self) -> Result<PinLock, Error> {
-        PinLock::on_checked(&self.layout, std::fs::File::lock_shared)
+        PinLock::on_checked(&self.layout, std::fs::File::lock_shared, false)
     }
 
     /// Like [`lock_shared`](Self::lock_shared), but `None` where nothing
@@ -98,7 +98,7 @@ impl PinnedMaps {
 
     /// The pin lock, exclusive, on the directory this handle checked.
     pub fn lock_exclusive(&self) -> Result<PinLock, Error> {
-        PinLock::on_checked(&self.layout, std::fs::File::lock)
+        PinLock::on_checked(&self.layout, std::fs::File::lock, true)
     }
 
     /// The map `name`, opened and checked on first use; `None` if it is not

@@ -56,6 +56,28 @@ macro_rules! pod_keys {
 }
 pub(crate) use pod_keys;
 
+/// Implements [`PodKeys`] for an LPM trie whose key data starts with the
+/// pod's ifindex.
+macro_rules! trie_pod_keys {
+    ($key:ty, $value:ty) => {
+        impl<T: std::borrow::BorrowMut<aya::maps::MapData>> $crate::maps::per_pod::PodKeys
+            for aya::maps::lpm_trie::LpmTrie<T, $key, $value>
+        {
+            type Key = aya::maps::lpm_trie::Key<$key>;
+            fn ifindex(key: &Self::Key) -> u32 {
+                key.data().ifindex
+            }
+            fn key_list(&self) -> Result<Vec<Self::Key>, aya::maps::MapError> {
+                self.keys().collect()
+            }
+            fn remove_key(&mut self, key: &Self::Key) -> Result<(), aya::maps::MapError> {
+                self.remove(key)
+            }
+        }
+    };
+}
+pub(crate) use trie_pod_keys;
+
 /// The table entry of a map whose keys name the pod ([`PodKeys`]), read as
 /// `$map<_, $key, $value>`: its entries are found and removed by key.
 macro_rules! by_key {
@@ -99,6 +121,7 @@ pub(crate) struct PerPodMap {
 pub(crate) const PER_POD_MAPS: &[&PerPodMap] = &[
     &policy::POLICY,
     &policy::RULES,
+    &policy::K8S_RULES,
     &flow_tables::TABLES,
     &flow_tables::STATE,
     &sources::PER_POD,
@@ -108,9 +131,10 @@ pub(crate) const PER_POD_MAPS: &[&PerPodMap] = &[
     &registry::PER_POD,
 ];
 
-/// The pinned maps that belong to the node, not to one pod.
+/// The pinned maps that belong to the node, not to one pod: the kubernetes
+/// tier's identities and NetworkPolicy names (the agent's).
 #[cfg(test)] // Read by the classification test only.
-pub(crate) const NODE_WIDE_MAPS: &[&str] = &[];
+pub(crate) const NODE_WIDE_MAPS: &[&str] = &[crate::pins::PEERS_MAP, crate::pins::K8S_POLICIES_MAP];
 
 #[cfg(test)]
 mod tests {

@@ -1,54 +1,45 @@
-//! The policy maps: each pod's default actions and generation
-//! (`pm_policy`) and its rules (`pm_rules`, an LPM trie keyed by pod,
-//! direction and CIDR). The policy store writes them; here are their types
-//! and their part of a pod's removal.
+//! The per-pod policy maps: each pod's defaults, isolation and generation
+//! (`pm_policy`), its admin rules (`pm_rules`, an LPM trie keyed by pod,
+//! direction and CIDR) and its kubernetes tier (`pm_k8s_rules`). The
+//! policy store writes them; here are their types and their part of a
+//! pod's removal.
 
-use std::{borrow::BorrowMut, collections::BTreeSet};
+use std::collections::BTreeSet;
 
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    HashMap, MapData, MapError,
-};
+use aya::maps::{lpm_trie::LpmTrie, HashMap, MapData};
 
 use crate::{
-    abi::{PolicyEntry, RuleKeyData, RuleSet},
+    abi::{K8sRule, K8sRuleKeyData, PolicyEntry, RuleKeyData, RuleSet},
     maps::{
         flow_tables,
-        per_pod::{by_key, pod_keys, PerPodMap, PodKeys},
+        per_pod::{by_key, pod_keys, trie_pod_keys, PerPodMap},
         PinnedMaps,
     },
-    pins::{PinLayout, POLICY_MAP, RULES_MAP},
+    pins::{PinLayout, K8S_RULES_MAP, POLICY_MAP, RULES_MAP},
     Error,
 };
 
 pub(crate) type PolicyMap = HashMap<MapData, u32, PolicyEntry>;
 pub(crate) type RulesMap = LpmTrie<MapData, RuleKeyData, RuleSet>;
+pub(crate) type K8sRulesMap = LpmTrie<MapData, K8sRuleKeyData, K8sRule>;
 
 pod_keys!(HashMap, u32, PolicyEntry, |k| *k);
 
-impl<T: BorrowMut<MapData>> PodKeys for LpmTrie<T, RuleKeyData, RuleSet> {
-    type Key = Key<RuleKeyData>;
-    fn ifindex(key: &Self::Key) -> u32 {
-        key.data().ifindex
-    }
-    fn key_list(&self) -> Result<Vec<Self::Key>, MapError> {
-        self.keys().collect()
-    }
-    fn remove_key(&mut self, key: &Self::Key) -> Result<(), MapError> {
-        self.remove(key)
-    }
-}
+trie_pod_keys!(RuleKeyData, RuleSet);
+trie_pod_keys!(K8sRuleKeyData, K8sRule);
 
 /// In the table of per-pod maps: the policy entry goes first at DEL (the
-/// programs stop enforcing), then the rules.
+/// programs stop enforcing), then the rules of every owner.
 pub(crate) const POLICY: PerPodMap = by_key!(POLICY_MAP, HashMap<u32, PolicyEntry>);
 pub(crate) const RULES: PerPodMap = by_key!(RULES_MAP, LpmTrie<RuleKeyData, RuleSet>);
+pub(crate) const K8S_RULES: PerPodMap = by_key!(K8S_RULES_MAP, LpmTrie<K8sRuleKeyData, K8sRule>);
 
-/// Host ifindexes with a policy entry, rules or a flow table.
+/// Host ifindexes with a policy entry, rules of any owner or a flow table.
 pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
     PinnedMaps::open_lazy(layout)?.pods_in(&[
         &POLICY,
         &RULES,
+        &K8S_RULES,
         &flow_tables::TABLES,
         &flow_tables::STATE,
     ])

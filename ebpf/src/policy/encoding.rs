@@ -4,14 +4,16 @@
 //! (`bpf/policy.h` does the same walk per packet; `podmeterctl policy
 //! check` does it over the map).
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 
-use super::rules::{family_of, PortRange, Probe, Proto, Rule, RuleSpec, AF_INET, AF_INET6};
+use super::rules::{
+    family_of, InvalidRule, Owner, PortRange, Probe, Proto, Rule, RuleSpec, AF_INET, AF_INET6,
+};
 use crate::abi::{
-    Action, Direction, RuleEntry, RuleKeyData, RuleSet, PROTO_ANY, RULES_PER_PREFIX,
+    Action, Direction, PolicyEntry, RuleEntry, RuleKeyData, RuleSet, PROTO_ANY, RULES_PER_PREFIX,
     RULE_KEY_FIXED_BITS, RULE_PORTS,
 };
 
@@ -36,7 +38,7 @@ impl RuleSpec {
         }
     }
 
-    pub(crate) fn entry(&self, id: u32) -> RuleEntry {
+    pub(crate) fn entry(&self, id: u32, owner: u8) -> RuleEntry {
         let mut flags = 0;
         if self.ports.is_some() {
             flags |= RULE_PORTS;
@@ -53,7 +55,7 @@ impl RuleSpec {
             proto: self.proto.raw(),
             action: self.action as u8,
             flags,
-            pad: 0,
+            owner,
             port_lo: ports.first,
             port_hi: ports.last,
         }
@@ -195,6 +197,7 @@ pub(super) fn decode(
     Some(Rule {
         id: entry.id,
         direction,
+        owner: Owner::from_raw(entry.owner)?,
         spec: RuleSpec {
             action: Action::from_raw(entry.action)?,
             cidr,
@@ -204,12 +207,108 @@ pub(super) fn decode(
     })
 }
 
+/// Entries of a trie by (prefix length, key data): a pod's, read into
+/// memory to be changed there and written back as a diff.
+pub(crate) type Entries<K, V> = BTreeMap<(u32, K), V>;
+
+/// A pod's admin rule sets.
+pub(crate) type Sets = Entries<RuleKeyData, RuleSet>;
+
+/// The rules of a rule set, in their order.
+pub(crate) fn set_rules(set: &RuleSet) -> &[RuleEntry] {
+    &set.rules[..(set.n_rules as usize).min(RULES_PER_PREFIX)]
+}
+
+/// Removes the rules `remove` picks; a set left empty goes.
+pub(crate) fn remove_rules(sets: &mut Sets, remove: impl Fn(&RuleEntry) -> bool) {
+    sets.retain(|_, set| {
+        let kept: Vec<RuleEntry> = set_rules(set)
+            .iter()
+            .filter(|r| !remove(r))
+            .copied()
+            .collect();
+        set.rules = Default::default();
+        set.rules[..kept.len()].copy_from_slice(&kept);
+        set.n_rules = kept.len() as u32;
+        !kept.is_empty()
+    });
+}
+
+/// The id of a pod's next rule: one more than its highest, whoever owns it.
+pub(crate) fn next_id(sets: &Sets) -> u32 {
+    sets.values()
+        .flat_map(set_rules)
+        .map(|r| r.id)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// Adds rule `id` of `owner` to its CIDRs' sets; refused if one is full.
+pub(crate) fn insert_rule(
+    sets: &mut Sets,
+    ifindex: u32,
+    direction: Direction,
+    spec: &RuleSpec,
+    id: u32,
+    owner: u8,
+) -> Result<(), InvalidRule> {
+    let entry = spec.entry(id, owner);
+    // Every family's set is checked for room before any is changed.
+    let keys: Vec<_> = spec
+        .prefixes()
+        .into_iter()
+        .map(|(family, addr, len)| {
+            let key = rule_key(ifindex, direction, family, addr, len);
+            ((key.prefix_len(), key.data()), len)
+        })
+        .collect();
+    let full = |k| {
+        sets.get(k)
+            .is_some_and(|s: &RuleSet| s.n_rules as usize >= RULES_PER_PREFIX)
+    };
+    if keys.iter().any(|(k, _)| full(k)) {
+        return Err(InvalidRule(format!(
+            "{} has {RULES_PER_PREFIX} {} rules already, the limit: \
+             {RULES_PER_PREFIX} rules per CIDR and direction",
+            spec.cidr
+                .map_or("any address".to_owned(), |c| c.to_string()),
+            direction.as_str(),
+        )));
+    }
+    for (key, len) in keys {
+        let set = sets.entry(key).or_insert_with(|| RuleSet {
+            prefix_len: len.into(),
+            ..Default::default()
+        });
+        let n = set.n_rules as usize;
+        set.rules[n] = entry;
+        set.n_rules += 1;
+        sort_rules(&mut set.rules[..=n]);
+    }
+    Ok(())
+}
+
+/// The defaults the programs read: the operator's if set, else the
+/// config's, else allow.
+pub(crate) fn effective_defaults(entry: &PolicyEntry) -> [Action; 2] {
+    let [config, operator] = entry.owner_default;
+    Direction::ALL.map(|d| {
+        let d = d as usize;
+        [operator[d], config[d]]
+            .into_iter()
+            .find(|raw| *raw != 0)
+            .and_then(|raw| Action::from_raw(raw - 1))
+            .unwrap_or(Action::Allow)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::policy::rules::tests::spec;
+    use crate::{abi::OWNER_CONFIG, abi::OWNER_OPERATOR, policy::rules::tests::spec};
 
     /// A pod's rules in a map keyed as the trie is, with the trie's answer.
     struct FakeTrie(BTreeMap<(u8, u8, u8, [u8; 16]), RuleSet>);
@@ -224,7 +323,7 @@ mod tests {
                         .entry((*direction as u8, family, len, addr))
                         .or_default();
                     set.prefix_len = len.into();
-                    set.rules[set.n_rules as usize] = s.entry(id as u32 + 1);
+                    set.rules[set.n_rules as usize] = s.entry(id as u32 + 1, OWNER_OPERATOR);
                     set.n_rules += 1;
                     sort_rules(&mut set.rules[..set.n_rules as usize]);
                 }
@@ -318,7 +417,7 @@ mod tests {
         ]
         .iter()
         .enumerate()
-        .map(|(i, t)| spec(t).entry(i as u32 + 1))
+        .map(|(i, t)| spec(t).entry(i as u32 + 1, OWNER_OPERATOR))
         .collect();
         sort_rules(&mut rules);
         let order: Vec<u32> = rules.iter().map(|r| r.id).collect();
@@ -338,9 +437,73 @@ mod tests {
             let found: Vec<u8> = prefixes.iter().map(|p| p.0).collect();
             assert_eq!(found, families, "{text}");
             for (family, addr, len) in prefixes {
-                let rule = decode(&s.entry(7), Direction::Receive, family, addr, len.into());
+                let rule = decode(
+                    &s.entry(7, OWNER_OPERATOR),
+                    Direction::Receive,
+                    family,
+                    addr,
+                    len.into(),
+                );
                 assert_eq!(rule.map(|r| r.spec), Some(s), "{text}");
             }
         }
+    }
+
+    fn rules_of(sets: &Sets) -> Vec<(u32, u8)> {
+        let mut found: Vec<_> = sets
+            .values()
+            .flat_map(set_rules)
+            .map(|r| (r.id, r.owner))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    #[test]
+    fn an_owner_replaces_only_its_own_rules() {
+        let mut sets = Sets::new();
+        let add = |sets: &mut Sets, text, owner| {
+            let id = next_id(sets);
+            insert_rule(sets, 1, Direction::Receive, &spec(text), id, owner).unwrap();
+        };
+        add(&mut sets, "deny tcp 10.0.0.0/8 80", OWNER_CONFIG);
+        add(&mut sets, "allow udp 10.0.0.0/8 -", OWNER_OPERATOR);
+        add(&mut sets, "deny any - -", OWNER_OPERATOR);
+        assert_eq!(
+            rules_of(&sets),
+            [(1, OWNER_CONFIG), (2, OWNER_OPERATOR), (3, OWNER_OPERATOR)]
+        );
+        // The operator's replace: the config's rule stays, ids go on.
+        remove_rules(&mut sets, |r| r.owner == OWNER_OPERATOR);
+        add(&mut sets, "allow tcp 10.0.0.0/8 443", OWNER_OPERATOR);
+        assert_eq!(rules_of(&sets), [(1, OWNER_CONFIG), (2, OWNER_OPERATOR)]);
+        // The config's replace with nothing leaves the operator's.
+        remove_rules(&mut sets, |r| r.owner == OWNER_CONFIG);
+        assert_eq!(rules_of(&sets), [(2, OWNER_OPERATOR)]);
+        remove_rules(&mut sets, |_| true);
+        assert!(sets.is_empty(), "empty sets go");
+    }
+
+    #[test]
+    fn the_operators_default_wins_over_the_configs_then_allow() {
+        let allow = Action::Allow as u8 + 1;
+        let deny = Action::Deny as u8 + 1;
+        let entry = |config: [u8; 2], operator: [u8; 2]| PolicyEntry {
+            owner_default: [config, operator],
+            ..Default::default()
+        };
+        assert_eq!(
+            effective_defaults(&entry([0, 0], [0, 0])),
+            [Action::Allow; 2]
+        );
+        assert_eq!(
+            effective_defaults(&entry([deny, deny], [0, allow])),
+            [Action::Deny, Action::Allow]
+        );
+        assert_eq!(
+            effective_defaults(&entry([0, allow], [deny, 0])),
+            [Action::Deny, Action::Allow]
+        );
     }
 }

@@ -6,10 +6,54 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{Action, Direction, PROTO_ANY};
+use crate::abi::{Action, Direction, OWNER_CONFIG, OWNER_OPERATOR, PROTO_ANY};
 
 pub(super) const AF_INET: u8 = libc::AF_INET as u8;
 pub(super) const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// Who wrote a rule or default. Each owner replaces only its own; how they
+/// combine is `policy_action()` in `bpf/policy.h` (README, "Policy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// The CNI config's `policy`, applied by ADD.
+    Config,
+    /// `podmeterctl policy add/delete/default`.
+    Operator,
+    /// The node agent, from NetworkPolicy (the kubernetes tier).
+    Kubernetes,
+}
+
+impl Owner {
+    /// `PM_OWNER_*` of an admin owner (`None`: kubernetes, not in `pm_rules`).
+    pub fn raw(self) -> Option<u8> {
+        match self {
+            Owner::Config => Some(OWNER_CONFIG),
+            Owner::Operator => Some(OWNER_OPERATOR),
+            Owner::Kubernetes => None,
+        }
+    }
+
+    pub fn from_raw(raw: u8) -> Option<Self> {
+        [Owner::Config, Owner::Operator]
+            .into_iter()
+            .find(|o| o.raw() == Some(raw))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Config => "config",
+            Owner::Operator => "operator",
+            Owner::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A rule that cannot be stored, with what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +137,7 @@ impl fmt::Display for Proto {
 }
 
 /// An inclusive destination port range, written `N` or `N-M`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "PortsText", into = "String")]
 pub struct PortRange {
     pub first: u16,
@@ -231,6 +275,7 @@ impl fmt::Display for RuleSpec {
 pub struct Rule {
     pub id: u32,
     pub direction: Direction,
+    pub owner: Owner,
     #[serde(flatten)]
     pub spec: RuleSpec,
 }
@@ -305,6 +350,19 @@ pub enum Verdict {
         id: u32,
         action: Action,
     },
+    /// No admin rule matched and NetworkPolicy isolates the pod.
+    Kubernetes(KubeVerdict),
+}
+
+/// What the kubernetes tier says of a probe (`bpf/k8s_policy.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeVerdict {
+    /// The remote is the node (a gateway of the pod, or identity HOST).
+    Node,
+    /// A rule of this NetworkPolicy index allows it.
+    Allowed { policy: u32 },
+    /// No rule allows it.
+    Denied,
 }
 
 impl Verdict {
@@ -312,6 +370,8 @@ impl Verdict {
         match self {
             Verdict::NoPolicy => Action::Allow,
             Verdict::Default(a) | Verdict::Rule { action: a, .. } => a,
+            Verdict::Kubernetes(KubeVerdict::Denied) => Action::Deny,
+            Verdict::Kubernetes(_) => Action::Allow,
         }
     }
 }

@@ -1,149 +1,149 @@
-//! A pod's policy in the pinned maps: its default actions (`pm_policy`),
-//! rules (`pm_rules`, an LPM trie) and flow table ([`crate::maps::flow_tables`]).
+//! A pod's policy in the pinned maps, by owner: its defaults and isolation
+//! (`pm_policy`), the admin rules of the config and the operator
+//! (`pm_rules`, an LPM trie), the kubernetes tier (`pm_k8s_rules`), its flow
+//! table ([`crate::flow_tables`]); and the node-wide maps of the kubernetes
+//! tier (`pm_peers`, `pm_k8s_policies`).
 //!
-//! Every map update is one the programs see whole, in an order that never
-//! opens or closes a pod by mistake: a rule is written before the pod's
-//! policy entry that makes the programs look at rules (and so is the pod's
-//! flow table), and the entry goes first when the pod's policy is removed.
-//! A change (a rule added or deleted, a config's policy applied) is all or
-//! nothing: if a write fails (the table is full), the rule sets written
-//! before it are put back as they were, and the policy entry, written last,
-//! bumps the generation once. Edits of the same pin path, and DEL, are
-//! serialized by the caller holding [`crate::lock::PinLock`] (exclusive for
-//! an edit).
+//! Each owner replaces only its own rules and defaults. Every map update is
+//! one the programs see whole, in an order that never opens or closes a pod
+//! by mistake: rules are written before the pod's policy entry that makes
+//! the programs look at them (and so is the pod's flow table), and the
+//! entry goes first when the pod's policy is removed. A change is all or
+//! nothing: if a write fails (a table is full), what it wrote before is put
+//! back as it was, and the policy entry, written last, bumps the generation
+//! once.
+//!
+//! Reading needs no lock ([`PolicyView`]); an edit needs the pin lock
+//! ([`PolicyStore`]), which serializes it with other edits, DEL and GC:
+//! [`PolicyStore::lock`] takes it exclusively, [`PolicyStore::under`] uses
+//! one the caller holds (ADD's shared lock, for the pod it is creating).
 
-use std::cell::RefCell;
+use std::{collections::BTreeMap, ops::Deref};
 
 use aya::maps::{lpm_trie::Key, MapError};
+use ipnet::IpNet;
 
 use crate::{
     abi::{
-        Action, Direction, Flow, FlowKey, PolicyEntry, RuleKeyData, RuleSet, MAX_RULE_PREFIXES,
-        RULES_PER_PREFIX,
+        Action, Direction, K8sPolicyName, K8sRule, K8sRuleKeyData, Peer, PeerKeyData, PolicyEntry,
+        RuleKeyData, RuleSet, K8S_POLICY_NAME_LEN, MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS,
+        MAX_RULE_PREFIXES, OWNER_OPERATOR, RULES_PER_PREFIX,
     },
-    maps::flow_tables::FlowTables,
-    maps::per_pod::PodKeys,
-    maps::{
-        ignore_missing,
-        policy::{PolicyMap, RulesMap},
-        PinnedMaps,
-    },
-    pins::{PinLayout, POLICY_MAP, RULES_MAP},
-    policy::{encoding as policy, PodPolicy, Probe, Rule, RuleSpec, Verdict},
+    lock::PinLock,
+    maps::{ignore_missing, PinnedMaps},
+    pins::{K8S_POLICIES_MAP, K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, RULES_MAP},
     Error,
 };
 
-/// What one change overwrote in `pm_rules` (`None`: the key was free), to
-/// put back in reverse order if a later step of the change fails.
-#[derive(Default)]
-struct Undo(Vec<(Key<RuleKeyData>, Option<RuleSet>)>);
+use super::{
+    encoding::{self as policy, Entries, Sets},
+    kubernetes::{self as policy_k8s, KubePodPolicy},
+    view::PolicyView,
+    Owner, PodPolicy, RuleSpec,
+};
 
-pub struct PolicyStore {
-    layout: PinLayout,
-    policy: PolicyMap,
-    rules: RulesMap,
-    flows: FlowTables,
+pub use crate::maps::policy::ifindexes;
+
+/// One write of a change, and what to put back if a later one fails.
+enum Step {
+    Rules(Key<RuleKeyData>, Option<RuleSet>),
+    K8s(Key<K8sRuleKeyData>, Option<K8sRule>),
+    Peers(Key<PeerKeyData>, Option<Peer>),
+    Names(u32, Option<K8sPolicyName>),
 }
 
-impl PolicyStore {
-    pub fn open(layout: &PinLayout) -> Result<Self, Error> {
-        Self::from_maps(&mut PinnedMaps::open_lazy(layout)?)
-    }
+/// What one change overwrote, to put back in reverse order.
+#[derive(Default)]
+struct Undo(Vec<Step>);
 
-    /// Takes the policy maps out of an open handle (no map is opened twice).
-    pub fn from_maps(maps: &mut PinnedMaps) -> Result<Self, Error> {
+/// Whether the pod has admin rules, for [`PolicyStore::write_entry`]: known
+/// by the caller, or to be read from the trie if it matters.
+#[derive(Clone, Copy)]
+enum Rules {
+    Known(bool),
+    Unknown,
+}
+
+/// The pin lock an edit runs under: its own, or one its caller holds.
+enum Held<'a> {
+    Own(PinLock),
+    Borrowed(&'a PinLock),
+}
+
+impl Held<'_> {
+    fn lock(&self) -> &PinLock {
+        match self {
+            Held::Own(l) => l,
+            Held::Borrowed(l) => l,
+        }
+    }
+}
+
+/// Edits of the policy of one pin path, under its pin lock.
+pub struct PolicyStore<'lock> {
+    view: PolicyView,
+    held: Held<'lock>,
+}
+
+impl Deref for PolicyStore<'_> {
+    type Target = PolicyView;
+    fn deref(&self) -> &PolicyView {
+        &self.view
+    }
+}
+
+impl PolicyStore<'static> {
+    /// Takes the pin path's exclusive lock, held until the store is dropped.
+    pub fn lock(layout: &crate::PinLayout) -> Result<Self, Error> {
+        let mut maps = PinnedMaps::open_lazy(layout)?;
+        let lock = maps.lock_exclusive()?;
         Ok(Self {
-            layout: maps.layout().clone(),
-            policy: maps.take(POLICY_MAP)?,
-            rules: maps.take(RULES_MAP)?,
-            flows: FlowTables::from_maps(maps)?,
+            view: PolicyView::from_maps(&mut maps)?,
+            held: Held::Own(lock),
+        })
+    }
+}
+
+impl<'lock> PolicyStore<'lock> {
+    /// Edits under a lock the caller holds, with the policy maps taken out
+    /// of its open handle. A shared lock (ADD's) is enough for the pods its
+    /// holder creates; node-wide edits need an exclusive one.
+    pub fn under(lock: &'lock PinLock, maps: &mut PinnedMaps) -> Result<Self, Error> {
+        Ok(Self {
+            view: PolicyView::from_maps(maps)?,
+            held: Held::Borrowed(lock),
         })
     }
 
-    fn error(&self, map: &str, source: MapError) -> Error {
-        Error::Map {
-            path: self.layout.map(map),
-            source,
+    /// Replaces `owner`'s rules and defaults of the pod with `policy`
+    /// (`Config` at ADD, before the pod's links are up; `Operator`).
+    pub fn apply(&mut self, ifindex: u32, owner: Owner, policy: &PodPolicy) -> Result<(), Error> {
+        let raw = admin_owner(owner)?;
+        policy.validate().map_err(|e| Error::Policy(e.0))?;
+        let before = self.view.pod_sets(ifindex)?;
+        let mut after = before.clone();
+        policy::remove_rules(&mut after, |r| r.owner == raw);
+        let next = policy::next_id(&after);
+        let specs = Direction::ALL
+            .into_iter()
+            .flat_map(|d| policy.direction(d).rules.iter().map(move |spec| (d, spec)));
+        for ((direction, spec), id) in specs.zip(next..) {
+            policy::insert_rule(&mut after, ifindex, direction, spec, id, raw)
+                .map_err(|e| Error::Policy(e.0))?;
         }
-    }
-
-    /// The pod's default actions (receive, transmit); `None` if it has no
-    /// policy, which lets everything through.
-    pub fn defaults(&self, ifindex: u32) -> Result<Option<[Action; 2]>, Error> {
-        match self.policy.get(&ifindex, 0) {
-            Ok(entry) => Ok(Some(
-                entry
-                    .default_action
-                    .map(|raw| Action::from_raw(raw).unwrap_or(Action::Deny)),
-            )),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(self.error(POLICY_MAP, e)),
-        }
-    }
-
-    pub fn set_default(
-        &mut self,
-        ifindex: u32,
-        direction: Direction,
-        action: Action,
-    ) -> Result<(), Error> {
-        let mut defaults = self.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-        defaults[direction as usize] = action;
-        self.write_defaults(ifindex, defaults)?;
-        self.drop_policy_if_idle(ifindex)
-    }
-
-    /// Writes the pod's policy entry with the next generation: flows
-    /// allowed under the previous one meet the rules again at their next
-    /// packet. The pod's flow table is made first if it has none.
-    fn write_defaults(&mut self, ifindex: u32, defaults: [Action; 2]) -> Result<(), Error> {
-        self.flows.ensure(ifindex)?;
-        let generation = match self.policy.get(&ifindex, 0) {
-            Ok(entry) => entry.generation.wrapping_add(1),
-            // From the clock: a pod whose policy was removed and made again
-            // must not meet its old generation in a CPU's flow cache.
-            Err(MapError::KeyNotFound) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32),
-            Err(e) => return Err(self.error(POLICY_MAP, e)),
-        };
-        let entry = PolicyEntry {
-            default_action: defaults.map(|a| a as u8),
-            pad: [0; 2],
-            generation,
-        };
-        self.policy
-            .insert(ifindex, entry, 0)
-            .map_err(|e| self.error(POLICY_MAP, e))
-    }
-
-    /// Every rule of the pod, by id.
-    pub fn rules(&self, ifindex: u32) -> Result<Vec<Rule>, Error> {
-        let mut rules: Vec<Rule> = Vec::new();
-        for entry in self.rules.iter() {
-            let (key, set) = entry.map_err(|e| self.error(RULES_MAP, e))?;
-            let data = key.data();
-            if data.ifindex != ifindex {
-                continue;
-            }
-            let Some(direction) = Direction::from_raw(data.direction.into()) else {
-                continue;
-            };
-            let n = (set.n_rules as usize).min(RULES_PER_PREFIX);
-            for stored in &set.rules[..n] {
-                let decoded =
-                    policy::decode(stored, direction, data.family, data.addr, set.prefix_len);
-                // A rule for any address is stored once per family.
-                if let Some(rule) = decoded.filter(|r| !rules.iter().any(|o| o.id == r.id)) {
-                    rules.push(rule);
+        let defaults = Direction::ALL.map(|d| policy.direction(d).default_action);
+        self.atomically(|store, undo| {
+            store.write_sets(undo, &before, &after)?;
+            store.write_entry(ifindex, Rules::Known(!after.is_empty()), |e| {
+                for (d, action) in defaults.iter().enumerate() {
+                    e.owner_default[usize::from(raw - 1)][d] = action.map_or(0, |a| a as u8 + 1);
                 }
-            }
-        }
-        rules.sort_by_key(|r| r.id);
-        Ok(rules)
+            })
+        })
     }
 
-    /// Adds a rule and returns its id (one more than the pod's highest).
+    /// Adds an operator rule and returns its id (one more than the pod's
+    /// highest, whoever owns it).
     pub fn add(
         &mut self,
         ifindex: u32,
@@ -151,56 +151,215 @@ impl PolicyStore {
         spec: &RuleSpec,
     ) -> Result<u32, Error> {
         spec.validate().map_err(|e| Error::Policy(e.0))?;
-        let id = self.rules(ifindex)?.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let before = self.view.pod_sets(ifindex)?;
+        let mut after = before.clone();
+        let id = policy::next_id(&after);
+        policy::insert_rule(&mut after, ifindex, direction, spec, id, OWNER_OPERATOR)
+            .map_err(|e| Error::Policy(e.0))?;
         self.atomically(|store, undo| {
-            store.store_rule(undo, ifindex, direction, spec, id)?;
-            let defaults = store.defaults(ifindex)?.unwrap_or([Action::Allow; 2]);
-            store.write_defaults(ifindex, defaults)
+            store.write_sets(undo, &before, &after)?;
+            store.write_entry(ifindex, Rules::Known(true), |_| {})
         })?;
         Ok(id)
     }
 
-    /// Writes rule `id` into its CIDRs' rule sets (without the policy entry
-    /// that makes the programs look at them).
-    fn store_rule(
-        &mut self,
-        undo: &mut Undo,
-        ifindex: u32,
-        direction: Direction,
-        spec: &RuleSpec,
-        id: u32,
-    ) -> Result<(), Error> {
-        let entry = spec.entry(id);
-        // Every family's set is checked for room before any is written.
-        let mut sets = Vec::new();
-        for (family, addr, len) in spec.prefixes() {
-            let key = policy::rule_key(ifindex, direction, family, addr, len);
-            let mut set = self.exact(&key)?.unwrap_or(RuleSet {
-                prefix_len: len.into(),
-                ..Default::default()
-            });
-            let n = set.n_rules as usize;
-            if n >= RULES_PER_PREFIX {
+    /// Removes the operator's rule `id` of the pod; false if it has no rule
+    /// of that id. Another owner's rule is refused.
+    pub fn delete(&mut self, ifindex: u32, id: u32) -> Result<bool, Error> {
+        let before = self.view.pod_sets(ifindex)?;
+        let owner = before
+            .values()
+            .flat_map(|s| &s.rules[..(s.n_rules as usize).min(RULES_PER_PREFIX)])
+            .find(|r| r.id == id)
+            .map(|r| r.owner);
+        match owner {
+            None => return Ok(false),
+            Some(OWNER_OPERATOR) => {}
+            Some(raw) => {
+                let owner = Owner::from_raw(raw).map_or("another owner", Owner::as_str);
                 return Err(Error::Policy(format!(
-                    "{} has {RULES_PER_PREFIX} {} rules already, the limit: \
-                     {RULES_PER_PREFIX} rules per CIDR and direction",
-                    spec.cidr
-                        .map_or("any address".to_owned(), |c| c.to_string()),
-                    direction.as_str(),
+                    "rule {id} belongs to the {owner}, not the operator: podmeterctl edits \
+                     only the operator's rules (the config's come and go with the CNI config)"
                 )));
             }
-            set.rules[n] = entry;
-            set.n_rules += 1;
-            policy::sort_rules(&mut set.rules[..=n]);
-            sets.push((key, set));
         }
-        for (key, set) in sets {
-            self.put(undo, key, Some(set))?;
+        let mut after = before.clone();
+        policy::remove_rules(&mut after, |r| r.id == id);
+        self.atomically(|store, undo| {
+            store.write_sets(undo, &before, &after)?;
+            store.write_entry(ifindex, Rules::Known(!after.is_empty()), |_| {})
+        })?;
+        Ok(true)
+    }
+
+    /// Sets the operator's default of one direction.
+    pub fn set_default(
+        &mut self,
+        ifindex: u32,
+        direction: Direction,
+        action: Action,
+    ) -> Result<(), Error> {
+        self.write_entry(ifindex, Rules::Unknown, |e| {
+            e.owner_default[usize::from(OWNER_OPERATOR - 1)][direction as usize] = action as u8 + 1;
+        })
+    }
+
+    /// Replaces the pod's kubernetes tier whole: its isolation and rules.
+    /// New and changed entries are written first, stale ones removed, then
+    /// the policy entry.
+    pub fn apply_kubernetes(&mut self, ifindex: u32, policy: &KubePodPolicy) -> Result<(), Error> {
+        for rule in &policy.rules {
+            rule.validate().map_err(|e| Error::Policy(e.0))?;
+        }
+        let before = self.view.pod_k8s_entries(ifindex)?;
+        let after: Entries<K8sRuleKeyData, K8sRule> = policy
+            .rules
+            .iter()
+            .flat_map(|r| r.entries(ifindex))
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+            .collect();
+        let isolated = policy.isolated.map(u8::from);
+        self.atomically(|store, undo| {
+            for ((len, data), value, was) in diff(&before, &after) {
+                store.put(
+                    undo,
+                    Step::K8s(Key::new(len, data), value),
+                    Step::K8s(Key::new(len, data), was),
+                )?;
+            }
+            store.write_entry(ifindex, Rules::Unknown, |e| e.k8s_isolated = isolated)
+        })
+    }
+
+    /// Replaces who every remote address is, node-wide (the agent's).
+    /// Isolated pods meet the policy again at their flows' next packet.
+    pub fn replace_peers(&mut self, peers: &[(IpNet, Peer)]) -> Result<(), Error> {
+        self.node_wide()?;
+        let mut after = BTreeMap::new();
+        for (net, peer) in peers {
+            if net.trunc() != *net {
+                return Err(Error::Policy(format!("peer CIDR {net} has host bits set")));
+            }
+            let key = policy_k8s::peer_key(net);
+            after.insert((key.prefix_len(), key.data()), *peer);
+        }
+        let before = self.view.all_peers()?;
+        let changes = diff(&before, &after);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let isolated = self.view.isolated_pods()?;
+        self.atomically(|store, undo| {
+            for ((len, data), value, was) in changes {
+                store.put(
+                    undo,
+                    Step::Peers(Key::new(len, data), value),
+                    Step::Peers(Key::new(len, data), was),
+                )?;
+            }
+            for ifindex in isolated {
+                store.write_entry(ifindex, Rules::Known(true), |_| {})?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces the NetworkPolicy names (`namespace/name` by index) that
+    /// `policy list` shows, node-wide.
+    pub fn replace_policy_names(&mut self, names: &[(u32, String)]) -> Result<(), Error> {
+        self.node_wide()?;
+        let mut after = BTreeMap::new();
+        for (index, name) in names {
+            let mut raw = K8sPolicyName {
+                name: [0; K8S_POLICY_NAME_LEN],
+            };
+            if name.len() >= K8S_POLICY_NAME_LEN {
+                return Err(Error::Policy(format!(
+                    "NetworkPolicy name {name:?} is longer than {} bytes",
+                    K8S_POLICY_NAME_LEN - 1
+                )));
+            }
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+            after.insert(*index, raw);
+        }
+        let before = self.view.all_names()?;
+        self.atomically(|store, undo| {
+            for (index, value, was) in diff(&before, &after) {
+                store.put(undo, Step::Names(index, value), Step::Names(index, was))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn node_wide(&self) -> Result<(), Error> {
+        if self.held.lock().is_exclusive() {
+            return Ok(());
+        }
+        Err(Error::Policy(
+            "node-wide policy maps are edited under the exclusive pin lock only".to_owned(),
+        ))
+    }
+
+    /// Writes the admin rule sets that differ between `before` and `after`.
+    fn write_sets(&mut self, undo: &mut Undo, before: &Sets, after: &Sets) -> Result<(), Error> {
+        for ((len, data), value, was) in diff(before, after) {
+            self.put(
+                undo,
+                Step::Rules(Key::new(len, data), value),
+                Step::Rules(Key::new(len, data), was),
+            )?;
         }
         Ok(())
     }
 
-    /// Runs `change`; if it fails, puts back every rule set it wrote.
+    /// Rewrites the pod's policy entry with `change` applied, the effective
+    /// defaults recomputed and the next generation: flows allowed under the
+    /// previous one meet the policy again at their next packet. The pod's
+    /// flow table is made first if it has none. A pod whose policy lets
+    /// everything through (no admin rules, no deny default, not isolated)
+    /// gets no entry: without one, the programs only count.
+    fn write_entry(
+        &mut self,
+        ifindex: u32,
+        rules: Rules,
+        change: impl FnOnce(&mut PolicyEntry),
+    ) -> Result<(), Error> {
+        let current = self.view.entry(ifindex)?;
+        let mut entry = current.unwrap_or_default();
+        change(&mut entry);
+        entry.default_action = policy::effective_defaults(&entry).map(|a| a as u8);
+        let open = entry.k8s_isolated == [0; 2]
+            && entry
+                .owner_default
+                .iter()
+                .flatten()
+                .all(|d| *d != Action::Deny as u8 + 1);
+        // Admin rules always come with an entry: without one there are
+        // none, and the trie is read only where the answer matters.
+        let idle = open
+            && match rules {
+                Rules::Known(has) => !has,
+                Rules::Unknown => current.is_none() || self.view.pod_sets(ifindex)?.is_empty(),
+            };
+        if idle {
+            return self.view.clear(ifindex);
+        }
+        self.view.flows.ensure(ifindex)?;
+        entry.generation = match current {
+            Some(e) => e.generation.wrapping_add(1),
+            // From the clock: a pod whose policy was removed and made again
+            // must not meet its old generation in a CPU's flow cache.
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32),
+        };
+        self.view
+            .policy
+            .insert(ifindex, entry, 0)
+            .map_err(|e| self.view.error(POLICY_MAP, e))
+    }
+
+    /// Runs `change`; if it fails, puts back everything it wrote.
     fn atomically<T>(
         &mut self,
         change: impl FnOnce(&mut Self, &mut Undo) -> Result<T, Error>,
@@ -208,173 +367,118 @@ impl PolicyStore {
         let mut undo = Undo::default();
         let result = change(self, &mut undo);
         if result.is_err() {
-            for (key, before) in undo.0.into_iter().rev() {
+            for step in undo.0.into_iter().rev() {
                 // Putting back what was there needs no new entry, so it does
                 // not fail for want of room; a map error here would have
                 // failed the change's own writes first.
-                let _ = self.write_set(&key, before);
+                let _ = self.write(&step);
             }
         }
         result
     }
 
-    /// Writes `set` at `key` (`None`: removes it), noting in `undo` what
-    /// was there.
-    fn put(
-        &mut self,
-        undo: &mut Undo,
-        key: Key<RuleKeyData>,
-        set: Option<RuleSet>,
-    ) -> Result<(), Error> {
-        let before = self.exact(&key)?;
-        self.write_set(&key, set)?;
-        undo.0.push((key, before));
+    /// Writes `step`, noting in `undo` the `before` to put back.
+    fn put(&mut self, undo: &mut Undo, step: Step, before: Step) -> Result<(), Error> {
+        self.write(&step)?;
+        undo.0.push(before);
         Ok(())
     }
 
-    fn write_set(&mut self, key: &Key<RuleKeyData>, set: Option<RuleSet>) -> Result<(), Error> {
-        let result = match set {
-            Some(set) => self.rules.insert(key, set, 0),
-            None => ignore_missing(self.rules.remove(key)),
+    fn write(&mut self, step: &Step) -> Result<(), Error> {
+        let v = &mut self.view;
+        let (result, map, capacity) = match step {
+            Step::Rules(k, set) => (upsert(&mut v.rules, k, set), RULES_MAP, MAX_RULE_PREFIXES),
+            Step::K8s(k, rule) => (
+                upsert(&mut v.k8s_rules, k, rule),
+                K8S_RULES_MAP,
+                MAX_K8S_RULES,
+            ),
+            Step::Peers(k, peer) => (upsert(&mut v.peers, k, peer), PEERS_MAP, MAX_PEERS),
+            Step::Names(k, name) => (
+                match name {
+                    Some(n) => v.names.insert(k, n, 0),
+                    None => ignore_missing(v.names.remove(k)),
+                },
+                K8S_POLICIES_MAP,
+                MAX_K8S_POLICIES,
+            ),
         };
         result.map_err(|e| match e {
             MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::ENOSPC) => {
-                // Written as the README writes the limit: 65,536.
-                let (k, units) = (MAX_RULE_PREFIXES / 1000, MAX_RULE_PREFIXES % 1000);
-                Error::Policy(format!(
-                    "the rule table is full: all {k},{units:03} CIDR entries per node are \
-                     in use (one per pod, direction and CIDR; a rule for any address \
-                     takes one per family)"
-                ))
+                table_full(map, capacity)
             }
-            e => self.error(RULES_MAP, e),
+            e => v.error(map, e),
         })
-    }
-
-    /// Removes rule `id` of the pod; false if it has none such.
-    pub fn delete(&mut self, ifindex: u32, id: u32) -> Result<bool, Error> {
-        let mut changed = Vec::new();
-        for entry in self.rules.iter() {
-            let (key, mut set) = entry.map_err(|e| self.error(RULES_MAP, e))?;
-            if key.data().ifindex != ifindex {
-                continue;
-            }
-            let n = (set.n_rules as usize).min(RULES_PER_PREFIX);
-            let kept: Vec<_> = set.rules[..n]
-                .iter()
-                .filter(|r| r.id != id)
-                .copied()
-                .collect();
-            if kept.len() < n {
-                set.rules = Default::default();
-                set.rules[..kept.len()].copy_from_slice(&kept);
-                set.n_rules = kept.len() as u32;
-                changed.push((key, set));
-            }
-        }
-        let found = !changed.is_empty();
-        self.atomically(|store, undo| {
-            for (key, set) in changed {
-                store.put(undo, key, (set.n_rules > 0).then_some(set))?;
-            }
-            match store.defaults(ifindex)?.filter(|_| found) {
-                Some(defaults) => store.write_defaults(ifindex, defaults),
-                None => Ok(()),
-            }
-        })?;
-        self.drop_policy_if_idle(ifindex)?;
-        Ok(found)
-    }
-
-    /// Replaces whatever policy the pod has with `policy` (the plugin's
-    /// config, at ADD, before the pod's links are up).
-    pub fn apply(&mut self, ifindex: u32, policy: &PodPolicy) -> Result<(), Error> {
-        policy.validate().map_err(|e| Error::Policy(e.0))?;
-        self.clear(ifindex)?;
-        if policy.is_empty() {
-            return Ok(());
-        }
-        // The pod has no rules now: ids are 1, 2, ... in config order, and
-        // the policy entry is written once, after every rule.
-        let specs = Direction::ALL
-            .into_iter()
-            .flat_map(|d| policy.direction(d).rules.iter().map(move |spec| (d, spec)));
-        let defaults =
-            Direction::ALL.map(|d| policy.direction(d).default_action.unwrap_or(Action::Allow));
-        self.atomically(|store, undo| {
-            for ((direction, spec), id) in specs.zip(1..) {
-                store.store_rule(undo, ifindex, direction, spec, id)?;
-            }
-            store.write_defaults(ifindex, defaults)
-        })
-    }
-
-    /// What a packet like `probe` would meet, without sending one: the rule
-    /// that decides, or the default. A packet of a live flow opened the
-    /// other way passes whatever this says.
-    pub fn check(&self, ifindex: u32, probe: &Probe) -> Result<Verdict, Error> {
-        let Some(defaults) = self.defaults(ifindex)? else {
-            return Ok(Verdict::NoPolicy);
-        };
-        let failure = RefCell::new(None);
-        let found = policy::walk(policy::probe_key(ifindex, probe), probe, |key| {
-            match self.rules.get(key, 0) {
-                Ok(set) => Some(set),
-                Err(MapError::KeyNotFound) => None,
-                Err(e) => {
-                    failure.replace(Some(e));
-                    None
-                }
-            }
-        });
-        if let Some(e) = failure.into_inner() {
-            return Err(self.error(RULES_MAP, e));
-        }
-        Ok(
-            match found.and_then(|r| Some((r.id, Action::from_raw(r.action)?))) {
-                Some((id, action)) => Verdict::Rule { id, action },
-                None => Verdict::Default(defaults[probe.direction as usize]),
-            },
-        )
-    }
-
-    /// The pod's tracked flows.
-    pub fn flows(&self, ifindex: u32) -> Result<Vec<(FlowKey, Flow)>, Error> {
-        self.flows.flows(ifindex)
-    }
-
-    /// The rule set stored for exactly this key's CIDR (the trie's lookup
-    /// answers the longest prefix holding it, maybe a shorter one).
-    fn exact(&self, key: &Key<RuleKeyData>) -> Result<Option<RuleSet>, Error> {
-        match self.rules.get(key, 0) {
-            Ok(set) if policy::key_prefix(key) == set.prefix_len => Ok(Some(set)),
-            Ok(_) | Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(self.error(RULES_MAP, e)),
-        }
-    }
-
-    /// A pod whose policy lets everything through needs no entry: without
-    /// one, the programs only count.
-    fn drop_policy_if_idle(&mut self, ifindex: u32) -> Result<(), Error> {
-        let idle =
-            self.defaults(ifindex)? == Some([Action::Allow; 2]) && self.rules(ifindex)?.is_empty();
-        if idle {
-            self.clear(ifindex)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the pod's policy entry, rules and flow table, in that order
-    /// (as [`crate::maps::policy::forget`], on the maps already open).
-    fn clear(&mut self, ifindex: u32) -> Result<(), Error> {
-        self.policy
-            .remove_pod(ifindex)
-            .map_err(|e| self.error(POLICY_MAP, e))?;
-        self.rules
-            .remove_pod(ifindex)
-            .map_err(|e| self.error(RULES_MAP, e))?;
-        self.flows.remove(ifindex)
     }
 }
 
-pub use crate::maps::policy::ifindexes;
+/// The owner byte of an admin owner; the kubernetes tier has its own call.
+fn admin_owner(owner: Owner) -> Result<u8, Error> {
+    owner.raw().ok_or_else(|| {
+        Error::Policy("kubernetes rules are applied with apply_kubernetes".to_owned())
+    })
+}
+
+/// Writes `value` at `key` of a trie (`None`: removes it).
+fn upsert<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::lpm_trie::LpmTrie<aya::maps::MapData, K, V>,
+    key: &Key<K>,
+    value: &Option<V>,
+) -> Result<(), MapError> {
+    match value {
+        Some(v) => map.insert(key, v, 0),
+        None => ignore_missing(map.remove(key)),
+    }
+}
+
+/// What to write to turn `before` into `after`: `(key, new value, old
+/// value)`, new and changed entries first, removals last.
+fn diff<K: Ord + Copy, V: PartialEq + Copy>(
+    before: &BTreeMap<K, V>,
+    after: &BTreeMap<K, V>,
+) -> Vec<(K, Option<V>, Option<V>)> {
+    let upserts = after
+        .iter()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .map(|(k, v)| (*k, Some(*v), before.get(k).copied()));
+    let removals = before
+        .iter()
+        .filter(|(k, _)| !after.contains_key(k))
+        .map(|(k, v)| (*k, None, Some(*v)));
+    upserts.chain(removals).collect()
+}
+
+/// A full table, written as the README writes its limit (65,536).
+fn table_full(map: &str, capacity: u32) -> Error {
+    let (k, units) = (capacity / 1000, capacity % 1000);
+    if map == RULES_MAP {
+        return Error::Policy(format!(
+            "the rule table is full: all {k},{units:03} CIDR entries per node are \
+             in use (one per pod, direction and CIDR; a rule for any address \
+             takes one per family)"
+        ));
+    }
+    Error::Policy(format!(
+        "{map} is full: all {k},{units:03} entries per node are in use"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_writes_new_and_changed_entries_before_removals() {
+        let before = BTreeMap::from([(1, 'a'), (2, 'b'), (3, 'c')]);
+        let after = BTreeMap::from([(2, 'B'), (3, 'c'), (4, 'd')]);
+        assert_eq!(
+            diff(&before, &after),
+            vec![
+                (2, Some('B'), Some('b')),
+                (4, Some('d'), None),
+                (1, None, Some('a'))
+            ]
+        );
+        assert!(diff(&after, &after).is_empty());
+    }
+}

@@ -4,12 +4,13 @@ use aya::{maps::MapType, programs::TcAttachType};
 
 use crate::{
     abi::{
-        CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
-        RuleSet, Source, MAX_DROP_KEYS, MAX_PODS, MAX_RULE_PREFIXES,
+        CounterKey, Dev, DevKey, DropKey, FlowState, K8sPolicyName, K8sRule, K8sRuleKeyData, Peer,
+        PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleKeyData, RuleSet, Source, MAX_DROP_KEYS,
+        MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS, MAX_PODS, MAX_RULE_PREFIXES,
     },
     pins::{
-        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
-        REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
+        COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, K8S_POLICIES_MAP,
+        K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
     },
 };
 
@@ -26,7 +27,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 9] = [
+pub const MAPS: [MapSpec; 12] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -76,6 +77,27 @@ pub const MAPS: [MapSpec; 9] = [
         key_size: (size_of::<u32>() + size_of::<RuleKeyData>()) as u32,
         value_size: size_of::<RuleSet>() as u32,
         max_entries: MAX_RULE_PREFIXES,
+    },
+    MapSpec {
+        name: PEERS_MAP,
+        map_type: MapType::LpmTrie,
+        key_size: (size_of::<u32>() + size_of::<PeerKeyData>()) as u32,
+        value_size: size_of::<Peer>() as u32,
+        max_entries: MAX_PEERS,
+    },
+    MapSpec {
+        name: K8S_RULES_MAP,
+        map_type: MapType::LpmTrie,
+        key_size: (size_of::<u32>() + size_of::<K8sRuleKeyData>()) as u32,
+        value_size: size_of::<K8sRule>() as u32,
+        max_entries: MAX_K8S_RULES,
+    },
+    MapSpec {
+        name: K8S_POLICIES_MAP,
+        map_type: MapType::Hash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<K8sPolicyName>() as u32,
+        max_entries: MAX_K8S_POLICIES,
     },
     // Its values are the ids of per-pod tables (`maps::flow_tables`),
     // which the kernel checks against the object's template at each insert.
