@@ -13,6 +13,8 @@ pub mod view;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod random;
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod simulate;
