@@ -5,10 +5,13 @@
 pub mod cidr;
 pub mod compile;
 pub mod identity;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod selector;
+pub mod sink;
 pub mod view;
+pub mod watch;
 
 #[cfg(test)]
 mod fixture;
