@@ -493,3 +493,51 @@ fn the_node_is_always_allowed() {
         80
     ));
 }
+
+#[test]
+fn identities_persist_so_one_label_change_rewrites_few_entries() {
+    use super::compile::Compiler;
+    let mut w = World::upstream();
+    w.add(policy("x", "from-b", json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]})));
+    let mut compiler = Compiler::default();
+    let before = w.compile(&mut compiler, 1);
+    assert_eq!(
+        w.compile(&mut compiler, 1),
+        before,
+        "a recompile of the same world changed"
+    );
+    // y/c (node 2) becomes pod=b: it joins y/b's class, so only its two
+    // addresses change identity; no pod's rules change.
+    w.pod_mut("y/c").metadata.labels = Some([("pod".to_owned(), "b".to_owned())].into());
+    let after = w.compile(&mut compiler, 1);
+    let changed: Vec<_> = after
+        .peers
+        .iter()
+        .filter(|e| !before.peers.contains(e))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(after.pods, before.pods);
+    // z/c becomes pod=b with a label of its own: a new class, one more rule
+    // for x's pods; every other rule and identity stays.
+    w.pod_mut("z/c").metadata.labels = Some(
+        [
+            ("pod".to_owned(), "b".to_owned()),
+            ("new".to_owned(), "1".to_owned()),
+        ]
+        .into(),
+    );
+    let last = w.compile(&mut compiler, 1);
+    assert_eq!(
+        last.peers
+            .iter()
+            .filter(|e| !after.peers.contains(e))
+            .count(),
+        2
+    );
+    for (key, pod) in &last.pods {
+        let old = &after.pods[key].policy.rules;
+        assert!(old.iter().all(|r| pod.policy.rules.contains(r)), "{key}");
+        let gained = usize::from(key.starts_with("x/"));
+        assert_eq!(pod.policy.rules.len(), old.len() + gained, "{key}");
+    }
+}
