@@ -68,26 +68,26 @@ impl PolicyMetrics {
             compile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
             errors: Family::default(),
         };
-        registry.register(
-            "network_policies",
-            "NetworkPolicies that select a pod on this node",
-            m.policies.clone(),
-        );
-        registry.register(
-            "policy_local_pods",
-            "Pods on this node isolated by NetworkPolicy in at least one direction",
-            m.local_pods.clone(),
-        );
-        registry.register(
-            "policy_peers",
-            "Entries of the compiled peer table (pod addresses, CIDR regions, this node)",
-            m.peers.clone(),
-        );
-        registry.register(
-            "policy_rules",
-            "Compiled kubernetes-tier rules over all local pods (before port ranges become prefixes)",
-            m.rules.clone(),
-        );
+        for (name, help, gauge) in [
+            ("network_policies", "NetworkPolicies that select a pod on this node", &m.policies),
+            (
+                "policy_local_pods",
+                "Pods on this node isolated by NetworkPolicy in at least one direction",
+                &m.local_pods,
+            ),
+            (
+                "policy_peers",
+                "Entries of the compiled peer table (pod addresses, CIDR regions, this node)",
+                &m.peers,
+            ),
+            (
+                "policy_rules",
+                "Compiled kubernetes-tier rules over all local pods (before port ranges become prefixes)",
+                &m.rules,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "policy_compile_seconds",
             "Time to compile the kubernetes tier from the API objects",

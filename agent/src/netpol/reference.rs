@@ -171,43 +171,53 @@ impl World<'_> {
         })
     }
 
-    /// Traffic from `src` into `pod`.
-    pub fn ingress_allowed(&self, pod: &Pod, src: IpAddr, proto: &str, port: u16) -> bool {
-        if self.node_addrs.contains(&src) {
+    /// Traffic between `pod` and `remote`: into the pod (`ingress`, the
+    /// pod serves) or out of it (the remote serves, if a pod).
+    fn allowed(&self, pod: &Pod, remote: IpAddr, proto: &str, port: u16, ingress: bool) -> bool {
+        if self.node_addrs.contains(&remote) {
             return true;
         }
-        let policies = self.applying(pod, "Ingress");
+        let policies = self.applying(pod, if ingress { "Ingress" } else { "Egress" });
+        let server = if ingress {
+            Some(pod)
+        } else {
+            self.pod_at(remote)
+        };
         policies.is_empty()
             || policies.iter().any(|p| {
                 let ns = p.metadata.namespace.clone().unwrap_or_default();
-                p.spec
-                    .iter()
-                    .flat_map(|s| s.ingress.iter().flatten())
-                    .any(|r| {
-                        let from = r.from.clone().unwrap_or_default();
-                        (from.is_empty() || from.iter().any(|f| self.peer_matches(f, &ns, src)))
-                            && Self::ports_match(&r.ports, proto, port, Some(pod))
-                    })
+                let spec = p.spec.clone().unwrap_or_default();
+                let rules: Vec<(
+                    Option<Vec<NetworkPolicyPeer>>,
+                    Option<Vec<NetworkPolicyPort>>,
+                )> = if ingress {
+                    spec.ingress
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| (r.from, r.ports))
+                        .collect()
+                } else {
+                    spec.egress
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| (r.to, r.ports))
+                        .collect()
+                };
+                rules.iter().any(|(peers, ports)| {
+                    let peers = peers.clone().unwrap_or_default();
+                    (peers.is_empty() || peers.iter().any(|f| self.peer_matches(f, &ns, remote)))
+                        && Self::ports_match(ports, proto, port, server)
+                })
             })
+    }
+
+    /// Traffic from `src` into `pod`.
+    pub fn ingress_allowed(&self, pod: &Pod, src: IpAddr, proto: &str, port: u16) -> bool {
+        self.allowed(pod, src, proto, port, true)
     }
 
     /// Traffic from `pod` to `dst`.
     pub fn egress_allowed(&self, pod: &Pod, dst: IpAddr, proto: &str, port: u16) -> bool {
-        if self.node_addrs.contains(&dst) {
-            return true;
-        }
-        let policies = self.applying(pod, "Egress");
-        policies.is_empty()
-            || policies.iter().any(|p| {
-                let ns = p.metadata.namespace.clone().unwrap_or_default();
-                p.spec
-                    .iter()
-                    .flat_map(|s| s.egress.iter().flatten())
-                    .any(|r| {
-                        let to = r.to.clone().unwrap_or_default();
-                        (to.is_empty() || to.iter().any(|t| self.peer_matches(t, &ns, dst)))
-                            && Self::ports_match(&r.ports, proto, port, self.pod_at(dst))
-                    })
-            })
+        self.allowed(pod, dst, proto, port, false)
     }
 }
