@@ -14,6 +14,12 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
+/// A rule's peers (`from` or `to`) and ports.
+type Rule = (
+    Option<Vec<NetworkPolicyPeer>>,
+    Option<Vec<NetworkPolicyPort>>,
+);
+
 pub struct World<'a> {
     pub pods: &'a [Arc<Pod>],
     pub namespaces: &'a [Arc<Namespace>],
