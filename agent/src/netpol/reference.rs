@@ -193,10 +193,7 @@ impl World<'_> {
             || policies.iter().any(|p| {
                 let ns = p.metadata.namespace.clone().unwrap_or_default();
                 let spec = p.spec.clone().unwrap_or_default();
-                let rules: Vec<(
-                    Option<Vec<NetworkPolicyPeer>>,
-                    Option<Vec<NetworkPolicyPort>>,
-                )> = if ingress {
+                let rules: Vec<Rule> = if ingress {
                     spec.ingress
                         .unwrap_or_default()
                         .into_iter()
