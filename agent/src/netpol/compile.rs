@@ -261,14 +261,15 @@ pub fn policy_name(p: &NetworkPolicy) -> String {
 type RulePeers<'a> = Option<&'a Vec<NetworkPolicyPeer>>;
 type RulePorts<'a> = Option<&'a Vec<NetworkPolicyPort>>;
 
-/// The directions a policy isolates (its `policyTypes`, or Ingress plus
-/// Egress if it has egress rules), each with its rules' peers and ports.
+/// The directions a policy isolates (its `policyTypes`, or when none
+/// Ingress plus Egress if it has egress rules), each with its rules' peers and ports.
 fn policy_rules(p: &NetworkPolicy) -> Vec<(Direction, Vec<(RulePeers<'_>, RulePorts<'_>)>)> {
     let Some(spec) = &p.spec else {
         return vec![(Direction::Receive, Vec::new())];
     };
     let egress_rules = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
-    let types: Vec<&str> = match &spec.policy_types {
+    // An empty list is defaulted by the API server as an absent one.
+    let types: Vec<&str> = match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
         Some(t) => t.iter().map(String::as_str).collect(),
         None if egress_rules => vec!["Ingress", "Egress"],
         None => vec!["Ingress"],

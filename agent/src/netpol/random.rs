@@ -212,8 +212,9 @@ fn random_world(rng: &mut Rng) -> World {
         if rng.chance(60) {
             spec["egress"] = rules(rng, "to", true);
         }
-        match rng.below(4) {
+        match rng.below(5) {
             0 => {}
+            4 => spec["policyTypes"] = json!([]),
             1 => spec["policyTypes"] = json!(["Ingress"]),
             2 => spec["policyTypes"] = json!(["Egress"]),
             _ => spec["policyTypes"] = json!(["Ingress", "Egress"]),

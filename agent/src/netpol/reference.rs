@@ -100,13 +100,16 @@ impl World<'_> {
             .filter(|p| p.metadata.namespace == pod.metadata.namespace)
             .filter(|p| {
                 let spec = p.spec.clone().unwrap_or_default();
-                let types = spec.policy_types.unwrap_or_else(|| {
-                    if spec.egress.unwrap_or_default().is_empty() {
-                        vec!["Ingress".into()]
-                    } else {
-                        vec!["Ingress".into(), "Egress".into()]
-                    }
-                });
+                let types = spec
+                    .policy_types
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| {
+                        if spec.egress.unwrap_or_default().is_empty() {
+                            vec!["Ingress".into()]
+                        } else {
+                            vec!["Ingress".into(), "Egress".into()]
+                        }
+                    });
                 types.iter().any(|t| t == kind)
                     && selects(
                         &spec.pod_selector.unwrap_or_default(),
