@@ -69,7 +69,7 @@ fn pod_object(cli: &Cli, i: usize, extra: Option<(&str, &str)>) -> Value {
     let ns = ns_name(i / per_ns);
     let app = (i % per_ns) / PODS_PER_APP;
     let stride = cli.pods / cli.local;
-    let node = if i % stride == 0 && i / stride < cli.local {
+    let node = if i.is_multiple_of(stride) && i / stride < cli.local {
         LOCAL_NODE.to_owned()
     } else {
         format!("node-{}", 1 + i % 44)
@@ -77,7 +77,7 @@ fn pod_object(cli: &Cli, i: usize, extra: Option<(&str, &str)>) -> Value {
     let mut labels = json!({
         "app": format!("app{app}"),
         "pod-template-hash": format!("h{app}"),
-        "role": if app % 2 == 0 { "web" } else { "worker" },
+        "role": if app.is_multiple_of(2) { "web" } else { "worker" },
     });
     if let Some((k, v)) = extra {
         labels[k] = json!(v);
@@ -128,7 +128,11 @@ struct Cluster {
 fn cluster(cli: &Cli) -> Cluster {
     let mut namespaces: Vec<Value> = (0..cli.namespaces)
         .map(|i| {
-            let team = if i % 3 == 0 { "frontend" } else { "backend" };
+            let team = if i.is_multiple_of(3) {
+                "frontend"
+            } else {
+                "backend"
+            };
             fake_apiserver::namespace(&ns_name(i), json!({"team": team}))
         })
         .collect();
