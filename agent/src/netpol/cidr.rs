@@ -47,6 +47,9 @@ pub type Signature = BTreeSet<Block>;
 #[derive(Debug, Default)]
 pub struct Regions {
     prefixes: HashMap<IpNet, Signature>,
+    /// The prefix lengths in use, longest first, per family (v4, v6): an
+    /// address is looked up at these only.
+    lengths: [Vec<u8>; 2],
 }
 
 impl Regions {
@@ -64,7 +67,12 @@ impl Regions {
                 });
             }
         }
-        Self { prefixes }
+        let mut lengths = [BTreeSet::new(), BTreeSet::new()];
+        for p in prefixes.keys() {
+            lengths[usize::from(matches!(p, IpNet::V6(_)))].insert(p.prefix_len());
+        }
+        let lengths = lengths.map(|l| l.into_iter().rev().collect());
+        Self { prefixes, lengths }
     }
 
     /// Every prefix and its signature, sorted by prefix.
@@ -74,11 +82,12 @@ impl Regions {
 
     /// The signature of the longest prefix holding `addr`, if any does.
     pub fn signature(&self, addr: IpAddr) -> Option<&Signature> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (0..=max).rev().find_map(|len| {
-            let net = IpNet::new(addr, len).ok()?.trunc();
-            self.prefixes.get(&net)
-        })
+        self.lengths[usize::from(addr.is_ipv6())]
+            .iter()
+            .find_map(|len| {
+                let net = IpNet::new(addr, *len).ok()?.trunc();
+                self.prefixes.get(&net)
+            })
     }
 }
 

@@ -49,6 +49,26 @@ struct ClassKey {
     named_ports: Vec<NamedPort>,
 }
 
+/// A [`ClassKey`] borrowed from the pods, while grouping them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ClassRef<'a> {
+    namespace: &'a str,
+    namespace_labels: &'a Labels,
+    labels: &'a Labels,
+    named_ports: &'a [NamedPort],
+}
+
+impl ClassRef<'_> {
+    fn owned(&self) -> ClassKey {
+        ClassKey {
+            namespace: self.namespace.to_owned(),
+            namespace_labels: self.namespace_labels.clone(),
+            labels: self.labels.clone(),
+            named_ports: self.named_ports.to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum IdentityKey {
     Class(ClassKey),
@@ -90,21 +110,21 @@ struct Context<'a> {
 
 impl Compiler {
     pub fn compile(&mut self, input: &Input<'_>) -> Compiled {
-        let ns_labels = namespace_labels(input.namespaces);
-        let ns_of = |ns: &str| {
-            ns_labels
-                .get(ns)
-                .cloned()
-                .unwrap_or_else(|| unknown_namespace(ns))
-        };
         let views: Vec<PodView<'_>> = input.pods.iter().map(|p| PodView::new(p)).collect();
-        let mut members: BTreeMap<ClassKey, Vec<&PodView<'_>>> = BTreeMap::new();
+        let mut ns_labels = namespace_labels(input.namespaces);
+        for v in &views {
+            if !ns_labels.contains_key(v.namespace) {
+                let labels = unknown_namespace(v.namespace);
+                ns_labels.insert(v.namespace.to_owned(), labels);
+            }
+        }
+        let mut members: BTreeMap<ClassRef<'_>, Vec<&PodView<'_>>> = BTreeMap::new();
         for v in views.iter().filter(|v| !v.peer_ips.is_empty()) {
-            let key = ClassKey {
-                namespace: v.namespace.clone(),
-                namespace_labels: ns_of(&v.namespace),
-                labels: v.labels.clone(),
-                named_ports: v.named_ports.clone(),
+            let key = ClassRef {
+                namespace: v.namespace,
+                namespace_labels: &ns_labels[v.namespace],
+                labels: v.labels,
+                named_ports: &v.named_ports,
             };
             members.entry(key).or_default().push(v);
         }
@@ -148,14 +168,18 @@ impl Compiler {
             .collect();
         let keys: Vec<IdentityKey> = members
             .keys()
-            .cloned()
-            .map(IdentityKey::Class)
+            .map(|c| IdentityKey::Class(c.owned()))
             .chain(signatures.iter().map(|s| IdentityKey::Region((*s).clone())))
             .collect();
         let ids = self.identities.assign(&keys);
-        let region_id = |s: Option<&Signature>| match s {
-            Some(s) if !s.is_empty() => ids[&IdentityKey::Region(s.clone())],
-            _ => IDENTITY_NONE,
+        let region_ids: BTreeMap<&Signature, u32> = signatures
+            .iter()
+            .zip(&keys[members.len()..])
+            .map(|(s, k)| (*s, ids[k]))
+            .collect();
+        let region_id = |s: Option<&Signature>| {
+            s.and_then(|s| region_ids.get(s).copied())
+                .unwrap_or(IDENTITY_NONE)
         };
 
         let mut peers: BTreeMap<IpNet, Peer> = prefixes
@@ -163,9 +187,12 @@ impl Compiler {
             .map(|(p, s)| (*p, peer(IDENTITY_NONE, region_id(Some(s)))))
             .collect();
         let mut classes = Vec::with_capacity(members.len());
-        for (key, pods) in &members {
-            let id = ids[&IdentityKey::Class(key.clone())];
-            classes.push((id, key));
+        for (pods, key) in members.values().zip(&keys) {
+            let IdentityKey::Class(class) = key else {
+                unreachable!("classes come first")
+            };
+            let id = ids[key];
+            classes.push((id, class));
             for ip in pods.iter().flat_map(|v| &v.peer_ips) {
                 peers.insert(
                     IpNet::from(*ip),
@@ -226,7 +253,7 @@ impl Compiler {
                 policy.rules.sort_by_key(KubeRule::sort_key);
                 policy.rules.dedup_by(|b, a| same_traffic(a, b));
                 let pod = LocalPod {
-                    uid: v.uid.clone(),
+                    uid: v.uid.to_owned(),
                     ips: v.ips.clone(),
                     policy,
                 };

@@ -37,9 +37,9 @@ pub fn unknown_namespace(name: &str) -> Labels {
 
 #[derive(Debug)]
 pub struct PodView<'a> {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
     pub labels: &'a Labels,
     pub node: Option<&'a str>,
     pub host_network: bool,
@@ -79,9 +79,9 @@ impl<'a> PodView<'a> {
             ips.clone()
         };
         Self {
-            namespace: pod.namespace().unwrap_or_default(),
-            name: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
+            namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
+            name: pod.metadata.name.as_deref().unwrap_or_default(),
+            uid: pod.metadata.uid.as_deref().unwrap_or_default(),
             labels: pod.labels(),
             node: spec.and_then(|s| s.node_name.as_deref()),
             host_network,
