@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use podmeter_agent::netpol::{
     metrics::PolicyMetrics,
-    model::{Compiled, Direction, IDENTITY_HOST},
+    model::{Compiled, Direction, KubeProto, IDENTITY_HOST},
     sink::ChannelSink,
     watch::{run, PolicyWatch},
 };
@@ -113,16 +113,20 @@ fn the_compiled_tier_follows_the_api_and_stays_while_it_is_away() {
             .find(|(net, _)| net.addr().to_string() == "172.18.0.2");
         assert_eq!(host.map(|(_, p)| p.pod_identity), Some(IDENTITY_HOST));
 
-        // A policy: x's pods accept only pod=b from namespaces of team blue.
+        // A policy: x's pods accept only pod=b from namespaces of team
+        // blue, on their named port (the watch keeps container ports).
         api.apply(network_policy(
             "x",
             "from-blue-b",
             json!({
                 "podSelector": {},
-                "ingress": [{ "from": [{
-                    "namespaceSelector": { "matchLabels": { "team": "blue" } },
-                    "podSelector": { "matchLabels": { "pod": "b" } },
-                }]}],
+                "ingress": [{
+                    "from": [{
+                        "namespaceSelector": { "matchLabels": { "team": "blue" } },
+                        "podSelector": { "matchLabels": { "pod": "b" } },
+                    }],
+                    "ports": [{ "port": "serve-80-tcp" }],
+                }],
             }),
         ));
         let with = until(&mut rx, |c| !c.policy_names.is_empty()).await;
@@ -131,6 +135,11 @@ fn the_compiled_tier_follows_the_api_and_stays_while_it_is_away() {
         assert_eq!(tier.isolated, [true, false]);
         assert_eq!(tier.rules.len(), 1, "{tier:?}");
         assert_eq!(tier.rules[0].direction, Direction::Receive);
+        let ports = tier.rules[0].ports.map(|p| (p.first, p.last));
+        assert_eq!(
+            (tier.rules[0].proto, ports),
+            (Some(KubeProto::Tcp), Some((80, 80)))
+        );
         let y_b_identity = with
             .peers
             .iter()
