@@ -264,6 +264,17 @@ impl FakeApiServer {
         self.write_kubeconfig(dir, &format!("    certificate-authority-data: {data}\n"))
     }
 
+    /// A kube client of this server, through a kubeconfig written into
+    /// `dir` (for code under test that runs in-process).
+    pub async fn client(&self, dir: &Path) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig(dir)).unwrap();
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
     fn write_kubeconfig(&self, dir: &Path, cluster_extra: &str) -> PathBuf {
         let path = dir.join("kubeconfig");
         let text = format!(

@@ -78,7 +78,6 @@ fn the_compiled_tier_follows_the_api_and_stays_while_it_is_away() {
     api.apply(x_a());
     api.apply(y_b(json!({ "pod": "b" })));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -89,13 +88,7 @@ fn the_compiled_tier_follows_the_api_and_stays_while_it_is_away() {
     let metrics = PolicyMetrics::register(&mut registry);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     runtime.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let client = api.client(dir.path()).await;
         let watch = PolicyWatch {
             node_name: "node-1".into(),
             sink: ChannelSink(tx),

@@ -346,20 +346,13 @@ fn watch_latency(cli: &Cli, generated: &Cluster) {
         api.apply(v.clone());
     }
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let client = api.client(dir.path()).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut registry = prometheus_client::registry::Registry::default();
         let watch = PolicyWatch {
