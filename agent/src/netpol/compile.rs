@@ -22,8 +22,8 @@ use super::{
     cidr::{Block, Regions, Signature},
     identity::Allocator,
     model::{
-        Compiled, Direction, KubePodPolicy, KubeRule, LocalPod, Peer, PortRange, IDENTITY_HOST,
-        IDENTITY_NONE,
+        Compiled, Direction, KubePodPolicy, KubeProto, KubeRule, LocalPod, Peer, PortRange,
+        IDENTITY_HOST, IDENTITY_NONE,
     },
     ports::{resolve, specs, NamedPort, PortSpec},
     selector::{matches, Labels},
@@ -250,7 +250,7 @@ impl Compiler {
             .iter()
             .zip(tiers)
             .map(|(v, mut policy)| {
-                policy.rules.sort_by_key(KubeRule::sort_key);
+                policy.rules.sort_by_key(rule_order);
                 policy.rules.dedup_by(|b, a| same_traffic(a, b));
                 let pod = LocalPod {
                     uid: v.uid.to_owned(),
@@ -273,6 +273,13 @@ fn peer(pod_identity: u32, cidr_identity: u32) -> Peer {
         pod_identity,
         cidr_identity,
     }
+}
+
+/// What a rule allows, then its policy: the order of
+/// [`KubePodPolicy::rules`].
+fn rule_order(r: &KubeRule) -> (u32, u32, Option<KubeProto>, Option<(u16, u16)>, u32) {
+    let ports = r.ports.map(|p| (p.first, p.last));
+    (r.direction as u32, r.peer, r.proto, ports, r.policy)
 }
 
 /// Rules sorted by everything but the policy first: equal neighbours allow

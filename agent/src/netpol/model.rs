@@ -2,7 +2,12 @@
 //! kubernetes tier (`/work/design-owners.md`, "What the agent's compiler
 //! produces"). The names and shapes mirror the `ebpf` crate's store API
 //! (`apply_kubernetes`, `replace_peers`, `replace_policy_names`) so that
-//! writing a [`Compiled`] is a field-for-field mapping.
+//! writing a [`Compiled`] is a field-for-field mapping: [`KubeProto`],
+//! [`KubeRule`], [`KubePodPolicy`], [`Peer`] and [`IDENTITY_HOST`] are
+//! stand-ins for the `ebpf` crate's own (`policy::{KubeProto, KubeRule,
+//! KubePodPolicy}`, `abi::{Peer, IDENTITY_HOST}`), to be replaced by
+//! `pub use` of those once both branches meet; nothing here adds methods
+//! to them.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -22,18 +27,6 @@ pub enum KubeProto {
     Sctp,
 }
 
-impl KubeProto {
-    /// The API's spelling (`protocol: TCP`); `None` for anything else.
-    pub fn from_api(s: &str) -> Option<Self> {
-        match s {
-            "TCP" => Some(Self::Tcp),
-            "UDP" => Some(Self::Udp),
-            "SCTP" => Some(Self::Sctp),
-            _ => None,
-        }
-    }
-}
-
 /// One allow of the kubernetes tier for one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KubeRule {
@@ -49,21 +42,6 @@ pub struct KubeRule {
     pub policy: u32,
 }
 
-impl KubeRule {
-    /// What the rule allows, then its policy: the order of
-    /// [`KubePodPolicy::rules`].
-    pub fn sort_key(&self) -> (u32, u32, Option<KubeProto>, Option<(u16, u16)>, u32) {
-        let ports = self.ports.map(|p| (p.first, p.last));
-        (
-            self.direction as u32,
-            self.peer,
-            self.proto,
-            ports,
-            self.policy,
-        )
-    }
-}
-
 /// A local pod's kubernetes tier, replaced whole on every change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubePodPolicy {
@@ -75,7 +53,7 @@ pub struct KubePodPolicy {
 }
 
 /// Who a remote address is (`struct pm_peer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Peer {
     pub pod_identity: u32,
     pub cidr_identity: u32,

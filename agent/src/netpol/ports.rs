@@ -41,7 +41,7 @@ pub fn specs(ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<PortSpec> {
 }
 
 fn spec(p: &NetworkPolicyPort) -> Option<PortSpec> {
-    let proto = KubeProto::from_api(p.protocol.as_deref().unwrap_or("TCP"))?;
+    let proto = protocol(p.protocol.as_deref())?;
     match (&p.port, p.end_port) {
         (None, None) => Some(PortSpec::Numbers(proto, None)),
         (None, Some(_)) => None,
@@ -55,6 +55,17 @@ fn spec(p: &NetworkPolicyPort) -> Option<PortSpec> {
         }
         (Some(IntOrString::String(name)), None) => Some(PortSpec::Named(proto, name.clone())),
         (Some(IntOrString::String(_)), Some(_)) => None,
+    }
+}
+
+/// The API's spelling (`protocol: TCP`, the default when absent); `None`
+/// for anything else.
+pub fn protocol(s: Option<&str>) -> Option<KubeProto> {
+    match s.unwrap_or("TCP") {
+        "TCP" => Some(KubeProto::Tcp),
+        "UDP" => Some(KubeProto::Udp),
+        "SCTP" => Some(KubeProto::Sctp),
+        _ => None,
     }
 }
 
@@ -81,7 +92,7 @@ pub fn named_ports(pod: &Pod) -> Vec<NamedPort> {
         .filter_map(|p| {
             Some(NamedPort {
                 name: p.name.clone()?,
-                proto: KubeProto::from_api(p.protocol.as_deref().unwrap_or("TCP"))?,
+                proto: protocol(p.protocol.as_deref())?,
                 port: port(p.container_port)?,
             })
         })
