@@ -83,7 +83,7 @@ pub struct Args {
     /// `--cluster-cidr`), repeatable or comma-separated: written into the
     /// conflist as `clusterCIDRs`, so that pod traffic to other nodes' pods
     /// keeps its source address while traffic leaving them is masqueraded.
-    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = cluster_cidr)]
+    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
     pub cluster_cidrs: Vec<IpNet>,
 
     /// Keep a route to every other node's pod ranges via its InternalIP
@@ -91,6 +91,18 @@ pub struct Args {
     /// ranges (the cloud's routes, BGP).
     #[arg(long = "routes.enabled", value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub routes: bool,
+
+    /// Enforce Kubernetes NetworkPolicy: watch Pods, Namespaces and
+    /// NetworkPolicies and keep this node's pods' kubernetes tier compiled.
+    /// `false`: no such watches, no policy written.
+    #[arg(long = "network-policy", value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub network_policy: bool,
+
+    /// The cluster's Service ranges (kube-apiserver's
+    /// `--service-cluster-ip-range`), repeatable or comma-separated. Kept
+    /// for the post-DNAT egress decision (Services); not used yet.
+    #[arg(long = "service-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
+    pub service_cidrs: Vec<IpNet>,
 
     /// Address of `/readyz`, `/healthz` and `/metrics` (`127.0.0.1:0` picks a free
     /// port; the bound address is logged as `listening address=...`).
@@ -112,7 +124,7 @@ fn node_name(s: &str) -> Result<String, String> {
 
 /// A range with host bits set is most likely a typo: refused rather than
 /// quietly widened.
-fn cluster_cidr(s: &str) -> Result<IpNet, String> {
+fn cidr(s: &str) -> Result<IpNet, String> {
     let net: IpNet = s.trim().parse().map_err(|e| format!("{e}"))?;
     if net != net.trunc() {
         return Err(format!(
@@ -146,6 +158,29 @@ mod tests {
         assert_eq!(args.listen_address, DEFAULT_LISTEN_ADDRESS.parse().unwrap());
         assert!(args.cluster_cidrs.is_empty());
         assert!(args.routes);
+        assert!(args.network_policy);
+        assert!(args.service_cidrs.is_empty());
+    }
+
+    #[test]
+    fn network_policy_can_be_turned_off_and_service_cidrs_are_ranges() {
+        let args = Args::try_parse_from([
+            "x",
+            "--node-name=n",
+            "--network-policy=false",
+            "--service-cidr=10.96.0.0/16,fd00:10:96::/112",
+        ])
+        .unwrap();
+        assert!(!args.network_policy);
+        let want: Vec<IpNet> = ["10.96.0.0/16", "fd00:10:96::/112"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(args.service_cidrs, want);
+        let err = Args::try_parse_from(["x", "--node-name=n", "--service-cidr=10.96.0.1/16"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--service-cidr"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! exactly the conflist the agent writes.
 
 pub mod admit;
+pub mod netpol;
 /// The conflist's schema and rendering, shared with the plugin.
 pub use podmeter_conflist as conflist;
 pub mod ranges;

@@ -1,6 +1,7 @@
 //! podmeter-agent: runs on every node (DaemonSet) and prepares it for the
 //! podmeter plugin: bpffs mounted, the plugin installed, and a conflist for
-//! the node's pod ranges, kept in line with its Node object.
+//! the node's pod ranges, kept in line with its Node object; and the
+//! node's pods' NetworkPolicy, compiled from the API objects.
 //!
 //! The order matters: the conflist is what makes the runtime report the
 //! node's network ready, so it is written only once bpffs and the plugin
@@ -26,7 +27,11 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use podmeter_agent::{admit, conflist, ranges};
+use podmeter_agent::{
+    admit, conflist,
+    netpol::{self, sink::LogSink, watch::PolicyWatch},
+    ranges,
+};
 
 use crate::cli::Args;
 
@@ -119,6 +124,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config (in-cluster service account or KUBECONFIG)")?;
+    // The kernel writer of the kubernetes tier is not glued on yet: the
+    // compiled tier is logged (and counted on /metrics), not enforced.
+    let policy = async {
+        if !args.network_policy {
+            info!("not enforcing NetworkPolicy (--network-policy=false)");
+            return std::future::pending().await;
+        }
+        if !args.service_cidrs.is_empty() {
+            info!(service_cidrs = ?args.service_cidrs, "Service ranges (not used yet: egress through a ClusterIP is decided before DNAT)");
+        }
+        let watch = PolicyWatch {
+            node_name: args.node_name.clone(),
+            sink: LogSink::default(),
+            metrics: metrics.policy.clone(),
+        };
+        netpol::watch::run(client.clone(), watch, std::future::pending()).await
+    };
     info!(node = %args.node_name, "watching nodes");
     let reconciler = watch::Reconciler {
         node_name: args.node_name.clone(),
@@ -130,10 +152,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         readiness,
         table,
         routing,
-        metrics,
+        metrics: metrics.clone(),
     };
     let result = tokio::select! {
-        r = watch::run(client, reconciler, shutdown) => r,
+        r = watch::run(client.clone(), reconciler, shutdown) => r,
+        r = policy => r.context("watching for NetworkPolicy"),
         r = server => Err(match r {
             Ok(Ok(())) => anyhow::anyhow!("the readiness server stopped"),
             Ok(Err(e)) => anyhow::Error::new(e).context("serving /readyz"),

@@ -1,6 +1,7 @@
 //! The agent's own state on `/metrics` (OpenMetrics text): how many routes
 //! it owns, how many nodes it sees, when routes last matched the node list
-//! and how often syncing failed. Pod metrics are the exporter's.
+//! and how often syncing failed, and the NetworkPolicy compiler's family.
+//! Pod metrics are the exporter's.
 
 use std::{
     collections::BTreeSet,
@@ -18,6 +19,8 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use podmeter_agent::netpol::metrics::PolicyMetrics;
 
 use crate::routes::Skipped;
 
@@ -87,6 +90,8 @@ pub struct Metrics {
     last_sync: Gauge<f64, AtomicU64>,
     errors: Family<StageLabel, Counter>,
     node_errors: Family<NodeError, Gauge>,
+    /// The NetworkPolicy compiler's, registered with the rest.
+    pub policy: PolicyMetrics,
 }
 
 impl Default for Metrics {
@@ -123,6 +128,7 @@ impl Default for Metrics {
         for stage in Stage::ALL {
             drop(errors.get_or_create(&stage.label()));
         }
+        let policy = PolicyMetrics::register(&mut registry);
         Self {
             registry,
             routes,
@@ -130,6 +136,7 @@ impl Default for Metrics {
             last_sync,
             errors,
             node_errors,
+            policy,
         }
     }
 }

@@ -1,13 +1,20 @@
-//! An in-process fake of the Kubernetes API server's Node endpoints, enough
-//! for kube-rs' watcher and reflector, driven by the test:
+//! An in-process fake of the Kubernetes API server's endpoints for Nodes,
+//! Namespaces, Pods (all namespaces) and NetworkPolicies (all namespaces),
+//! enough for kube-rs' watcher and reflector, driven by the test:
 //!
-//! - `GET /api/v1/nodes` lists every Node with the list's resourceVersion;
-//! - `GET /api/v1/nodes?watch=true&resourceVersion=N` streams the watch
-//!   events after N (ADDED, MODIFIED, DELETED, one JSON object a line),
-//!   then follows new ones until the server stops; a version older than the
+//! - `GET /api/v1/nodes` (`/api/v1/namespaces`, `/api/v1/pods`,
+//!   `/apis/networking.k8s.io/v1/networkpolicies`) lists every object of the
+//!   kind with the list's resourceVersion;
+//! - `...?watch=true&resourceVersion=N` streams that kind's watch events
+//!   after N (ADDED, MODIFIED, DELETED, one JSON object a line), then
+//!   follows new ones until the server stops; a version older than the
 //!   kept history gets the real server's answer, one `ERROR` event with a
 //!   `410 Expired` Status, which makes the watcher relist;
+//! - `fieldSelector=metadata.name=NAME` narrows a list or watch to objects
+//!   of that name (the only field selector it knows);
 //! - `GET /api/v1/nodes/NAME` answers the Node or a 404 Status.
+//!
+//! resourceVersions are one sequence over all kinds, as etcd's.
 //!
 //! It serves plain HTTP on 127.0.0.1 (or wherever a test's binder puts its
 //! listener: another network namespace, say), can stop (every connection closed, as
@@ -55,10 +62,87 @@ pub fn node(name: &str, pod_cidrs: &[&str], internal_ip: &str) -> Value {
     })
 }
 
+/// The kinds served: resource (plural, as in the URL), kind, list path.
+const RESOURCES: [(&str, &str, &str); 4] = [
+    ("nodes", "Node", "/api/v1/nodes"),
+    ("namespaces", "Namespace", "/api/v1/namespaces"),
+    ("pods", "Pod", "/api/v1/pods"),
+    (
+        "networkpolicies",
+        "NetworkPolicy",
+        "/apis/networking.k8s.io/v1/networkpolicies",
+    ),
+];
+
+/// The resource of an object's `kind` (a Node when it has none).
+fn resource_of(object: &Value) -> &'static str {
+    let kind = object["kind"].as_str().unwrap_or("Node");
+    RESOURCES
+        .iter()
+        .find(|(_, k, _)| *k == kind)
+        .unwrap_or_else(|| panic!("the fake serves no {kind}"))
+        .0
+}
+
+/// An object's key within its resource: "namespace/name" or "name".
+fn key_of(object: &Value) -> String {
+    let meta = &object["metadata"];
+    let name = meta["name"]
+        .as_str()
+        .expect("an object needs metadata.name");
+    match meta["namespace"].as_str() {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// A Namespace labelled `labels` (a JSON object); like the real API
+/// server, the fake adds no `kubernetes.io/metadata.name`.
+pub fn namespace(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": name, "labels": labels },
+    })
+}
+
+/// A running Pod on `node` labelled `labels`, with `ips` as its podIPs
+/// (none: not wired yet) and one container serving `ports` (a JSON array of
+/// container ports).
+pub fn pod(ns: &str, name: &str, node: &str, labels: Value, ips: &[&str], ports: Value) -> Value {
+    let ips: Vec<Value> = ips.iter().map(|ip| json!({ "ip": ip })).collect();
+    let mut status = json!({ "phase": "Running" });
+    if let Some(first) = ips.first() {
+        status["podIP"] = first["ip"].clone();
+        status["podIPs"] = Value::Array(ips);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "namespace": ns, "name": name, "labels": labels },
+        "spec": {
+            "nodeName": node,
+            "containers": [{ "name": "c", "image": "agnhost", "ports": ports }],
+        },
+        "status": status,
+    })
+}
+
+/// A NetworkPolicy with `spec` as written in YAML.
+pub fn network_policy(ns: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": { "namespace": ns, "name": name },
+        "spec": spec,
+    })
+}
+
 /// One watch event, kept in the history and sent to watchers.
 #[derive(Debug, Clone)]
 struct Event {
     resource_version: u64,
+    resource: &'static str,
     kind: &'static str,
     object: Value,
 }
@@ -67,7 +151,8 @@ struct Event {
 struct Store {
     /// The newest resourceVersion handed out.
     version: u64,
-    nodes: BTreeMap<String, Value>,
+    /// By resource, then key.
+    objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
     /// Events after `compacted`, oldest first.
     history: Vec<Event>,
     /// Watches from before this version get 410 Gone.
@@ -78,11 +163,12 @@ struct Store {
 }
 
 impl Store {
-    fn record(&mut self, kind: &'static str, mut object: Value) -> u64 {
+    fn record(&mut self, resource: &'static str, kind: &'static str, mut object: Value) -> u64 {
         self.version += 1;
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());
         let event = Event {
             resource_version: self.version,
+            resource,
             kind,
             object,
         };
@@ -117,7 +203,7 @@ impl FakeApiServer {
         let addr = listener.local_addr().unwrap();
         let store = Arc::new(Mutex::new(Store {
             version: 1,
-            nodes: BTreeMap::new(),
+            objects: BTreeMap::new(),
             history: Vec::new(),
             compacted: 1,
             // Far more than a test makes: a lagging watcher would be cut off.
@@ -141,10 +227,14 @@ impl FakeApiServer {
             .build()
             .unwrap();
         listener.set_nonblocking(true).unwrap();
-        let app = Router::new()
-            .route("/api/v1/nodes", get(list_or_watch))
-            .route("/api/v1/nodes/{name}", get(get_node))
-            .with_state(self.store.clone());
+        let mut app = Router::new().route("/api/v1/nodes/{name}", get(get_node));
+        for (resource, kind, path) in RESOURCES {
+            app = app.route(
+                path,
+                get(move |store, query| list_or_watch(resource, kind, path, store, query)),
+            );
+        }
+        let app = app.with_state(self.store.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -174,6 +264,17 @@ impl FakeApiServer {
         self.write_kubeconfig(dir, &format!("    certificate-authority-data: {data}\n"))
     }
 
+    /// A kube client of this server, through a kubeconfig written into
+    /// `dir` (for code under test that runs in-process).
+    pub async fn client(&self, dir: &Path) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig(dir)).unwrap();
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
     fn write_kubeconfig(&self, dir: &Path, cluster_extra: &str) -> PathBuf {
         let path = dir.join("kubeconfig");
         let text = format!(
@@ -188,41 +289,54 @@ impl FakeApiServer {
         path
     }
 
-    /// Adds `node` (ADDED) or replaces the Node of its name (MODIFIED);
-    /// returns the new resourceVersion. Works while stopped too.
-    pub fn apply(&self, mut node: Value) -> u64 {
-        let name = node["metadata"]["name"]
-            .as_str()
-            .expect("a Node needs metadata.name")
-            .to_owned();
+    /// Adds `object` (ADDED) or replaces the object of its kind and name
+    /// (MODIFIED); returns the new resourceVersion. Works while stopped
+    /// too. Its `kind` says which (Node when it has none).
+    pub fn apply(&self, mut object: Value) -> u64 {
+        let resource = resource_of(&object);
+        let key = key_of(&object);
         let mut store = self.store.lock().unwrap();
-        let kind = match store.nodes.get(&name) {
+        let next = store.version + 1;
+        let kind = match store.objects.entry(resource).or_default().get(&key) {
             Some(old) => {
-                node["metadata"]["uid"] = old["metadata"]["uid"].clone();
-                node["metadata"]["creationTimestamp"] =
+                object["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                object["metadata"]["creationTimestamp"] =
                     old["metadata"]["creationTimestamp"].clone();
                 "MODIFIED"
             }
             None => {
-                node["metadata"]["uid"] = json!(format!("uid-{name}-{}", store.version + 1));
-                node["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                object["metadata"]["uid"] = json!(format!("uid-{key}-{next}"));
+                object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
                 "ADDED"
             }
         };
-        let version = store.record(kind, node.clone());
-        node["metadata"]["resourceVersion"] = json!(version.to_string());
-        store.nodes.insert(name, node);
+        let version = store.record(resource, kind, object.clone());
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        store
+            .objects
+            .entry(resource)
+            .or_default()
+            .insert(key, object);
         version
     }
 
     /// Deletes the Node `name` (DELETED, carrying its last state).
     pub fn delete(&self, name: &str) {
+        self.delete_object("Node", name);
+    }
+
+    /// Deletes the object of `kind` and `key` ("namespace/name" for
+    /// namespaced kinds), DELETED carrying its last state.
+    pub fn delete_object(&self, kind: &str, key: &str) {
+        let resource = resource_of(&json!({ "kind": kind }));
         let mut store = self.store.lock().unwrap();
-        let node = store
-            .nodes
-            .remove(name)
-            .unwrap_or_else(|| panic!("no Node {name} to delete"));
-        store.record("DELETED", node);
+        let object = store
+            .objects
+            .entry(resource)
+            .or_default()
+            .remove(key)
+            .unwrap_or_else(|| panic!("no {kind} {key} to delete"));
+        store.record(resource, "DELETED", object);
     }
 
     /// Forgets the watch history, as etcd compaction does: every watch
@@ -249,13 +363,15 @@ impl FakeApiServer {
         self.serve(listener);
     }
 
-    /// How many requests so far were lists (not watches, not gets).
+    /// How many requests so far were lists of all Nodes (not watches, not
+    /// gets, not the policy watch's list of its own Node by name).
     pub fn lists(&self) -> usize {
         self.requests()
             .iter()
             .filter(|r| {
                 r.starts_with("/api/v1/nodes")
                     && !r.contains("watch=")
+                    && !r.contains("fieldSelector=")
                     && !r.starts_with("/api/v1/nodes/")
             })
             .count()
@@ -300,12 +416,27 @@ fn event_line(kind: &str, object: &Value) -> Result<Bytes, std::io::Error> {
     Ok(Bytes::from(line))
 }
 
+/// Whether `object` passes the request's field selector (only
+/// `metadata.name=NAME` is known; none passes everything).
+fn selected(query: &HashMap<String, String>, object: &Value) -> bool {
+    match query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+    {
+        Some(name) => object["metadata"]["name"].as_str() == Some(name),
+        None => true,
+    }
+}
+
 async fn list_or_watch(
+    resource: &'static str,
+    kind: &'static str,
+    path: &'static str,
     State(store): State<Arc<Mutex<Store>>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let mut guard = store.lock().unwrap();
-    let mut request = "/api/v1/nodes".to_owned();
+    let mut request = path.to_owned();
     let mut keys: Vec<_> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
     keys.sort();
     if !keys.is_empty() {
@@ -316,8 +447,11 @@ async fn list_or_watch(
     if !matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
         // Real lists leave out each item's kind and apiVersion.
         let items: Vec<Value> = guard
-            .nodes
-            .values()
+            .objects
+            .get(resource)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .filter(|o| selected(&query, o))
             .map(|n| {
                 let mut n = n.clone();
                 let map = n.as_object_mut().unwrap();
@@ -327,7 +461,7 @@ async fn list_or_watch(
             })
             .collect();
         let body = json!({
-            "kind": "NodeList",
+            "kind": format!("{kind}List"),
             "apiVersion": "v1",
             "metadata": { "resourceVersion": guard.version.to_string() },
             "items": items,
@@ -361,7 +495,7 @@ async fn list_or_watch(
     let backlog: Vec<Event> = guard
         .history
         .iter()
-        .filter(|e| e.resource_version > from)
+        .filter(|e| e.resource_version > from && e.resource == resource)
         .cloned()
         .collect();
     let live = guard.events.subscribe();
@@ -373,7 +507,11 @@ async fn list_or_watch(
     });
     let events = stream::iter(backlog)
         .chain(follow)
-        .filter(move |e| std::future::ready(e.resource_version > from))
+        .filter(move |e| {
+            std::future::ready(
+                e.resource_version > from && e.resource == resource && selected(&query, &e.object),
+            )
+        })
         .map(|e| event_line(e.kind, &e.object));
     Response::new(Body::from_stream(events))
 }
@@ -384,7 +522,7 @@ async fn get_node(
 ) -> Response {
     let mut store = store.lock().unwrap();
     store.requests.push(format!("/api/v1/nodes/{name}"));
-    match store.nodes.get(&name) {
+    match store.objects.get("nodes").and_then(|n| n.get(&name)) {
         Some(node) => json_response(StatusCode::OK, node),
         None => json_response(
             StatusCode::NOT_FOUND,
