@@ -13,6 +13,7 @@ const SOURCES: &[&str] = &[
     "bpf/policy.h",
     "bpf/fragments.h",
     "bpf/validate.h",
+    "bpf/tcp.h",
 ];
 const CLANG_CANDIDATES: &[&str] = &["clang", "clang-21", "clang-20", "clang-19", "clang-18"];
 

@@ -11,11 +11,14 @@
 //! <pin path>/v<ABI>/pm_rules             policy rules by pod, direction, CIDR (LPM trie)
 //! <pin path>/v<ABI>/pm_flow_tables       each policy pod's flow table (hash of maps)
 //! <pin path>/v<ABI>/pm_flow_state        each policy pod's flow table occupancy (map)
+//! <pin path>/v<ABI>/pm_tcp               per-CPU TCP statistics by pod (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
 //! <pin path>/v<ABI>/prog_pm_egress
 //! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
+//! <pin path>/v<ABI>/prog_pm_tcp_*        the TCP programs (object::TRACERS)
 //! <pin path>/v<ABI>/links/<ifindex>_<hook>   TCX links (one per pod and hook)
 //! <pin path>/v<ABI>/links/kfree_skb      the drop tracer's link
+//! <pin path>/v<ABI>/links/<tracepoint>   each TCP program's link
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +37,7 @@ pub const POLICY_MAP: &str = "pm_policy";
 pub const RULES_MAP: &str = "pm_rules";
 pub const FLOW_TABLES_MAP: &str = "pm_flow_tables";
 pub const FLOW_STATE_MAP: &str = "pm_flow_state";
+pub const TCP_MAP: &str = "pm_tcp";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLayout {
@@ -88,15 +92,15 @@ mod tests {
         let l = PinLayout::new("/sys/fs/bpf/x");
         assert_eq!(
             l.map(COUNTERS_MAP),
-            Path::new("/sys/fs/bpf/x/v3/pm_counters")
+            Path::new("/sys/fs/bpf/x/v4/pm_counters")
         );
         assert_eq!(
             l.program("pm_ingress"),
-            Path::new("/sys/fs/bpf/x/v3/prog_pm_ingress")
+            Path::new("/sys/fs/bpf/x/v4/prog_pm_ingress")
         );
         assert_eq!(
             l.link(7, "egress"),
-            Path::new("/sys/fs/bpf/x/v3/links/7_egress")
+            Path::new("/sys/fs/bpf/x/v4/links/7_egress")
         );
     }
 }

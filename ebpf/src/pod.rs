@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, Dev, DevKey, Direction, DropKey, PodCounter, PodInfo, Side, Source},
+    abi::{
+        CounterKey, Dev, DevKey, Direction, DropKey, PodCounter, PodInfo, Side, Source, Tcp,
+    },
     maps::{
         counters::{remove_counters, zeroes},
         devices::{remove_devices, PodDevices},
@@ -16,13 +18,17 @@ use crate::{
         registry::{decode, encode, remove_identity, PodIdentity},
     },
     pin_dir,
-    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
+    pins::{
+        PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP, TCP_MAP,
+    },
     Error,
 };
 
 impl PinnedMaps {
     /// Zeroes the pod's counters and records its devices, then its identity:
     /// in that order, so a reader that sees the identity also finds counters.
+    /// The TCP statistics are zeroed before the pod's netns entry makes the
+    /// TCP programs count its sockets.
     pub fn register(
         &mut self,
         ifindex: u32,
@@ -30,9 +36,11 @@ impl PinnedMaps {
         devices: &PodDevices,
     ) -> Result<(), Error> {
         let info = encode(pod)?;
+        self.zero_tcp(ifindex)?;
         for (netns_cookie, dev_ifindex, side) in [
             (devices.node_netns_cookie, ifindex, Side::Host),
             (devices.pod_netns_cookie, devices.pod_ifindex, Side::Pod),
+            (devices.pod_netns_cookie, 0, Side::Netns),
         ] {
             let key = DevKey {
                 netns_cookie,
@@ -71,7 +79,7 @@ impl PinnedMaps {
     }
 }
 
-/// Removes a pod interface's policy, source, devices, counters and drops, and its
+/// Removes a pod interface's policy, source, devices, counters, drops and TCP statistics, and its
 /// identity last: a DEL killed halfway leaves the identity, by which the next DEL or
 /// GC finds what is left. Removing the devices first means no drop is
 /// attributed to the pod once its counters are going. Each map is opened on
@@ -98,6 +106,9 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
                 DROPS_MAP,
                 |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| m.remove_pod(ifindex),
             ),
+            with_map(layout, TCP_MAP, |m: &mut PerCpuHashMap<MapData, u32, Tcp>| {
+                m.remove_pod(ifindex)
+            }),
         ]
         .into_iter()
         .filter_map(Result::err),
@@ -174,6 +185,9 @@ pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
         SOURCES_MAP,
         |m: &mut HashMap<MapData, u32, Source>| m.collect_ifindexes(&mut found),
     )?;
+    with_map(layout, TCP_MAP, |m: &mut PerCpuHashMap<MapData, u32, Tcp>| {
+        m.collect_ifindexes(&mut found)
+    })?;
     found.extend(policy::ifindexes(layout)?);
     Ok(found.difference(&registered).copied().collect())
 }

@@ -23,7 +23,7 @@ use podmeter_ebpf::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
         REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
     },
-    programs::object::DROP_TRACEPOINT,
+    programs::object::TRACERS,
     PinLayout,
 };
 use serde_json::{json, Value};
@@ -239,12 +239,12 @@ pub fn leases(dir: &Path) -> Vec<String> {
     leases
 }
 
-/// Names of the pinned per-pod TCX links (not the node-wide drop tracer's).
+/// Names of the pinned per-pod TCX links (not the node-wide tracers').
 pub fn link_pins(layout: &PinLayout) -> Vec<String> {
     let mut pins: Vec<String> = fs::read_dir(layout.links_dir())
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n != DROP_TRACEPOINT)
+                .filter(|n| !TRACERS.iter().any(|t| t.tracepoint == n))
                 .collect()
         })
         .unwrap_or_default();

@@ -6,9 +6,9 @@ use std::path::Path;
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuHashMap};
 
 use crate::{
-    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, Source},
+    abi::{CounterKey, Dev, DevKey, DropKey, PodCounter, PodInfo, Source, Tcp},
     pin_dir,
-    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP},
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP, TCP_MAP},
     programs::object::{MapSpec, MAPS},
     Error,
 };
@@ -21,6 +21,7 @@ pub struct PinnedMaps {
     pub(crate) devices: HashMap<MapData, DevKey, Dev>,
     pub(crate) drops: PerCpuHashMap<MapData, DropKey, PodCounter>,
     pub(crate) sources: HashMap<MapData, u32, Source>,
+    pub(crate) tcp: PerCpuHashMap<MapData, u32, Tcp>,
 }
 
 impl PinnedMaps {
@@ -34,6 +35,7 @@ impl PinnedMaps {
             devices: open_typed(layout, DEVICES_MAP)?,
             drops: open_typed(layout, DROPS_MAP)?,
             sources: open_typed(layout, SOURCES_MAP)?,
+            tcp: open_typed(layout, TCP_MAP)?,
         })
     }
 

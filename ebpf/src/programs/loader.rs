@@ -18,7 +18,7 @@ use crate::{
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
     programs::drop_reasons::DropReasons,
-    programs::object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
+    programs::object::{ProgramSpec, TracerSpec, OBJECT, PROGRAMS, TRACERS},
     Error,
 };
 
@@ -32,10 +32,15 @@ pub struct Programs {
 /// another layout.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let programs_pinned = || all_programs().all(|name| layout.program(name).exists());
-    // The tracer's link is pinned last: with it and the programs there, no
-    // lock is needed (taking it exclusively would wait for every ADD in
+    // The tracers' links are pinned last: with them and the programs there,
+    // no lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
-    if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
+    let tracers_attached = || {
+        TRACERS
+            .iter()
+            .all(|t| layout.tracer_link(t.tracepoint).exists())
+    };
+    if tracers_attached() && programs_pinned() {
         pin_dir::check_bpffs(layout.pin_path())?;
         pin_dir::check(layout)?;
         maps::open::check_existing(layout)?;
@@ -45,7 +50,9 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
         if !programs_pinned() {
             load_and_pin(layout)?;
         }
-        ensure_drop_tracer_attached(layout)?;
+        for tracer in &TRACERS {
+            ensure_tracer_attached(layout, tracer)?;
+        }
     }
     let programs = PROGRAMS
         .iter()
@@ -116,24 +123,26 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
             .pin(&path)
             .map_err(|source| Error::Pin { path, source })?;
     }
-    let err = |source| Error::Program {
-        name: DROP_TRACER,
-        source,
-    };
     let btf = Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
-    let tracer: &mut BtfTracePoint = ebpf
-        .program_mut(DROP_TRACER)
-        .ok_or(err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(err)?;
-    tracer.load(DROP_TRACEPOINT, &btf).map_err(err)?;
-    let path = layout.program(DROP_TRACER);
-    remove_if_exists(&path)?;
-    tracer
-        .pin(&path)
-        .map_err(|source| Error::Pin { path, source })?;
-    // A link left by an earlier load runs the old program: replace it.
-    remove_if_exists(&layout.tracer_link(DROP_TRACEPOINT))?;
+    for spec in &TRACERS {
+        let err = |source| Error::Program {
+            name: spec.name,
+            source,
+        };
+        let tracer: &mut BtfTracePoint = ebpf
+            .program_mut(spec.name)
+            .ok_or(err(ProgramError::UnexpectedProgramType))?
+            .try_into()
+            .map_err(err)?;
+        tracer.load(spec.tracepoint, &btf).map_err(err)?;
+        let path = layout.program(spec.name);
+        remove_if_exists(&path)?;
+        tracer
+            .pin(&path)
+            .map_err(|source| Error::Pin { path, source })?;
+        // A link left by an earlier load runs the old program: replace it.
+        remove_if_exists(&layout.tracer_link(spec.tracepoint))?;
+    }
     Ok(())
 }
 
@@ -150,18 +159,18 @@ fn reason_bitmap(reasons: &DropReasons, pick: impl Fn(&str) -> bool) -> [u64; RE
     bitmap
 }
 
-/// The drop tracer runs for the whole node from a pinned link, attached
-/// once per pin path.
-fn ensure_drop_tracer_attached(layout: &PinLayout) -> Result<(), Error> {
-    let link_path = layout.tracer_link(DROP_TRACEPOINT);
+/// The drop tracer and the TCP programs run for the whole node from pinned
+/// links, attached once per pin path.
+fn ensure_tracer_attached(layout: &PinLayout, spec: &TracerSpec) -> Result<(), Error> {
+    let link_path = layout.tracer_link(spec.tracepoint);
     if link_path.exists() {
         return Ok(());
     }
     let err = |source| Error::Program {
-        name: DROP_TRACER,
+        name: spec.name,
         source,
     };
-    let mut tracer = BtfTracePoint::from_pin(layout.program(DROP_TRACER)).map_err(err)?;
+    let mut tracer = BtfTracePoint::from_pin(layout.program(spec.name)).map_err(err)?;
     let id = tracer.attach().map_err(err)?;
     let link: FdLink = tracer.take_link(id).map_err(err)?.into();
     link.pin(&link_path).map_err(|source| Error::Pin {
@@ -180,8 +189,8 @@ pub struct ProgramStats {
     pub run_time: std::time::Duration,
 }
 
-/// Run count and run time of every pinned program (tc programs and the drop
-/// tracer), from the pins.
+/// Run count and run time of every pinned program (tc programs, the drop
+/// tracer and the TCP programs), from the pins.
 pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
     all_programs()
         .map(|name| {
@@ -196,9 +205,12 @@ pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
         .collect()
 }
 
-/// Every program of the object: the tc programs and the drop tracer.
+/// Every program of the object: the tc programs and the tracers.
 fn all_programs() -> impl Iterator<Item = &'static str> {
-    PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER])
+    PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .chain(TRACERS.iter().map(|t| t.name))
 }
 
 /// Removes everything pinned under this pin path (programs, maps, links):
