@@ -29,6 +29,7 @@ pub mod services;
 pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;
+pub mod tcp;
 pub mod traffic;
 
 /// Plain HTTP for the exporter's and Prometheus' APIs (shared with the
