@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
 
 use crate::{
-    abi::{
-        CounterKey, Dev, DevKey, Direction, DropKey, PodCounter, PodInfo, Side, Source, Tcp,
-    },
+    abi::{CounterKey, Dev, DevKey, Direction, DropKey, PodCounter, PodInfo, Side, Source, Tcp},
     maps::{
         counters::{remove_counters, zeroes},
         devices::{remove_devices, PodDevices},
@@ -18,9 +16,7 @@ use crate::{
         registry::{decode, encode, remove_identity, PodIdentity},
     },
     pin_dir,
-    pins::{
-        PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP, TCP_MAP,
-    },
+    pins::{PinLayout, COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, REGISTRY_MAP, SOURCES_MAP, TCP_MAP},
     Error,
 };
 
@@ -106,9 +102,11 @@ pub fn forget(layout: &PinLayout, ifindex: u32) -> Vec<Error> {
                 DROPS_MAP,
                 |m: &mut PerCpuHashMap<MapData, DropKey, PodCounter>| m.remove_pod(ifindex),
             ),
-            with_map(layout, TCP_MAP, |m: &mut PerCpuHashMap<MapData, u32, Tcp>| {
-                m.remove_pod(ifindex)
-            }),
+            with_map(
+                layout,
+                TCP_MAP,
+                |m: &mut PerCpuHashMap<MapData, u32, Tcp>| m.remove_pod(ifindex),
+            ),
         ]
         .into_iter()
         .filter_map(Result::err),
@@ -185,9 +183,11 @@ pub fn unregistered(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
         SOURCES_MAP,
         |m: &mut HashMap<MapData, u32, Source>| m.collect_ifindexes(&mut found),
     )?;
-    with_map(layout, TCP_MAP, |m: &mut PerCpuHashMap<MapData, u32, Tcp>| {
-        m.collect_ifindexes(&mut found)
-    })?;
+    with_map(
+        layout,
+        TCP_MAP,
+        |m: &mut PerCpuHashMap<MapData, u32, Tcp>| m.collect_ifindexes(&mut found),
+    )?;
     found.extend(policy::ifindexes(layout)?);
     Ok(found.difference(&registered).copied().collect())
 }

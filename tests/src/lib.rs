@@ -20,6 +20,7 @@ pub mod image;
 pub mod isolation;
 pub mod leftovers;
 pub mod netns;
+pub mod nfqueue;
 pub mod nft;
 pub mod node;
 pub mod packet;

@@ -5,13 +5,14 @@
 //! connections both ways, over IPv4, IPv6 and the pod's loopback, and long
 //! ones left open; then each pod's counters equal its netns' `Tcp:` line.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use podmeter_ebpf::abi::Tcp;
+use podmeter_ebpf::abi::{Tcp, TCP_RTT_BOUNDS};
 use podmeter_tests::{
     binary,
-    leftovers::Leftovers,
     exporter::{promtool_check_metrics, sample, Exporter},
+    leftovers::Leftovers,
+    nfqueue::Delay,
     tcp::{abort, connect, exchange, snmp_tcp, wait_quiet, Server},
     Node, Pod, TwoPods,
 };
@@ -134,10 +135,7 @@ fn each_pods_tcp_counters_equal_its_netns_counters() {
         tb.passive_opens as f64
     );
     assert_eq!(series("connections", "a", ""), ta.established as f64);
-    assert_eq!(
-        series("rtt_seconds_count", "b", ""),
-        tb.rtt_count as f64
-    );
+    assert_eq!(series("rtt_seconds_count", "b", ""), tb.rtt_count as f64);
     drop(long);
     drop(servers);
 
@@ -172,6 +170,71 @@ fn each_pods_tcp_counters_equal_its_netns_counters() {
     exchange(&readded.ns, at(b4, 7000), 10);
     wait_quiet(&[&readded.ns]);
     let t = tcp_of(&node, &readded);
-    assert_eq!((t.active_opens, t.passive_opens, t.rtt_count), (1, 0, 1), "{t:?}");
+    assert_eq!(
+        (t.active_opens, t.passive_opens, t.rtt_count),
+        (1, 0, 1),
+        "{t:?}"
+    );
     node.del(&readded, &conf).ok();
+}
+
+/// The buckets (by upper bound, microseconds) holding `t`'s RTTs.
+fn rtt_bounds_seen(t: &Tcp) -> Vec<u64> {
+    (0..=TCP_RTT_BOUNDS)
+        .filter(|&i| t.rtt_buckets[i] > 0)
+        .map(|i| {
+            if i < TCP_RTT_BOUNDS {
+                Tcp::rtt_bound_us(i)
+            } else {
+                u64::MAX
+            }
+        })
+        .collect()
+}
+
+/// a's packets wait 20 ms in the node (an NFQUEUE delay), b's do not:
+/// each connection's smoothed RTT, observed when it ends, falls in the
+/// buckets around 20 ms for a and below 1 ms for b, once per connection.
+#[test]
+fn each_ended_connection_observes_its_rtt_once() {
+    podmeter_testkit::needs_root!();
+    let TwoPods { node, conf, a, b } = TwoPods::new();
+    let c = node.add_pod("c", &conf);
+    let c4 = c.ips()[0].clone();
+    let _delay = Delay::start(&node.ns, 7, Duration::from_millis(20));
+    // The kernel has the xtables NFQUEUE target, not nftables' queue.
+    node.ns.exec(&[
+        "iptables",
+        "-A",
+        "FORWARD",
+        "-s",
+        &a.ips()[0],
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "7",
+    ]);
+    let _server = Server::start(&c.ns, "0.0.0.0", 7000, 1000);
+    const CONNECTIONS: u64 = 10;
+    for _ in 0..CONNECTIONS {
+        exchange(&a.ns, at(&c4, 7000), 2000);
+        exchange(&b.ns, at(&c4, 7000), 2000);
+    }
+    wait_quiet(&[&a.ns, &b.ns, &c.ns]);
+    let (ta, tb, tc) = (tcp_of(&node, &a), tcp_of(&node, &b), tcp_of(&node, &c));
+    assert_eq!((ta.rtt_count, tb.rtt_count), (CONNECTIONS, CONNECTIONS));
+    // c's end of each: half of them slow.
+    assert_eq!(tc.rtt_count, 2 * CONNECTIONS);
+    let (seen_a, seen_b) = (rtt_bounds_seen(&ta), rtt_bounds_seen(&tb));
+    // (12.8, 25.6] and (25.6, 51.2] ms.
+    assert!(
+        seen_a.iter().all(|b| [25_600, 51_200].contains(b)),
+        "{seen_a:?} {ta:?}"
+    );
+    assert!(seen_b.iter().all(|b| *b <= 800), "{seen_b:?} {tb:?}");
+    let mean_a = ta.rtt_sum_us / ta.rtt_count;
+    assert!((20_000..40_000).contains(&mean_a), "{ta:?}");
+    for pod in [&a, &b, &c] {
+        node.del(pod, &conf).ok();
+    }
 }

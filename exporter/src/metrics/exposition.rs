@@ -258,9 +258,7 @@ mod tests {
                     let m = m.encode_family(&labels)?;
                     match d.kind {
                         Kind::Counter => ConstCounter::new(value).encode(m)?,
-                        Kind::Gauge | Kind::Histogram => {
-                            ConstGauge::new(-(i as i64)).encode(m)?
-                        }
+                        Kind::Gauge | Kind::Histogram => ConstGauge::new(-(i as i64)).encode(m)?,
                     }
                 }
             }
@@ -282,9 +280,7 @@ mod tests {
                 second.push("b", b);
                 match d.kind {
                     Kind::Counter => family.sample(&[&first, &second], value),
-                    Kind::Gauge | Kind::Histogram => {
-                        family.sample(&[&first, &second], -(i as i64))
-                    }
+                    Kind::Gauge | Kind::Histogram => family.sample(&[&first, &second], -(i as i64)),
                 }
             }
         }

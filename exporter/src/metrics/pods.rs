@@ -8,17 +8,20 @@ use std::{
 
 use podmeter_ebpf::{
     abi::{FlowState, Tcp},
-    maps::counters::PodCounters, maps::flow_tables::FlowTables, maps::PinnedMaps,
-    programs::drop_reasons::DropReasons, Direction, PinLayout, PodCounter, PodIdentity,
+    maps::counters::PodCounters,
+    maps::flow_tables::FlowTables,
+    maps::PinnedMaps,
+    programs::drop_reasons::DropReasons,
+    Direction, PinLayout, PodCounter, PodIdentity,
 };
 use prometheus_client::registry::Unit;
 use tracing::debug;
 
 use crate::metrics::{
     absent::not_pinned,
-    tcp,
     exposition::{Descriptor, Family, Kind, Labels},
     format::Format,
+    tcp,
 };
 
 /// One pod interface with its counters, drops and, if it has policy, the

@@ -185,6 +185,9 @@ mod tests {
         t.established = (-2i64) as u64;
         let out = written(Format::OpenMetrics, &[pod(Some(t))]);
         assert!(out.contains("# TYPE podmeter_pod_tcp_rtt_seconds histogram\n# UNIT podmeter_pod_tcp_rtt_seconds seconds\n"), "{out}");
-        assert!(out.contains("podmeter_pod_tcp_connections{pod=\"web-0\"} 0\n"), "{out}");
+        assert!(
+            out.contains("podmeter_pod_tcp_connections{pod=\"web-0\"} 0\n"),
+            "{out}"
+        );
     }
 }
