@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::NetNs;
+use crate::{packet::set_option, NetNs};
 
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_QUEUE: u16 = 3;
@@ -112,16 +112,7 @@ fn open(num: u16) -> io::Result<OwnedFd> {
         tv_sec: 0,
         tv_usec: 100_000,
     };
-    // SAFETY: valid socket, option value of its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as u32,
-        )
-    };
+    set_option(&owned, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout);
     // SAFETY: a zeroed sockaddr_nl is the kernel-assigned address.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;

@@ -6,7 +6,6 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -15,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use crate::NetNs;
+use crate::{packet::set_option, NetNs};
 
 /// The `Tcp:` line of `/proc/net/snmp` in `ns`: RetransSegs, OutRsts,
 /// ActiveOpens, PassiveOpens, CurrEstab...
@@ -115,17 +114,7 @@ pub fn abort(ns: &NetNs, to: SocketAddr) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: a valid socket and a `linger` of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    set_option(&conn, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
 }
 
 /// Waits until the TCP counters of every namespace in `namespaces` stood

@@ -4,8 +4,8 @@
 use std::{fs, io};
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
-    Btf, EbpfLoader,
+    programs::{links::FdLink, BtfTracePoint, Program, ProgramError, ProgramInfo, SchedClassifier},
+    Btf, Ebpf, EbpfLoader,
 };
 
 use crate::{
@@ -106,44 +106,48 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
         .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
-        let err = |source| Error::Program {
-            name: spec.name,
-            source,
-        };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(spec.name)
-            .ok_or(err(ProgramError::UnexpectedProgramType))?
-            .try_into()
-            .map_err(err)?;
-        program.load().map_err(err)?;
-        let path = layout.program(spec.name);
-        // A half-finished earlier load may have pinned some programs only.
-        remove_if_exists(&path)?;
-        program
-            .pin(&path)
-            .map_err(|source| Error::Pin { path, source })?;
+        let program: &mut SchedClassifier = typed(&mut ebpf, spec.name)?;
+        program.load().map_err(program_error(spec.name))?;
+        pin_loaded(&mut ebpf, layout, spec.name)?;
     }
     let btf = Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
     for spec in &TRACERS {
-        let err = |source| Error::Program {
-            name: spec.name,
-            source,
-        };
-        let tracer: &mut BtfTracePoint = ebpf
-            .program_mut(spec.name)
-            .ok_or(err(ProgramError::UnexpectedProgramType))?
-            .try_into()
-            .map_err(err)?;
-        tracer.load(spec.tracepoint, &btf).map_err(err)?;
-        let path = layout.program(spec.name);
-        remove_if_exists(&path)?;
+        let tracer: &mut BtfTracePoint = typed(&mut ebpf, spec.name)?;
         tracer
-            .pin(&path)
-            .map_err(|source| Error::Pin { path, source })?;
+            .load(spec.tracepoint, &btf)
+            .map_err(program_error(spec.name))?;
+        pin_loaded(&mut ebpf, layout, spec.name)?;
         // A link left by an earlier load runs the old program: replace it.
         remove_if_exists(&layout.tracer_link(spec.tracepoint))?;
     }
     Ok(())
+}
+
+fn program_error(name: &'static str) -> impl Fn(ProgramError) -> Error + Copy {
+    move |source| Error::Program { name, source }
+}
+
+/// The object's program `name` as its type `T`.
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)
+        .and_then(TryInto::try_into)
+        .map_err(program_error(name))
+}
+
+/// Pins the loaded program `name`, replacing the pin of a half-finished
+/// earlier load (which may have pinned some programs only).
+fn pin_loaded(ebpf: &mut Ebpf, layout: &PinLayout, name: &'static str) -> Result<(), Error> {
+    let path = layout.program(name);
+    remove_if_exists(&path)?;
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)
+        .map_err(program_error(name))?
+        .pin(&path)
+        .map_err(|source| Error::Pin { path, source })
 }
 
 /// A bitmap, by value, of the running kernel's drop reasons whose names
@@ -166,10 +170,7 @@ fn ensure_tracer_attached(layout: &PinLayout, spec: &TracerSpec) -> Result<(), E
     if link_path.exists() {
         return Ok(());
     }
-    let err = |source| Error::Program {
-        name: spec.name,
-        source,
-    };
+    let err = program_error(spec.name);
     let mut tracer = BtfTracePoint::from_pin(layout.program(spec.name)).map_err(err)?;
     let id = tracer.attach().map_err(err)?;
     let link: FdLink = tracer.take_link(id).map_err(err)?.into();
