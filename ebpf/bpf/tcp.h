@@ -149,19 +149,35 @@ int BPF_PROG(pm_tcp_state, const struct sock *sk, int oldstate, int newstate)
 }
 
 /*
+ * Whether the kernel's tcp_retransmit_skb tracepoint passes `err` (set by
+ * the loader from the kernel's BTF). With it, the tracepoint fires on every
+ * return of __tcp_retransmit_skb, the early ones with their error; without
+ * it (older kernels), only after a retransmission was sent.
+ */
+const volatile __u32 pm_retransmit_err_arg = 0;
+
+/*
  * __tcp_retransmit_skb(): TCP_MIB_RETRANSSEGS grows by tcp_skb_pcount(skb)
- * (GSO segments, after any split) once the segment is past its checks;
- * the tracepoint fires on every return, the early ones with their error.
+ * (GSO segments, after any split) once the segment is past its checks.
+ * Written out rather than with BPF_PROG: the third argument is read only
+ * where the kernel passes it (the verifier prunes the other branch, the
+ * global being read-only).
  */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(pm_tcp_retransmit, const struct sock *sk, struct sk_buff *skb, int err)
+int pm_tcp_retransmit(unsigned long long *ctx)
 {
+	const struct sock *sk = (const struct sock *)ctx[0];
+	struct sk_buff *skb = (struct sk_buff *)ctx[1];
 	struct tcp_skb_cb *cb;
 	struct pm_tcp *t;
 
-	if (err == -PM_EBUSY || err == -PM_EINVAL || err == -PM_EAGAIN || err == -PM_ENOMEM ||
-	    err == -PM_EHOSTUNREACH)
-		return 0;
+	if (pm_retransmit_err_arg) {
+		int err = (int)ctx[2];
+
+		if (err == -PM_EBUSY || err == -PM_EINVAL || err == -PM_EAGAIN ||
+		    err == -PM_ENOMEM || err == -PM_EHOSTUNREACH)
+			return 0;
+	}
 	t = tcp_of_sock(sk);
 	if (!t)
 		return 0;

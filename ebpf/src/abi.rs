@@ -34,6 +34,10 @@ pub const PACKET_SOCKET_REASONS: &str = "pm_packet_socket_reasons";
 /// IPv6 multicast packet for a group not joined is freed with.
 pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
 
+/// The name of the rodata global telling the retransmission program
+/// whether its tracepoint passes `err` (1) or not (0).
+pub const RETRANSMIT_ERR_ARG: &str = "pm_retransmit_err_arg";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 

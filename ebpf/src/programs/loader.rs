@@ -11,14 +11,15 @@ use aya::{
 use crate::{
     abi::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
-        TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
+        RETRANSMIT_ERR_ARG, TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
     lock::PinLock,
     maps,
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
-    programs::drop_reasons::DropReasons,
+    programs::drop_reasons::{DropReasons, VMLINUX_BTF},
     programs::object::{ProgramSpec, TracerSpec, OBJECT, PROGRAMS, TRACERS},
+    programs::tracepoint_args::tracepoint_args,
     Error,
 };
 
@@ -97,6 +98,11 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // reason to everything they drop after the socket's filter took it.
     let packet_socket = reason_bitmap(&reasons, |name| name == "PACKET_SOCK_ERROR");
     let unjoined = reason_bitmap(&reasons, |name| name == "NOT_SPECIFIED");
+    let kernel_btf = btf_rs::Btf::from_file(VMLINUX_BTF)
+        .map_err(|e| Error::Btf(format!("{VMLINUX_BTF}: {e}")))?;
+    // (sk, skb, err) since 6.15 or so; (sk, skb) before.
+    let retransmit_err_arg =
+        u32::from(tracepoint_args(&kernel_btf, "tcp_retransmit_skb").is_some_and(|n| n >= 3));
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
@@ -104,6 +110,7 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
         .override_global(ARRIVAL_REASONS, &arrival, true)
         .override_global(PACKET_SOCKET_REASONS, &packet_socket, true)
         .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
+        .override_global(RETRANSMIT_ERR_ARG, &retransmit_err_arg, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
         let program: &mut SchedClassifier = typed(&mut ebpf, spec.name)?;
