@@ -14,6 +14,7 @@ const SOURCES: &[&str] = &[
     "bpf/k8s_policy.h",
     "bpf/fragments.h",
     "bpf/validate.h",
+    "bpf/tcp.h",
 ];
 const CLANG_CANDIDATES: &[&str] = &["clang", "clang-21", "clang-20", "clang-19", "clang-18"];
 

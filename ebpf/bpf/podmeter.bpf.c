@@ -41,10 +41,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pm_registry SEC(".maps");
 
-/* Pod devices (both veth ends) by netns and ifindex, written by userspace. */
+/* Pod devices (both veth ends, and the pod's netns) by netns and ifindex,
+ * written by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * PM_MAX_PODS);
+	__uint(max_entries, 3 * PM_MAX_PODS);
 	__type(key, struct pm_dev_key);
 	__type(value, struct pm_dev);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -153,6 +154,7 @@ struct sk_buff {
 	__be16 protocol;
 	unsigned char *head;
 	unsigned char *data;
+	char cb[48];
 } __attribute__((preserve_access_index));
 
 /* linux/if_packet.h: skb->pkt_type of the copies of a sent packet, see
@@ -453,5 +455,8 @@ int BPF_PROG(pm_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	}
 	return 0;
 }
+
+/* The TCP statistics per pod, by the same devices map and kernel structs. */
+#include "tcp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

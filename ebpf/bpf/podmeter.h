@@ -46,11 +46,14 @@ struct pm_drop_key {
 enum pm_side {
 	PM_SIDE_HOST = 0, /* the host veth, in the node's netns */
 	PM_SIDE_POD = 1, /* the pod's interface, in the pod's netns */
+	PM_SIDE_NETNS = 2, /* the pod's network namespace itself (ifindex 0) */
 };
 
 /*
  * pm_devices key: a network device anywhere on the node. ifindex alone is
- * only unique within one netns, so the netns cookie comes with it.
+ * only unique within one netns, so the netns cookie comes with it. ifindex
+ * 0 (no device has it) stands for the pod's network namespace as a whole:
+ * the TCP programs (tcp.h) find the pod of a socket by it.
  */
 struct pm_dev_key {
 	__u64 netns_cookie;
@@ -318,6 +321,27 @@ struct pm_flow_state {
  * or to a pod with policy. */
 #define PM_DROP_UNPARSABLE 0xffff0003u
 
+/*
+ * pm_tcp value, per CPU, keyed by the pod's host veth ifindex (__u32): the
+ * TCP statistics of the pod's network namespace, counted where the kernel
+ * counts its own (tcp.h). Userspace creates it zeroed at ADD; the
+ * programs never insert.
+ */
+/* RTT histogram bounds: 50 us << i for i in 0..PM_TCP_RTT_BOUNDS-1
+ * (50 us ... 3.2768 s); one more slot for anything above. */
+#define PM_TCP_RTT_BOUNDS 17
+#define PM_TCP_RTT_FIRST_US 50
+struct pm_tcp {
+	__u64 retransmits; /* segments: TcpRetransSegs */
+	__u64 resets_sent; /* TcpOutRsts */
+	__u64 active_opens; /* TcpActiveOpens */
+	__u64 passive_opens; /* TcpPassiveOpens */
+	__u64 established; /* TcpCurrEstab: this CPU's share, may wrap below 0 */
+	__u64 rtt_count; /* connections ended with an RTT observed */
+	__u64 rtt_sum_us; /* their smoothed RTTs, microseconds */
+	__u64 rtt_buckets[PM_TCP_RTT_BOUNDS + 1]; /* not cumulative */
+};
+
 #define PM_MAX_PODS 8192
 /* Distinct (pod, direction, reason) drop entries the node can hold. */
 #define PM_MAX_DROP_KEYS (16 * PM_MAX_PODS)
@@ -343,5 +367,6 @@ _Static_assert(sizeof(struct pm_rule_set) == 200, "pm_rule_set layout");
 _Static_assert(sizeof(struct pm_flow_key) == 28, "pm_flow_key layout");
 _Static_assert(sizeof(struct pm_flow) == 16, "pm_flow layout");
 _Static_assert(sizeof(struct pm_flow_state) == 56, "pm_flow_state layout");
+_Static_assert(sizeof(struct pm_tcp) == 200, "pm_tcp layout");
 
 #endif /* PODMETER_H */

@@ -34,6 +34,10 @@ pub const PACKET_SOCKET_REASONS: &str = "pm_packet_socket_reasons";
 /// IPv6 multicast packet for a group not joined is freed with.
 pub const UNJOINED_MCAST_REASONS: &str = "pm_unjoined_mcast_reasons";
 
+/// The name of the rodata global telling the retransmission program
+/// whether its tracepoint passes `err` (1) or not (0).
+pub const RETRANSMIT_ERR_ARG: &str = "pm_retransmit_err_arg";
+
 /// Mirrors `PM_MAX_IPS`.
 pub const MAX_IPS: usize = 4;
 
@@ -108,6 +112,9 @@ pub struct DropKey {
 pub enum Side {
     Host = 0,
     Pod = 1,
+    /// The pod's network namespace (`ifindex` 0): whose sockets the TCP
+    /// programs attribute to the pod.
+    Netns = 2,
 }
 
 /// Mirrors `struct pm_dev_key`.
@@ -403,6 +410,51 @@ pub struct FlowState {
     pub swept_ns: u64,
 }
 
+/// Mirrors `PM_TCP_RTT_BOUNDS`: the finite bounds of the RTT histogram.
+pub const TCP_RTT_BOUNDS: usize = 17;
+
+/// Mirrors `PM_TCP_RTT_FIRST_US`: the first bound; each next one doubles.
+pub const TCP_RTT_FIRST_US: u64 = 50;
+
+/// Mirrors `struct pm_tcp`: a pod's TCP statistics (per CPU in the map;
+/// also the sum over CPUs handed to readers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Tcp {
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub active_opens: u64,
+    pub passive_opens: u64,
+    /// A gauge: one CPU's share may wrap below zero, the sum does not.
+    pub established: u64,
+    pub rtt_count: u64,
+    pub rtt_sum_us: u64,
+    /// Not cumulative: slot `i` counts RTTs in `(bound(i-1), bound(i)]`,
+    /// the last one those above every bound.
+    pub rtt_buckets: [u64; TCP_RTT_BOUNDS + 1],
+}
+
+impl Tcp {
+    /// The upper bound of RTT bucket `i` (< [`TCP_RTT_BOUNDS`]), microseconds.
+    pub fn rtt_bound_us(i: usize) -> u64 {
+        TCP_RTT_FIRST_US << i
+    }
+
+    /// Adds `other` to `self`, wrapping (per-CPU shares of a gauge).
+    pub fn add(&mut self, other: &Tcp) {
+        self.retransmits = self.retransmits.wrapping_add(other.retransmits);
+        self.resets_sent = self.resets_sent.wrapping_add(other.resets_sent);
+        self.active_opens = self.active_opens.wrapping_add(other.active_opens);
+        self.passive_opens = self.passive_opens.wrapping_add(other.passive_opens);
+        self.established = self.established.wrapping_add(other.established);
+        self.rtt_count = self.rtt_count.wrapping_add(other.rtt_count);
+        self.rtt_sum_us = self.rtt_sum_us.wrapping_add(other.rtt_sum_us);
+        for (a, b) in self.rtt_buckets.iter_mut().zip(&other.rtt_buckets) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
 // SAFETY: plain `#[repr(C)]` data without padding or pointers; any bit
 // pattern is a valid value.
 unsafe impl aya::Pod for CounterKey {}
@@ -439,3 +491,5 @@ unsafe impl aya::Pod for K8sRuleKeyData {}
 unsafe impl aya::Pod for K8sRule {}
 // SAFETY: as above.
 unsafe impl aya::Pod for K8sPolicyName {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Tcp {}

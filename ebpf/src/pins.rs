@@ -14,11 +14,14 @@
 //! <pin path>/v<ABI>/pm_k8s_policies      node-wide: NetworkPolicy names by index (map)
 //! <pin path>/v<ABI>/pm_flow_tables       each policy pod's flow table (hash of maps)
 //! <pin path>/v<ABI>/pm_flow_state        each policy pod's flow table occupancy (map)
+//! <pin path>/v<ABI>/pm_tcp               per-CPU TCP statistics by pod (map)
 //! <pin path>/v<ABI>/prog_pm_ingress      loaded programs, reused by every ADD
 //! <pin path>/v<ABI>/prog_pm_egress
 //! <pin path>/v<ABI>/prog_pm_kfree_skb    the drop tracer
+//! <pin path>/v<ABI>/prog_pm_tcp_*        the TCP programs (object::TRACERS)
 //! <pin path>/v<ABI>/links/<ifindex>_<hook>   TCX links (one per pod and hook)
 //! <pin path>/v<ABI>/links/kfree_skb      the drop tracer's link
+//! <pin path>/v<ABI>/links/<tracepoint>   each TCP program's link
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ pub const K8S_RULES_MAP: &str = "pm_k8s_rules";
 pub const K8S_POLICIES_MAP: &str = "pm_k8s_policies";
 pub const FLOW_TABLES_MAP: &str = "pm_flow_tables";
 pub const FLOW_STATE_MAP: &str = "pm_flow_state";
+pub const TCP_MAP: &str = "pm_tcp";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLayout {

@@ -12,11 +12,11 @@ use podmeter_ebpf::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, Flow, FlowKey, FlowState, IpEntry, K8sPolicyName,
         K8sRule, K8sRuleKeyData, Peer, PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleEntry,
-        RuleKeyData, RuleSet, Source, FLOWS_PER_POD,
+        RuleKeyData, RuleSet, Source, Tcp, FLOWS_PER_POD,
     },
     maps::flow_tables::FLOW_TABLE_FLAGS,
     pins::FLOW_TABLES_MAP,
-    programs::object::{DROP_TRACER, MAPS, OBJECT, PROGRAMS},
+    programs::object::{MAPS, OBJECT, PROGRAMS, TRACERS},
 };
 
 fn btf() -> Btf {
@@ -90,6 +90,19 @@ fn rust_mirrors_match_btf() {
             }),
         ),
         ("pm_dev", rust_layout!(Dev { host_ifindex, side })),
+        (
+            "pm_tcp",
+            rust_layout!(Tcp {
+                retransmits,
+                resets_sent,
+                active_opens,
+                passive_opens,
+                established,
+                rtt_count,
+                rtt_sum_us,
+                rtt_buckets
+            }),
+        ),
         (
             "pm_pod_info",
             rust_layout!(PodInfo {
@@ -289,7 +302,11 @@ fn map_specs_match_the_object() {
         ),
         "pm_flow_tables' inner map"
     );
-    for name in PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER]) {
+    for name in PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .chain(TRACERS.iter().map(|t| t.name))
+    {
         assert!(obj.programs.contains_key(name), "program {name} missing");
     }
 }

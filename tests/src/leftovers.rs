@@ -16,14 +16,14 @@ use aya::maps::{lpm_trie::LpmTrie, HashMap, HashOfMaps, Map, MapData, PerCpuHash
 use podmeter_ebpf::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, FlowState, PodCounter, PodInfo, PolicyEntry, RuleKeyData,
-        RuleSet, Source,
+        RuleSet, Source, Tcp,
     },
     maps::flow_tables::FlowTable,
     pins::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, POLICY_MAP,
-        REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
+        REGISTRY_MAP, RULES_MAP, SOURCES_MAP, TCP_MAP,
     },
-    programs::object::DROP_TRACEPOINT,
+    programs::object::TRACERS,
     PinLayout,
 };
 use serde_json::{json, Value};
@@ -54,6 +54,7 @@ pub struct Leftovers {
     pub leases: Vec<String>,
     /// Pod identities and sources (who each pod may send as).
     pub registry: usize,
+    /// Traffic counters (two a pod) and TCP statistics (one a pod).
     pub counters: usize,
     pub devices: usize,
     pub drops: usize,
@@ -76,7 +77,8 @@ impl Leftovers {
             leases: leases(&site.data_dir.join(&site.network)),
             registry: map_keys::<HashMap<_, u32, PodInfo>>(&layout, REGISTRY_MAP)
                 + map_keys::<HashMap<_, u32, Source>>(&layout, SOURCES_MAP),
-            counters: map_keys::<PerCpuHashMap<_, CounterKey, PodCounter>>(&layout, COUNTERS_MAP),
+            counters: map_keys::<PerCpuHashMap<_, CounterKey, PodCounter>>(&layout, COUNTERS_MAP)
+                + map_keys::<PerCpuHashMap<_, u32, Tcp>>(&layout, TCP_MAP),
             devices: map_keys::<HashMap<_, DevKey, Dev>>(&layout, DEVICES_MAP),
             drops: map_keys::<PerCpuHashMap<_, DropKey, PodCounter>>(&layout, DROPS_MAP),
             policy: map_keys::<HashMap<_, u32, PolicyEntry>>(&layout, POLICY_MAP)
@@ -239,12 +241,12 @@ pub fn leases(dir: &Path) -> Vec<String> {
     leases
 }
 
-/// Names of the pinned per-pod TCX links (not the node-wide drop tracer's).
+/// Names of the pinned per-pod TCX links (not the node-wide tracers').
 pub fn link_pins(layout: &PinLayout) -> Vec<String> {
     let mut pins: Vec<String> = fs::read_dir(layout.links_dir())
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n != DROP_TRACEPOINT)
+                .filter(|n| !TRACERS.iter().any(|t| t.tracepoint == n))
                 .collect()
         })
         .unwrap_or_default();

@@ -20,6 +20,7 @@ pub mod image;
 pub mod isolation;
 pub mod leftovers;
 pub mod netns;
+pub mod nfqueue;
 pub mod nft;
 pub mod node;
 pub mod packet;
@@ -29,6 +30,7 @@ pub mod services;
 pub mod sim_cluster;
 pub mod strace;
 pub mod sysctl;
+pub mod tcp;
 pub mod traffic;
 
 /// Plain HTTP for the exporter's and Prometheus' APIs (shared with the

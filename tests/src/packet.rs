@@ -45,18 +45,33 @@ pub fn send(socket: &OwnedFd, frame: &[u8]) {
 
 /// Shrinks the socket's receive buffer to the kernel's minimum.
 pub fn shrink_receive_buffer(socket: &OwnedFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: an int option of the right size.
+    set_option(
+        socket,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        &(1 as libc::c_int),
+    );
+}
+
+/// `setsockopt` of any socket with a value of type `T` (an int, a
+/// `linger`, a `timeval`); panics if the kernel refuses it.
+pub fn set_option<T>(socket: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &T) {
+    // SAFETY: a valid socket and a value of the size given.
     let set = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
         )
     };
-    assert_eq!(set, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+    assert_eq!(
+        set,
+        0,
+        "setsockopt {level}/{name}: {}",
+        io::Error::last_os_error()
+    );
 }
 
 /// Frames the socket dropped since the last call (`PACKET_STATISTICS`).

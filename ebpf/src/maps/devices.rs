@@ -45,6 +45,8 @@ impl PinnedMaps {
         for (netns_cookie, dev_ifindex, side) in [
             (devices.node_netns_cookie, ifindex, Side::Host),
             (devices.pod_netns_cookie, devices.pod_ifindex, Side::Pod),
+            // The netns itself: whose sockets the TCP programs count.
+            (devices.pod_netns_cookie, 0, Side::Netns),
         ] {
             let key = DevKey {
                 netns_cookie,

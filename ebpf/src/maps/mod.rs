@@ -11,6 +11,7 @@ pub(crate) mod per_pod;
 pub mod policy;
 pub mod registry;
 pub mod sources;
+pub mod tcp;
 
 use aya::maps::MapError;
 

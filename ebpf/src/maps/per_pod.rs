@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use aya::maps::{Map, MapError};
 
-use super::{counters, devices, drops, flow_tables, ignore_missing, policy, registry, sources};
+use super::{
+    counters, devices, drops, flow_tables, ignore_missing, policy, registry, sources, tcp,
+};
 use crate::{maps::PinnedMaps, Error};
 
 /// A map whose keys carry a pod's host ifindex.
@@ -116,7 +118,7 @@ pub(crate) struct PerPodMap {
 /// entry first (the programs stop enforcing), then the rules and the flow
 /// table (the outer map's entry is the table's last reference), the
 /// source, the devices (no drop is attributed to the pod once its
-/// counters are going), the counters and drops; and the identity last, by
+/// counters are going), the counters, drops and TCP statistics; and the identity last, by
 /// which the next DEL or GC finds what a DEL killed halfway left.
 pub(crate) const PER_POD_MAPS: &[&PerPodMap] = &[
     &policy::POLICY,
@@ -128,6 +130,7 @@ pub(crate) const PER_POD_MAPS: &[&PerPodMap] = &[
     &devices::PER_POD,
     &counters::PER_POD,
     &drops::PER_POD,
+    &tcp::PER_POD,
     &registry::PER_POD,
 ];
 

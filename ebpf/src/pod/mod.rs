@@ -18,9 +18,11 @@ use crate::{
 };
 
 impl PinnedMaps {
-    /// Records the pod's devices, then what the per-pod maps hold for a new
-    /// pod (its zeroed counters), then its identity: in that order, so a
-    /// reader that sees the identity also finds counters.
+    /// Writes what the per-pod maps hold for a new pod (its zeroed counters
+    /// and TCP statistics), then its devices, then its identity: in that
+    /// order, so a reader that sees the identity also finds counters, and
+    /// the TCP programs, which find the pod by its netns entry in the
+    /// devices, find its statistics zeroed.
     pub fn register(
         &mut self,
         ifindex: u32,
@@ -28,10 +30,10 @@ impl PinnedMaps {
         devices: &PodDevices,
     ) -> Result<(), Error> {
         let info = encode(pod)?;
-        self.record_devices(ifindex, devices)?;
         for zero in PER_POD_MAPS.iter().filter_map(|m| m.zero) {
             zero(self, ifindex)?;
         }
+        self.record_devices(ifindex, devices)?;
         self.record_identity(ifindex, &info)
     }
 

@@ -4,21 +4,22 @@
 use std::{fs, io};
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, ProgramError, ProgramInfo, SchedClassifier},
-    Btf, EbpfLoader,
+    programs::{links::FdLink, BtfTracePoint, Program, ProgramError, ProgramInfo, SchedClassifier},
+    Btf, Ebpf, EbpfLoader,
 };
 
 use crate::{
     abi::{
         AFTER_EGRESS_REASONS, ARRIVAL_REASONS, PACKET_SOCKET_REASONS, REASON_WORDS,
-        TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
+        RETRANSMIT_ERR_ARG, TC_DROP_REASONS, UNJOINED_MCAST_REASONS,
     },
     lock::PinLock,
     maps::PinnedMaps,
     pin_dir::{self, remove_if_exists},
     pins::PinLayout,
-    programs::drop_reasons::DropReasons,
-    programs::object::{ProgramSpec, DROP_TRACEPOINT, DROP_TRACER, OBJECT, PROGRAMS},
+    programs::drop_reasons::{DropReasons, VMLINUX_BTF},
+    programs::object::{ProgramSpec, TracerSpec, OBJECT, PROGRAMS, TRACERS},
+    programs::tracepoint_args::tracepoint_args,
     Error,
 };
 
@@ -43,10 +44,15 @@ impl Programs {
 /// and checked once, here: [`Programs::maps`] hands them on.
 pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
     let programs_pinned = || all_programs().all(|name| layout.program(name).exists());
-    // The tracer's link is pinned last: with it and the programs there, no
-    // lock is needed (taking it exclusively would wait for every ADD in
+    // The tracers' links are pinned last: with them and the programs there,
+    // no lock is needed (taking it exclusively would wait for every ADD in
     // flight, which holds it shared).
-    let maps = if layout.tracer_link(DROP_TRACEPOINT).exists() && programs_pinned() {
+    let tracers_attached = || {
+        TRACERS
+            .iter()
+            .all(|t| layout.tracer_link(t.tracepoint).exists())
+    };
+    let maps = if tracers_attached() && programs_pinned() {
         pin_dir::check_bpffs(layout.pin_path())?;
         let maps = PinnedMaps::open_lazy(layout)?;
         maps.check_all()?;
@@ -61,7 +67,9 @@ pub fn ensure_loaded(layout: &PinLayout) -> Result<Programs, Error> {
             // This handle knows the maps that were missing as missing.
             maps = PinnedMaps::checked(layout);
         }
-        ensure_drop_tracer_attached(layout)?;
+        for tracer in &TRACERS {
+            ensure_tracer_attached(layout, tracer)?;
+        }
         maps
     };
     let programs = PROGRAMS
@@ -107,6 +115,11 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
     // reason to everything they drop after the socket's filter took it.
     let packet_socket = reason_bitmap(&reasons, |name| name == "PACKET_SOCK_ERROR");
     let unjoined = reason_bitmap(&reasons, |name| name == "NOT_SPECIFIED");
+    let kernel_btf = btf_rs::Btf::from_file(VMLINUX_BTF)
+        .map_err(|e| Error::Btf(format!("{VMLINUX_BTF}: {e}")))?;
+    // (sk, skb, err) since 6.15 or so; (sk, skb) before.
+    let retransmit_err_arg =
+        u32::from(tracepoint_args(&kernel_btf, "tcp_retransmit_skb").is_some_and(|n| n >= 3));
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(layout.dir())
         .override_global(AFTER_EGRESS_REASONS, &after_egress, true)
@@ -114,44 +127,51 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), Error> {
         .override_global(ARRIVAL_REASONS, &arrival, true)
         .override_global(PACKET_SOCKET_REASONS, &packet_socket, true)
         .override_global(UNJOINED_MCAST_REASONS, &unjoined, true)
+        .override_global(RETRANSMIT_ERR_ARG, &retransmit_err_arg, true)
         .load(OBJECT)?;
     for spec in PROGRAMS {
-        let err = |source| Error::Program {
-            name: spec.name,
-            source,
-        };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(spec.name)
-            .ok_or(err(ProgramError::UnexpectedProgramType))?
-            .try_into()
-            .map_err(err)?;
-        program.load().map_err(err)?;
-        let path = layout.program(spec.name);
-        // A half-finished earlier load may have pinned some programs only.
-        remove_if_exists(&path)?;
-        program
-            .pin(&path)
-            .map_err(|source| Error::Pin { path, source })?;
+        let program: &mut SchedClassifier = typed(&mut ebpf, spec.name)?;
+        program.load().map_err(program_error(spec.name))?;
+        pin_loaded(&mut ebpf, layout, spec.name)?;
     }
-    let err = |source| Error::Program {
-        name: DROP_TRACER,
-        source,
-    };
     let btf = Btf::from_sys_fs().map_err(|e| Error::Btf(e.to_string()))?;
-    let tracer: &mut BtfTracePoint = ebpf
-        .program_mut(DROP_TRACER)
-        .ok_or(err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(err)?;
-    tracer.load(DROP_TRACEPOINT, &btf).map_err(err)?;
-    let path = layout.program(DROP_TRACER);
-    remove_if_exists(&path)?;
-    tracer
-        .pin(&path)
-        .map_err(|source| Error::Pin { path, source })?;
-    // A link left by an earlier load runs the old program: replace it.
-    remove_if_exists(&layout.tracer_link(DROP_TRACEPOINT))?;
+    for spec in &TRACERS {
+        let tracer: &mut BtfTracePoint = typed(&mut ebpf, spec.name)?;
+        tracer
+            .load(spec.tracepoint, &btf)
+            .map_err(program_error(spec.name))?;
+        pin_loaded(&mut ebpf, layout, spec.name)?;
+        // A link left by an earlier load runs the old program: replace it.
+        remove_if_exists(&layout.tracer_link(spec.tracepoint))?;
+    }
     Ok(())
+}
+
+fn program_error(name: &'static str) -> impl Fn(ProgramError) -> Error + Copy {
+    move |source| Error::Program { name, source }
+}
+
+/// The object's program `name` as its type `T`.
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)
+        .and_then(TryInto::try_into)
+        .map_err(program_error(name))
+}
+
+/// Pins the loaded program `name`, replacing the pin of a half-finished
+/// earlier load (which may have pinned some programs only).
+fn pin_loaded(ebpf: &mut Ebpf, layout: &PinLayout, name: &'static str) -> Result<(), Error> {
+    let path = layout.program(name);
+    remove_if_exists(&path)?;
+    ebpf.program_mut(name)
+        .ok_or(ProgramError::UnexpectedProgramType)
+        .map_err(program_error(name))?
+        .pin(&path)
+        .map_err(|source| Error::Pin { path, source })
 }
 
 /// A bitmap, by value, of the running kernel's drop reasons whose names
@@ -167,18 +187,15 @@ fn reason_bitmap(reasons: &DropReasons, pick: impl Fn(&str) -> bool) -> [u64; RE
     bitmap
 }
 
-/// The drop tracer runs for the whole node from a pinned link, attached
-/// once per pin path.
-fn ensure_drop_tracer_attached(layout: &PinLayout) -> Result<(), Error> {
-    let link_path = layout.tracer_link(DROP_TRACEPOINT);
+/// The drop tracer and the TCP programs run for the whole node from pinned
+/// links, attached once per pin path.
+fn ensure_tracer_attached(layout: &PinLayout, spec: &TracerSpec) -> Result<(), Error> {
+    let link_path = layout.tracer_link(spec.tracepoint);
     if link_path.exists() {
         return Ok(());
     }
-    let err = |source| Error::Program {
-        name: DROP_TRACER,
-        source,
-    };
-    let mut tracer = BtfTracePoint::from_pin(layout.program(DROP_TRACER)).map_err(err)?;
+    let err = program_error(spec.name);
+    let mut tracer = BtfTracePoint::from_pin(layout.program(spec.name)).map_err(err)?;
     let id = tracer.attach().map_err(err)?;
     let link: FdLink = tracer.take_link(id).map_err(err)?.into();
     link.pin(&link_path).map_err(|source| Error::Pin {
@@ -197,8 +214,8 @@ pub struct ProgramStats {
     pub run_time: std::time::Duration,
 }
 
-/// Run count and run time of every pinned program (tc programs and the drop
-/// tracer), from the pins.
+/// Run count and run time of every pinned program (tc programs, the drop
+/// tracer and the TCP programs), from the pins.
 pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
     all_programs()
         .map(|name| {
@@ -213,9 +230,12 @@ pub fn program_stats(layout: &PinLayout) -> Result<Vec<ProgramStats>, Error> {
         .collect()
 }
 
-/// Every program of the object: the tc programs and the drop tracer.
+/// Every program of the object: the tc programs and the tracers.
 fn all_programs() -> impl Iterator<Item = &'static str> {
-    PROGRAMS.iter().map(|p| p.name).chain([DROP_TRACER])
+    PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .chain(TRACERS.iter().map(|t| t.name))
 }
 
 /// Removes everything pinned under this pin path (programs, maps, links):

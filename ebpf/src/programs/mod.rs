@@ -8,3 +8,4 @@ pub mod kernel;
 pub mod loader;
 pub mod netns_cookie;
 pub mod object;
+pub mod tracepoint_args;

@@ -5,12 +5,12 @@ use aya::{maps::MapType, programs::TcAttachType};
 use crate::{
     abi::{
         CounterKey, Dev, DevKey, DropKey, FlowState, K8sPolicyName, K8sRule, K8sRuleKeyData, Peer,
-        PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleKeyData, RuleSet, Source, MAX_DROP_KEYS,
-        MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS, MAX_PODS, MAX_RULE_PREFIXES,
+        PeerKeyData, PodCounter, PodInfo, PolicyEntry, RuleKeyData, RuleSet, Source, Tcp,
+        MAX_DROP_KEYS, MAX_K8S_POLICIES, MAX_K8S_RULES, MAX_PEERS, MAX_PODS, MAX_RULE_PREFIXES,
     },
     pins::{
         COUNTERS_MAP, DEVICES_MAP, DROPS_MAP, FLOW_STATE_MAP, FLOW_TABLES_MAP, K8S_POLICIES_MAP,
-        K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP, SOURCES_MAP,
+        K8S_RULES_MAP, PEERS_MAP, POLICY_MAP, REGISTRY_MAP, RULES_MAP, SOURCES_MAP, TCP_MAP,
     },
 };
 
@@ -27,7 +27,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAPS: [MapSpec; 12] = [
+pub const MAPS: [MapSpec; 13] = [
     MapSpec {
         name: COUNTERS_MAP,
         map_type: MapType::PerCpuHash,
@@ -47,7 +47,8 @@ pub const MAPS: [MapSpec; 12] = [
         map_type: MapType::Hash,
         key_size: size_of::<DevKey>() as u32,
         value_size: size_of::<Dev>() as u32,
-        max_entries: 2 * MAX_PODS,
+        // Both veth ends and the pod's netns.
+        max_entries: 3 * MAX_PODS,
     },
     MapSpec {
         name: DROPS_MAP,
@@ -115,12 +116,52 @@ pub const MAPS: [MapSpec; 12] = [
         value_size: size_of::<FlowState>() as u32,
         max_entries: MAX_PODS,
     },
+    MapSpec {
+        name: TCP_MAP,
+        map_type: MapType::PerCpuHash,
+        key_size: size_of::<u32>() as u32,
+        value_size: size_of::<Tcp>() as u32,
+        max_entries: MAX_PODS,
+    },
 ];
 
 /// The drop tracer: a BTF tracepoint program on `skb:kfree_skb`, attached
 /// once per pin path (it sees the whole node and keeps to registered pods).
 pub const DROP_TRACER: &str = "pm_kfree_skb";
 pub const DROP_TRACEPOINT: &str = "kfree_skb";
+
+/// A node-wide BTF tracepoint program, attached once per pin path; its
+/// link is pinned as `links/<tracepoint>`.
+#[derive(Debug, Clone, Copy)]
+pub struct TracerSpec {
+    /// The C function name.
+    pub name: &'static str,
+    pub tracepoint: &'static str,
+}
+
+/// The drop tracer, then the TCP programs (`bpf/tcp.h`).
+pub const TRACERS: [TracerSpec; 5] = [
+    TracerSpec {
+        name: DROP_TRACER,
+        tracepoint: DROP_TRACEPOINT,
+    },
+    TracerSpec {
+        name: "pm_tcp_state",
+        tracepoint: "inet_sock_set_state",
+    },
+    TracerSpec {
+        name: "pm_tcp_retransmit",
+        tracepoint: "tcp_retransmit_skb",
+    },
+    TracerSpec {
+        name: "pm_tcp_retransmit_synack",
+        tracepoint: "tcp_retransmit_synack",
+    },
+    TracerSpec {
+        name: "pm_tcp_send_reset",
+        tracepoint: "tcp_send_reset",
+    },
+];
 
 /// A tc program and the hook of the host veth it runs on.
 #[derive(Debug, Clone, Copy)]

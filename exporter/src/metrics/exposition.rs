@@ -19,6 +19,8 @@ use crate::metrics::format::Format;
 pub enum Kind {
     Counter,
     Gauge,
+    /// Samples written with [`Family::histogram`].
+    Histogram,
 }
 
 /// A family as prometheus-client's `encode_descriptor` takes it. A counter
@@ -78,6 +80,7 @@ impl<'a> Family<'a> {
         let kind = match d.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         // Writing to a String cannot fail.
         match format {
@@ -100,17 +103,56 @@ impl<'a> Family<'a> {
 
     /// One sample with the labels of each of `labels`, in that order.
     pub fn sample(&mut self, labels: &[&Labels], value: impl itoa::Integer) {
+        self.series("", labels, None);
+        self.out.push_str(itoa::Buffer::new().format(value));
+        self.out.push('\n');
+    }
+
+    /// One histogram: `buckets` as (upper bound, count in that bucket
+    /// alone), ascending, then what is above them all; written cumulative,
+    /// with `_sum` and `_count`.
+    pub fn histogram(&mut self, labels: &[&Labels], buckets: &[(f64, u64)], above: u64, sum: f64) {
+        let mut cumulative = 0u64;
+        let mut le = String::new();
+        for (bound, n) in buckets {
+            cumulative = cumulative.wrapping_add(*n);
+            le.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(le, "{bound}");
+            self.series("_bucket", labels, Some(&le));
+            self.out.push_str(itoa::Buffer::new().format(cumulative));
+            self.out.push('\n');
+        }
+        cumulative = cumulative.wrapping_add(above);
+        self.series("_bucket", labels, Some("+Inf"));
+        self.out.push_str(itoa::Buffer::new().format(cumulative));
+        self.out.push('\n');
+        self.series("_sum", labels, None);
+        let _ = writeln!(self.out, "{sum}");
+        self.series("_count", labels, None);
+        self.out.push_str(itoa::Buffer::new().format(cumulative));
+        self.out.push('\n');
+    }
+
+    /// The series' name with `suffix` and its labels (and `le`), up to its value.
+    fn series(&mut self, suffix: &str, labels: &[&Labels], le: Option<&str>) {
         let out = &mut *self.out;
         out.push_str(&self.name);
+        out.push_str(suffix);
         let mut open = false;
         for l in labels.iter().filter(|l| !l.0.is_empty()) {
             out.push(if open { ',' } else { '{' });
             out.push_str(&l.0);
             open = true;
         }
+        if let Some(le) = le {
+            out.push(if open { ',' } else { '{' });
+            out.push_str("le=\"");
+            out.push_str(le);
+            out.push('"');
+            open = true;
+        }
         out.push_str(if open { "} " } else { " " });
-        out.push_str(itoa::Buffer::new().format(value));
-        out.push('\n');
     }
 }
 
@@ -202,7 +244,7 @@ mod tests {
             for d in descriptors() {
                 let kind = match d.kind {
                     Kind::Counter => MetricType::Counter,
-                    Kind::Gauge => MetricType::Gauge,
+                    Kind::Gauge | Kind::Histogram => MetricType::Gauge,
                 };
                 let mut m = encoder.encode_descriptor(d.name, d.help, d.unit.as_ref(), kind)?;
                 for i in 0..VALUES.len() {
@@ -216,7 +258,7 @@ mod tests {
                     let m = m.encode_family(&labels)?;
                     match d.kind {
                         Kind::Counter => ConstCounter::new(value).encode(m)?,
-                        Kind::Gauge => ConstGauge::new(-(i as i64)).encode(m)?,
+                        Kind::Gauge | Kind::Histogram => ConstGauge::new(-(i as i64)).encode(m)?,
                     }
                 }
             }
@@ -238,7 +280,7 @@ mod tests {
                 second.push("b", b);
                 match d.kind {
                     Kind::Counter => family.sample(&[&first, &second], value),
-                    Kind::Gauge => family.sample(&[&first, &second], -(i as i64)),
+                    Kind::Gauge | Kind::Histogram => family.sample(&[&first, &second], -(i as i64)),
                 }
             }
         }

@@ -9,3 +9,4 @@ pub mod exposition;
 pub mod format;
 pub mod pods;
 pub mod render;
+pub mod tcp;

@@ -7,8 +7,11 @@ use std::{
 };
 
 use podmeter_ebpf::{
-    abi::FlowState, maps::counters::PodCounters, maps::PinnedMaps,
-    programs::drop_reasons::DropReasons, Direction, PinLayout, PodCounter, PodIdentity,
+    abi::{FlowState, Tcp},
+    maps::counters::PodCounters,
+    maps::PinnedMaps,
+    programs::drop_reasons::DropReasons,
+    Direction, PinLayout, PodCounter, PodIdentity,
 };
 use prometheus_client::registry::Unit;
 use tracing::debug;
@@ -17,6 +20,7 @@ use crate::metrics::{
     absent::not_pinned,
     exposition::{Descriptor, Family, Kind, Labels},
     format::Format,
+    tcp,
 };
 
 /// One pod interface with its counters, drops and, if it has policy, the
@@ -28,6 +32,8 @@ pub struct PodSample {
     pub counters: PodCounters,
     pub drops: Vec<Drops>,
     pub flows: Option<FlowState>,
+    /// The TCP statistics of the pod's netns (none: not read yet by ADD).
+    pub tcp: Option<Tcp>,
 }
 
 /// Kernel drops of one pod interface, by direction and reason name.
@@ -98,9 +104,11 @@ pub fn read(
     }
     // A few pods have policy, hence a flow table: one small read.
     let flows: HashMap<u32, FlowState> = maps.flow_occupancy()?.into_iter().collect();
+    let tcp = maps.tcp()?;
     for pod in &mut pods {
         pod.drops = by_ifindex.remove(&pod.ifindex).unwrap_or_default();
         pod.flows = flows.get(&pod.ifindex).copied();
+        pod.tcp = tcp.get(&pod.ifindex).copied();
     }
     Ok(pods)
 }
@@ -118,6 +126,7 @@ fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) ->
                 identity,
                 drops: Vec::new(),
                 flows: None,
+                tcp: None,
             })
         })
         .collect();
@@ -135,12 +144,12 @@ fn labels(p: &PodSample) -> (&str, &str, &str) {
 
 /// A counter family whose value is read from a `T` ([`PodCounters`] for
 /// traffic, [`PodCounter`] for drops).
-struct Counter<T> {
-    descriptor: Descriptor,
-    value: fn(&T) -> u64,
+pub(super) struct Counter<T> {
+    pub(super) descriptor: Descriptor,
+    pub(super) value: fn(&T) -> u64,
 }
 
-const fn counter<T>(
+pub(super) const fn counter<T>(
     name: &'static str,
     unit: Option<Unit>,
     help: &'static str,
@@ -303,6 +312,8 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
             }
         }
     }
+
+    tcp::write(out, format, pods, &labels);
 }
 
 fn pod_labels(p: &PodIdentity) -> Labels {
@@ -379,6 +390,7 @@ mod tests {
                 counters: counters[&1],
                 drops: Vec::new(),
                 flows: None,
+                tcp: None,
             }]
         );
     }
@@ -494,7 +506,7 @@ mod tests {
                 let d = &family.descriptor;
                 let kind = match d.kind {
                     Kind::Counter => MetricType::Counter,
-                    Kind::Gauge => MetricType::Gauge,
+                    Kind::Gauge | Kind::Histogram => MetricType::Gauge,
                 };
                 let mut m = encoder.encode_descriptor(d.name, d.help, None, kind)?;
                 for s in &self.0 {
@@ -508,7 +520,9 @@ mod tests {
                         let metric = m.encode_family(&labels)?;
                         match d.kind {
                             Kind::Counter => ConstCounter::new(value).encode(metric)?,
-                            Kind::Gauge => ConstGauge::new(value as i64).encode(metric)?,
+                            Kind::Gauge | Kind::Histogram => {
+                                ConstGauge::new(value as i64).encode(metric)?
+                            }
                         }
                     }
                 }
@@ -549,6 +563,7 @@ mod tests {
                     reclaimed: [7, 0],
                     swept_ns: 1,
                 }),
+                tcp: None,
             },
             PodSample {
                 ifindex: 8,
@@ -556,6 +571,7 @@ mod tests {
                 counters: counters(0),
                 drops: vec![],
                 flows: None,
+                tcp: None,
             },
         ];
         let mut registry = Registry::default();

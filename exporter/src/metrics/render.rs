@@ -108,6 +108,7 @@ mod tests {
                 reclaimed: [1, 0],
                 swept_ns: 0,
             }),
+            tcp: None,
         };
         let stats = ProgramStats {
             name: "pm_ingress",
