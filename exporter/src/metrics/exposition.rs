@@ -33,6 +33,30 @@ pub struct Descriptor {
     pub kind: Kind,
 }
 
+/// A counter family whose value is read from a `T` (the pod counters for
+/// traffic, one counter for drops, the TCP statistics).
+pub(crate) struct Counter<T> {
+    pub(crate) descriptor: Descriptor,
+    pub(crate) value: fn(&T) -> u64,
+}
+
+pub(crate) const fn counter<T>(
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+    value: fn(&T) -> u64,
+) -> Counter<T> {
+    Counter {
+        descriptor: Descriptor {
+            name,
+            unit,
+            help,
+            kind: Kind::Counter,
+        },
+        value,
+    }
+}
+
 /// Label pairs `key="value"`, comma-separated, the values escaped.
 #[derive(Debug, Default, Clone)]
 pub struct Labels(String);

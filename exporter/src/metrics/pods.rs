@@ -18,7 +18,7 @@ use tracing::debug;
 
 use crate::metrics::{
     absent::not_pinned,
-    exposition::{Descriptor, Family, Kind, Labels},
+    exposition::{counter, Counter, Descriptor, Family, Kind, Labels},
     format::Format,
     tcp,
 };
@@ -140,30 +140,6 @@ fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) ->
 fn labels(p: &PodSample) -> (&str, &str, &str) {
     let p = &p.identity;
     (&p.namespace, &p.pod, &p.ifname)
-}
-
-/// A counter family whose value is read from a `T` ([`PodCounters`] for
-/// traffic, [`PodCounter`] for drops).
-pub(super) struct Counter<T> {
-    pub(super) descriptor: Descriptor,
-    pub(super) value: fn(&T) -> u64,
-}
-
-pub(super) const fn counter<T>(
-    name: &'static str,
-    unit: Option<Unit>,
-    help: &'static str,
-    value: fn(&T) -> u64,
-) -> Counter<T> {
-    Counter {
-        descriptor: Descriptor {
-            name,
-            unit,
-            help,
-            kind: Kind::Counter,
-        },
-        value,
-    }
 }
 
 const INFO: Descriptor = Descriptor {
@@ -313,7 +289,12 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
         }
     }
 
-    tcp::write(out, format, pods, &labels);
+    let with_tcp: Vec<_> = pods
+        .iter()
+        .zip(&labels)
+        .filter_map(|(p, l)| Some((p.tcp.as_ref()?, l)))
+        .collect();
+    tcp::write(out, format, &with_tcp);
 }
 
 fn pod_labels(p: &PodIdentity) -> Labels {

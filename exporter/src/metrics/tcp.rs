@@ -8,9 +8,8 @@ use podmeter_ebpf::abi::{Tcp, TCP_RTT_BOUNDS};
 use prometheus_client::registry::Unit;
 
 use crate::metrics::{
-    exposition::{Descriptor, Family, Kind, Labels},
+    exposition::{counter, Counter, Descriptor, Family, Kind, Labels},
     format::Format,
-    pods::{counter, Counter, PodSample},
 };
 
 const COUNTERS: [Counter<Tcp>; 2] = [
@@ -49,18 +48,14 @@ const RTT: Descriptor = Descriptor {
     kind: Kind::Histogram,
 };
 
-/// Writes the TCP families of the pods that have TCP statistics; `labels`
-/// are the pods' own, in the order of `pods`. Nothing, not even the
-/// headers, while no pod has any.
-pub fn write(out: &mut String, format: Format, pods: &[PodSample], labels: &[Labels]) {
-    let with_tcp = || {
-        pods.iter()
-            .zip(labels)
-            .filter_map(|(p, l)| Some((p.tcp.as_ref()?, l)))
-    };
-    if with_tcp().next().is_none() {
+/// Writes the TCP families of the pods that have TCP statistics, each
+/// with its pod's labels. Nothing, not even the headers, while no pod has
+/// any.
+pub fn write(out: &mut String, format: Format, pods: &[(&Tcp, &Labels)]) {
+    if pods.is_empty() {
         return;
     }
+    let with_tcp = || pods.iter().copied();
     for family in &COUNTERS {
         let mut f = Family::start(out, format, &family.descriptor);
         for (t, l) in with_tcp() {
@@ -97,30 +92,9 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample], labels: &[Lab
 
 #[cfg(test)]
 mod tests {
-    use podmeter_ebpf::{maps::counters::PodCounters, PodIdentity};
     use podmeter_testkit::promtool::check_metrics;
 
     use super::*;
-
-    fn pod(tcp: Option<Tcp>) -> PodSample {
-        PodSample {
-            ifindex: 7,
-            identity: PodIdentity {
-                namespace: "default".into(),
-                pod: "web-0".into(),
-                uid: "u".into(),
-                container_id: "c".into(),
-                network: "podmeter".into(),
-                ifname: "eth0".into(),
-                host_ifname: "pm0".into(),
-                ips: vec![],
-            },
-            counters: PodCounters::default(),
-            drops: vec![],
-            flows: None,
-            tcp,
-        }
-    }
 
     fn sample() -> Tcp {
         let mut t = Tcp {
@@ -139,23 +113,17 @@ mod tests {
         t
     }
 
-    fn written(format: Format, pods: &[PodSample]) -> String {
-        let labels: Vec<Labels> = pods
-            .iter()
-            .map(|p| {
-                let mut l = Labels::default();
-                l.push("pod", &p.identity.pod);
-                l
-            })
-            .collect();
+    fn written(format: Format, tcp: &Tcp) -> String {
+        let mut labels = Labels::default();
+        labels.push("pod", "web-0");
         let mut out = String::new();
-        write(&mut out, format, pods, &labels);
+        write(&mut out, format, &[(tcp, &labels)]);
         out
     }
 
     #[test]
     fn writes_counters_gauge_and_a_cumulative_histogram() {
-        let out = written(Format::Text, &[pod(Some(sample())), pod(None)]);
+        let out = written(Format::Text, &sample());
         for line in [
             "podmeter_pod_tcp_retransmits_total{pod=\"web-0\"} 12\n",
             "podmeter_pod_tcp_resets_sent_total{pod=\"web-0\"} 3\n",
@@ -173,7 +141,6 @@ mod tests {
         ] {
             assert!(out.contains(line), "{line:?} missing in\n{out}");
         }
-        // The pod without statistics has no series.
         // 5 counter and gauge series, 18 buckets, _sum and _count.
         assert_eq!(out.matches("web-0").count(), 5 + 18 + 2, "{out}");
         check_metrics(&out);
@@ -183,7 +150,7 @@ mod tests {
     fn openmetrics_has_the_unit_and_a_gauge_below_zero_reads_zero() {
         let mut t = sample();
         t.established = (-2i64) as u64;
-        let out = written(Format::OpenMetrics, &[pod(Some(t))]);
+        let out = written(Format::OpenMetrics, &t);
         assert!(out.contains("# TYPE podmeter_pod_tcp_rtt_seconds histogram\n# UNIT podmeter_pod_tcp_rtt_seconds seconds\n"), "{out}");
         assert!(
             out.contains("podmeter_pod_tcp_connections{pod=\"web-0\"} 0\n"),
