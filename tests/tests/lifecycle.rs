@@ -63,21 +63,12 @@ fn del_empties_every_per_pod_map() {
     let TwoPods { node, a, b, conf } = TwoPods::new();
     let b_ip = b.ips()[0].clone();
     let cidr = format!("{b_ip}/32");
-    node.ctl_ok(&[
-        "policy",
-        "add",
+    node.policy_add(
         "test/a",
-        "--direction",
         "transmit",
-        "--action",
         "deny",
-        "--cidr",
-        &cidr,
-        "--proto",
-        "tcp",
-        "--ports",
-        "8080",
-    ]);
+        &["--cidr", &cidr, "--proto", "tcp", "--ports", "8080"],
+    );
     assert!(
         !tcp_talks(&a.ns, &b_ip, 8080, Duration::from_secs(1)),
         "the rule denies"
