@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use podmeter_agent::{
     admit, conflist,
-    netpol::{self, sink::LogSink, watch::PolicyWatch},
+    netpol::{self, kernel_sink::KernelSink, watch::PolicyWatch},
     ranges,
 };
 
@@ -124,8 +124,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config (in-cluster service account or KUBECONFIG)")?;
-    // The kernel writer of the kubernetes tier is not glued on yet: the
-    // compiled tier is logged (and counted on /metrics), not enforced.
     let policy = async {
         if !args.network_policy {
             info!("not enforcing NetworkPolicy (--network-policy=false)");
@@ -136,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let watch = PolicyWatch {
             node_name: args.node_name.clone(),
-            sink: LogSink::default(),
+            sink: KernelSink::new(&args.pin_path),
             metrics: metrics.policy.clone(),
         };
         netpol::watch::run(client.clone(), watch, std::future::pending()).await
