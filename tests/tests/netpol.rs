@@ -1,0 +1,224 @@
+//! NetworkPolicy enforced on real traffic: a simulated two-node cluster
+//! (see `podmeter_tests::sim_cluster`), the real agent per node writing the
+//! kubernetes tier it compiles into its node's pinned maps, pods made by the
+//! plugin's ADD and their Pod objects (with the addresses ADD gave them) on
+//! the fake API server. Each expectation is polled until it holds (or
+//! `EVENTUALLY` passes): the agents apply changes asynchronously.
+
+use std::time::{Duration, Instant};
+
+use podmeter_ebpf::Direction;
+use podmeter_tests::{
+    agent::EVENTUALLY,
+    fake_apiserver::{namespace, network_policy, pod},
+    sim_cluster::{name, SimCluster},
+    traffic::{tcp_talks, udp_refused, TcpServer},
+    Pod,
+};
+use serde_json::{json, Value};
+
+const PORT: u16 = 80;
+/// Where no one listens: an allowed UDP datagram comes back as an ICMP
+/// port unreachable, a denied one as nothing.
+const CLOSED_UDP: u16 = 81;
+
+/// A pod of the cluster: where it runs and what ADD made of it.
+struct K8sPod {
+    namespace: &'static str,
+    name: &'static str,
+    node: usize,
+    pod: Pod,
+    _server: TcpServer,
+}
+
+impl K8sPod {
+    fn v4(&self) -> String {
+        self.pod.ips()[0].clone()
+    }
+
+    fn v6(&self) -> String {
+        self.pod.ips()[1].clone()
+    }
+
+    fn object(&self, labels: Value) -> Value {
+        let ips = self.pod.ips();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        pod(
+            self.namespace,
+            self.name,
+            &name(self.node),
+            labels,
+            &ips,
+            json!([]),
+        )
+    }
+}
+
+/// The Pod object first (as the kubelet sees it before the sandbox, for
+/// its uid), then ADD with that uid, then the Pod with its podIPs.
+fn add_pod(c: &SimCluster, node: usize, namespace: &'static str, pod_name: &'static str) -> K8sPod {
+    let labels = json!({ "pod": pod_name });
+    let version = c.api.apply(pod(
+        namespace,
+        pod_name,
+        &name(node),
+        labels.clone(),
+        &[],
+        json!([]),
+    ));
+    // The fake API server's uid of a new object.
+    let uid = format!("uid-{namespace}/{pod_name}-{version}");
+    let made = c
+        .node(node)
+        .node
+        .add_k8s_pod(namespace, pod_name, &uid, &c.conf(node));
+    let _server = TcpServer::start(&made.ns, PORT);
+    let p = K8sPod {
+        namespace,
+        name: pod_name,
+        node,
+        pod: made,
+        _server,
+    };
+    c.api.apply(p.object(labels));
+    p
+}
+
+/// Polls until a TCP exchange from `from` to `to` at `addr` works (`want`)
+/// or does not.
+fn tcp(c: &SimCluster, from: &K8sPod, to: &K8sPod, addr: &str, want: bool) {
+    let start = Instant::now();
+    while tcp_talks(&from.pod.ns, addr, PORT, Duration::from_secs(1)) != want {
+        assert!(
+            start.elapsed() < EVENTUALLY,
+            "{}/{} → {}/{} at {addr}: want {}; agent logs:\n{}\n{}",
+            from.namespace,
+            from.name,
+            to.namespace,
+            to.name,
+            if want { "reached" } else { "denied" },
+            c.agent(1).log(),
+            c.agent(2).log(),
+        );
+    }
+}
+
+fn reaches(c: &SimCluster, from: &K8sPod, to: &K8sPod) {
+    tcp(c, from, to, &to.v4(), true);
+}
+
+fn denied(c: &SimCluster, from: &K8sPod, to: &K8sPod) {
+    tcp(c, from, to, &to.v4(), false);
+}
+
+/// The POLICY_DENIED packets received by `p`, from its node's pinned maps.
+fn denied_on_receive(c: &SimCluster, p: &K8sPod) -> u64 {
+    let node = &c.node(p.node).node;
+    let maps = node.maps();
+    let ifindex = maps
+        .pods()
+        .unwrap()
+        .into_iter()
+        .find(|(_, id)| id.container_id == p.pod.container_id)
+        .map(|(ifindex, _)| ifindex)
+        .expect("the pod is registered");
+    maps.drops()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.ifindex == ifindex && d.direction == Direction::Receive)
+        .filter(|d| d.reason == podmeter_ebpf::abi::DROP_POLICY_DENIED)
+        .map(|d| d.dropped.packets)
+        .sum()
+}
+
+#[test]
+fn network_policy_is_enforced_on_real_traffic_across_nodes() {
+    podmeter_testkit::needs_root!();
+    let c = SimCluster::new(2);
+    c.api.apply(namespace("x", json!({ "ns": "x" })));
+    c.api.apply(namespace("y", json!({ "ns": "y" })));
+    let a = add_pod(&c, 1, "x", "a");
+    let xb = add_pod(&c, 2, "x", "b");
+    let xc = add_pod(&c, 1, "x", "c");
+    let yb = add_pod(&c, 2, "y", "b");
+
+    // No policy: everyone reaches a, on both families.
+    for from in [&xb, &xc, &yb] {
+        reaches(&c, from, &a);
+        tcp(&c, from, &a, &a.v6(), true);
+    }
+
+    // Default deny ingress on a: nobody reaches it, by TCP or UDP, on
+    // either family; a still reaches the others (egress not isolated).
+    let deny = network_policy(
+        "x",
+        "deny-a",
+        json!({ "podSelector": { "matchLabels": { "pod": "a" } }, "policyTypes": ["Ingress"] }),
+    );
+    c.api.apply(deny);
+    let before = denied_on_receive(&c, &a);
+    for from in [&xb, &xc, &yb] {
+        denied(&c, from, &a);
+        tcp(&c, from, &a, &a.v6(), false);
+    }
+    assert!(
+        !udp_refused(&xc.pod.ns, &a.v4(), CLOSED_UDP),
+        "UDP to an isolated pod"
+    );
+    for to in [&xb, &xc, &yb] {
+        reaches(&c, &a, to);
+    }
+    let counted = denied_on_receive(&c, &a) - before;
+    assert!(
+        counted >= 7,
+        "6 TCP probes and a UDP datagram denied, {counted} POLICY_DENIED packets on a"
+    );
+
+    // Allow from pod=b of x (podSelector): x/b reaches a across nodes, on
+    // both families; x/c and y/b (another namespace) do not.
+    let from_b = network_policy(
+        "x",
+        "allow-b",
+        json!({
+            "podSelector": { "matchLabels": { "pod": "a" } },
+            "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "pod": "b" } } }] }],
+        }),
+    );
+    c.api.apply(from_b);
+    reaches(&c, &xb, &a);
+    tcp(&c, &xb, &a, &a.v6(), true);
+    denied(&c, &xc, &a);
+    denied(&c, &yb, &a);
+    let list = c.node(1).node.ctl_ok(&["policy", "list", "x/a"]);
+    assert!(
+        list.contains("x/allow-b"),
+        "policy list shows the kubernetes rule's policy:\n{list}"
+    );
+
+    // Allow from namespace y: y's pods reach a too.
+    let from_y = network_policy(
+        "x",
+        "allow-y",
+        json!({
+            "podSelector": { "matchLabels": { "pod": "a" } },
+            "ingress": [{ "from": [{ "namespaceSelector": { "matchLabels": { "ns": "y" } } }] }],
+        }),
+    );
+    c.api.apply(from_y);
+    reaches(&c, &yb, &a);
+    denied(&c, &xc, &a);
+
+    // x/b loses its label: denied afterwards.
+    c.api.apply(xb.object(json!({ "pod": "not-b" })));
+    denied(&c, &xb, &a);
+    reaches(&c, &yb, &a);
+
+    // Every policy deleted: open again.
+    for policy in ["x/deny-a", "x/allow-b", "x/allow-y"] {
+        c.api.delete_object("NetworkPolicy", policy);
+    }
+    for from in [&xb, &xc, &yb] {
+        reaches(&c, from, &a);
+    }
+    assert!(udp_refused(&xc.pod.ns, &a.v4(), CLOSED_UDP));
+}
