@@ -70,7 +70,10 @@ impl KernelSink {
             policies = compiled.policy_names.len(),
             peers = compiled.peers.len(),
             pod_interfaces = applied.len(),
-            written = applied.iter().filter(|(k, v)| self.applied.get(k) != Some(v)).count(),
+            written = applied
+                .iter()
+                .filter(|(k, v)| self.applied.get(k) != Some(v))
+                .count(),
             "wrote the kubernetes tier"
         );
         // Interfaces gone since (DEL removed their entries) are forgotten.
