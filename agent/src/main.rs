@@ -134,7 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let watch = PolicyWatch {
             node_name: args.node_name.clone(),
-            sink: KernelSink::new(&args.pin_path),
+            sink: KernelSink::new(&args.pin_path, &args.ipam_data_dir),
             metrics: metrics.policy.clone(),
         };
         netpol::watch::run(client.clone(), watch, std::future::pending()).await

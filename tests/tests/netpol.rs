@@ -7,10 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use podmeter_conflist::kubernetes_tier;
 use podmeter_ebpf::Direction;
 use podmeter_tests::{
     agent::EVENTUALLY,
-    fake_apiserver::{namespace, network_policy, pod},
+    fake_apiserver::{self, namespace, network_policy, pod},
     sim_cluster::{name, SimCluster},
     traffic::{tcp_talks, udp_refused, TcpServer},
     Pod,
@@ -57,31 +58,46 @@ impl K8sPod {
 /// The Pod object first (as the kubelet sees it before the sandbox, for
 /// its uid), then ADD with that uid, then the Pod with its podIPs.
 fn add_pod(c: &SimCluster, node: usize, namespace: &'static str, pod_name: &'static str) -> K8sPod {
+    let uid = post_pod(c, node, namespace, pod_name);
+    let p = sandbox(c, node, namespace, pod_name, &uid);
+    c.api.apply(p.object(json!({ "pod": pod_name })));
+    p
+}
+
+/// The Pod object, not wired yet: its uid.
+fn post_pod(c: &SimCluster, node: usize, namespace: &str, pod_name: &str) -> String {
     let labels = json!({ "pod": pod_name });
     let version = c.api.apply(pod(
         namespace,
         pod_name,
         &name(node),
-        labels.clone(),
+        labels,
         &[],
         json!([]),
     ));
-    // The fake API server's uid of a new object.
-    let uid = format!("uid-{namespace}/{pod_name}-{version}");
+    fake_apiserver::uid(&format!("{namespace}/{pod_name}"), version)
+}
+
+/// ADD of the pod `namespace/pod_name` of `uid`, serving TCP.
+fn sandbox(
+    c: &SimCluster,
+    node: usize,
+    namespace: &'static str,
+    pod_name: &'static str,
+    uid: &str,
+) -> K8sPod {
     let made = c
         .node(node)
         .node
         .add_k8s_pod(namespace, pod_name, &uid, &c.conf(node));
     let _server = TcpServer::start(&made.ns, PORT);
-    let p = K8sPod {
+    K8sPod {
         namespace,
         name: pod_name,
         node,
         pod: made,
         _server,
-    };
-    c.api.apply(p.object(labels));
-    p
+    }
 }
 
 /// Polls until a TCP exchange from `from` to `to` at `addr` works (`want`)
@@ -91,16 +107,20 @@ fn tcp(c: &SimCluster, from: &K8sPod, to: &K8sPod, addr: &str, want: bool) {
     while tcp_talks(&from.pod.ns, addr, PORT, Duration::from_secs(1)) != want {
         assert!(
             start.elapsed() < EVENTUALLY,
-            "{}/{} → {}/{} at {addr}: want {}; agent logs:\n{}\n{}",
+            "{}/{} → {}/{} at {addr}: want {}; agent logs:\n{}",
             from.namespace,
             from.name,
             to.namespace,
             to.name,
             if want { "reached" } else { "denied" },
-            c.agent(1).log(),
-            c.agent(2).log(),
+            logs(c),
         );
     }
+}
+
+fn logs(c: &SimCluster) -> String {
+    let logs: Vec<String> = (1..=c.nodes.len()).map(|i| c.agent(i).log()).collect();
+    logs.join("\n")
 }
 
 fn reaches(c: &SimCluster, from: &K8sPod, to: &K8sPod) {
@@ -113,6 +133,11 @@ fn denied(c: &SimCluster, from: &K8sPod, to: &K8sPod) {
 
 /// The POLICY_DENIED packets received by `p`, from its node's pinned maps.
 fn denied_on_receive(c: &SimCluster, p: &K8sPod) -> u64 {
+    policy_denied(c, p, Direction::Receive)
+}
+
+/// `p`'s POLICY_DENIED packets in `direction`.
+fn policy_denied(c: &SimCluster, p: &K8sPod, direction: Direction) -> u64 {
     let node = &c.node(p.node).node;
     let maps = node.maps();
     let ifindex = maps
@@ -125,7 +150,7 @@ fn denied_on_receive(c: &SimCluster, p: &K8sPod) -> u64 {
     maps.drops()
         .unwrap()
         .into_iter()
-        .filter(|d| d.ifindex == ifindex && d.direction == Direction::Receive)
+        .filter(|d| d.ifindex == ifindex && d.direction == direction)
         .filter(|d| d.reason == podmeter_ebpf::abi::DROP_POLICY_DENIED)
         .map(|d| d.dropped.packets)
         .sum()
@@ -221,4 +246,37 @@ fn network_policy_is_enforced_on_real_traffic_across_nodes() {
         reaches(&c, from, &a);
     }
     assert!(udp_refused(&xc.pod.ns, &a.v4(), CLOSED_UDP));
+}
+
+#[test]
+fn a_pod_meets_its_network_policy_from_its_first_packet() {
+    podmeter_testkit::needs_root!();
+    let c = SimCluster::new(1);
+    c.api.apply(namespace("x", json!({})));
+    let a = add_pod(&c, 1, "x", "a");
+    // The policy and the Pod object exist before ADD: x/new may send to
+    // no one (default deny egress).
+    c.api.apply(network_policy(
+        "x",
+        "deny-new",
+        json!({ "podSelector": { "matchLabels": { "pod": "new" } }, "policyTypes": ["Egress"] }),
+    ));
+    let uid = post_pod(&c, 1, "x", "new");
+    // The agent has compiled the pod's tier where ADD looks for it.
+    let tier = kubernetes_tier::file(c.node(1).node.data_dir.path(), &uid).unwrap();
+    c.agent(1)
+        .eventually("the new pod's tier", || tier.exists().then_some(()));
+    let new = sandbox(&c, 1, "x", "new", &uid);
+    assert!(
+        !tcp_talks(&new.pod.ns, &a.v4(), PORT, Duration::from_secs(1)),
+        "the first connection of a pod isolated for egress went through"
+    );
+    assert!(
+        policy_denied(&c, &new, Direction::Transmit) >= 1,
+        "the denied first packets are counted as POLICY_DENIED on the pod's transmit side"
+    );
+    // Its podIPs known, the agent's own apply keeps it so.
+    c.api.apply(new.object(json!({ "pod": "new" })));
+    denied(&c, &new, &a);
+    reaches(&c, &a, &new);
 }

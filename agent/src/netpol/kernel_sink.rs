@@ -11,25 +11,47 @@
 //! successful apply are written; after a failure nothing is assumed and
 //! the next apply writes every pod again. Pods that ADD has not registered
 //! yet are skipped: the update of their `status.podIPs`, which follows ADD,
-//! makes the next compile.
+//! makes the next compile. For those, every local pod that NetworkPolicy
+//! selects also has its tier in a file where ADD finds it before the
+//! pod's links come up ([`podmeter_conflist::kubernetes_tier`]): such a
+//! pod meets its policy from its first packet.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+};
+
+use podmeter_conflist::kubernetes_tier::{self, PodTier};
 
 use podmeter_ebpf::{
     maps::PinnedMaps,
     pins::REGISTRY_MAP,
     policy::{kubernetes::KubePodPolicy, store::PolicyStore},
-    Error, PinLayout, PodIdentity,
+    PinLayout, PodIdentity,
 };
 
 use tracing::info;
 
 use super::{model::Compiled, sink::PolicySink};
 
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Maps(#[from] podmeter_ebpf::Error),
+    #[error("writing the pods' kubernetes tiers in {dir}: {source}")]
+    Files { dir: PathBuf, source: io::Error },
+}
+
 /// Writes the kubernetes tier of the pods of one pin path.
 #[derive(Debug)]
 pub struct KernelSink {
     layout: PinLayout,
+    /// The IPAM's `dataDir`, where ADD looks for a new pod's tier.
+    data_dir: PathBuf,
+    /// The tier files as of the last successful apply, by uid.
+    files: HashMap<String, PodTier>,
     /// The tier each pod interface has in the kernel, by host ifindex and
     /// container ID (a reused ifindex is another sandbox), as of the last
     /// successful apply.
@@ -37,9 +59,11 @@ pub struct KernelSink {
 }
 
 impl KernelSink {
-    pub fn new(pin_path: &Path) -> Self {
+    pub fn new(pin_path: &Path, data_dir: &Path) -> Self {
         Self {
             layout: PinLayout::new(pin_path),
+            data_dir: data_dir.to_owned(),
+            files: HashMap::new(),
             applied: HashMap::new(),
         }
     }
@@ -49,7 +73,7 @@ impl KernelSink {
         // on. That pod's podIPs update makes the next compile, written then.
         if !self.layout.map(REGISTRY_MAP).exists() {
             self.applied.clear();
-            return Ok(());
+            return self.write_files(compiled);
         }
         let mut store = PolicyStore::lock(&self.layout)?;
         store.replace_policy_names(&compiled.policy_names)?;
@@ -78,8 +102,69 @@ impl KernelSink {
         );
         // Interfaces gone since (DEL removed their entries) are forgotten.
         self.applied = applied;
+        // Still under the lock: no ADD reads a file meanwhile.
+        self.write_files(compiled)
+    }
+
+    /// One file per local pod that NetworkPolicy selects (a pod without a
+    /// file has the empty tier); the files of other pods removed.
+    fn write_files(&mut self, compiled: &Compiled) -> Result<(), Error> {
+        let dir = kubernetes_tier::dir(&self.data_dir);
+        let files = |source| Error::Files {
+            dir: dir.clone(),
+            source,
+        };
+        let mut want = HashMap::new();
+        for (key, pod) in &compiled.pods {
+            if pod.policy == KubePodPolicy::default() {
+                continue;
+            }
+            let Some((namespace, name)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(path) = kubernetes_tier::file(&self.data_dir, &pod.uid) else {
+                continue;
+            };
+            let tier = PodTier {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                policy: pod.policy.clone(),
+            };
+            if self.files.get(&pod.uid) != Some(&tier) {
+                std::fs::create_dir_all(&dir).map_err(files)?;
+                write_whole(
+                    &path,
+                    &serde_json::to_vec(&tier).expect("a tier serializes"),
+                )
+                .map_err(files)?;
+            }
+            want.insert(pod.uid.clone(), tier);
+        }
+        let listed = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.collect::<io::Result<Vec<_>>>().map_err(files)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(files(e)),
+        };
+        for entry in listed {
+            let name = entry.file_name();
+            let uid = name.to_str().and_then(|n| n.strip_suffix(".json"));
+            if uid.is_none_or(|uid| !want.contains_key(uid)) {
+                match std::fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(files(e)),
+                    _ => {}
+                }
+            }
+        }
+        self.files = want;
         Ok(())
     }
+}
+
+/// Replaces `path` whole: a reader sees the old content or the new one.
+fn write_whole(path: &Path, content: &[u8]) -> io::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, content)?;
+    std::fs::rename(&temp, path)
 }
 
 /// The compiled tier of a registered pod interface: the local pod of its
@@ -103,6 +188,7 @@ impl PolicySink for KernelSink {
         if result.is_err() {
             // Part of the change may be in the kernel: write every pod next time.
             self.applied.clear();
+            self.files.clear();
         }
         result
     }
