@@ -68,12 +68,17 @@ impl KernelSink {
         }
     }
 
-    fn write(&mut self, compiled: &Compiled) -> Result<(), Error> {
+    /// Writes the maps; returns the pin lock, still held (`None` if
+    /// nothing is pinned yet).
+    fn write_maps(
+        &mut self,
+        compiled: &Compiled,
+    ) -> Result<Option<PolicyStore<'static>>, podmeter_ebpf::Error> {
         // Nothing is loaded before the node's first ADD: no pod to enforce
         // on. That pod's podIPs update makes the next compile, written then.
         if !self.layout.map(REGISTRY_MAP).exists() {
             self.applied.clear();
-            return self.write_files(compiled);
+            return Ok(None);
         }
         let mut store = PolicyStore::lock(&self.layout)?;
         store.replace_policy_names(&compiled.policy_names)?;
@@ -102,8 +107,7 @@ impl KernelSink {
         );
         // Interfaces gone since (DEL removed their entries) are forgotten.
         self.applied = applied;
-        // Still under the lock: no ADD reads a file meanwhile.
-        self.write_files(compiled)
+        Ok(Some(store))
     }
 
     /// One file per local pod that NetworkPolicy selects (a pod without a
@@ -184,13 +188,15 @@ impl PolicySink for KernelSink {
     type Error = Error;
 
     fn apply(&mut self, compiled: &Compiled) -> Result<(), Error> {
-        let result = self.write(compiled);
-        if result.is_err() {
+        let _locked = self.write_maps(compiled).inspect_err(|_| {
             // Part of the change may be in the kernel: write every pod next time.
             self.applied.clear();
-            self.files.clear();
-        }
-        result
+        })?;
+        // Still under the lock: no ADD reads a file meanwhile. A failure
+        // here leaves the kernel's tiers in place; the files are all
+        // written again next time.
+        self.write_files(compiled)
+            .inspect_err(|_| self.files.clear())
     }
 }
 
