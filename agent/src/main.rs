@@ -1,7 +1,8 @@
 //! podmeter-agent: runs on every node (DaemonSet) and prepares it for the
 //! podmeter plugin: bpffs mounted, the plugin installed, and a conflist for
 //! the node's pod ranges, kept in line with its Node object; and the
-//! node's pods' NetworkPolicy, compiled from the API objects.
+//! node's pods' NetworkPolicy, compiled from the API objects and written
+//! to the kernel.
 //!
 //! The order matters: the conflist is what makes the runtime report the
 //! node's network ready, so it is written only once bpffs and the plugin
