@@ -156,6 +156,18 @@ fn policy_denied(c: &SimCluster, p: &K8sPod, direction: Direction) -> u64 {
         .sum()
 }
 
+/// The policy x/`name` letting `peer` (one `from` entry) into x/a.
+fn allow_into_a(name: &str, peer: Value) -> Value {
+    network_policy(
+        "x",
+        name,
+        json!({
+            "podSelector": { "matchLabels": { "pod": "a" } },
+            "ingress": [{ "from": [peer] }],
+        }),
+    )
+}
+
 #[test]
 fn network_policy_is_enforced_on_real_traffic_across_nodes() {
     podmeter_testkit::needs_root!();
@@ -201,15 +213,10 @@ fn network_policy_is_enforced_on_real_traffic_across_nodes() {
 
     // Allow from pod=b of x (podSelector): x/b reaches a across nodes, on
     // both families; x/c and y/b (another namespace) do not.
-    let from_b = network_policy(
-        "x",
+    c.api.apply(allow_into_a(
         "allow-b",
-        json!({
-            "podSelector": { "matchLabels": { "pod": "a" } },
-            "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "pod": "b" } } }] }],
-        }),
-    );
-    c.api.apply(from_b);
+        json!({ "podSelector": { "matchLabels": { "pod": "b" } } }),
+    ));
     reaches(&c, &xb, &a);
     tcp(&c, &xb, &a, &a.v6(), true);
     denied(&c, &xc, &a);
@@ -221,15 +228,10 @@ fn network_policy_is_enforced_on_real_traffic_across_nodes() {
     );
 
     // Allow from namespace y: y's pods reach a too.
-    let from_y = network_policy(
-        "x",
+    c.api.apply(allow_into_a(
         "allow-y",
-        json!({
-            "podSelector": { "matchLabels": { "pod": "a" } },
-            "ingress": [{ "from": [{ "namespaceSelector": { "matchLabels": { "ns": "y" } } }] }],
-        }),
-    );
-    c.api.apply(from_y);
+        json!({ "namespaceSelector": { "matchLabels": { "ns": "y" } } }),
+    ));
     reaches(&c, &yb, &a);
     denied(&c, &xc, &a);
 
