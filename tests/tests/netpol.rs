@@ -89,7 +89,7 @@ fn sandbox(
     let made = c
         .node(node)
         .node
-        .add_k8s_pod(namespace, pod_name, &uid, &c.conf(node));
+        .add_k8s_pod(namespace, pod_name, uid, &c.conf(node));
     let _server = TcpServer::start(&made.ns, PORT);
     K8sPod {
         namespace,
