@@ -192,9 +192,10 @@ impl PolicySink for KernelSink {
             // Part of the change may be in the kernel: write every pod next time.
             self.applied.clear();
         })?;
-        // Still under the lock: no ADD reads a file meanwhile. A failure
-        // here leaves the kernel's tiers in place; the files are all
-        // written again next time.
+        // Still under the lock (once anything is pinned): no ADD reads a
+        // file meanwhile; before, each file is replaced whole anyway. A
+        // failure here leaves the kernel's tiers in place; the files are
+        // all written again next time.
         self.write_files(compiled)
             .inspect_err(|_| self.files.clear())
     }
