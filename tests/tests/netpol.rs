@@ -248,6 +248,13 @@ fn network_policy_is_enforced_on_real_traffic_across_nodes() {
         reaches(&c, from, &a);
     }
     assert!(udp_refused(&xc.pod.ns, &a.v4(), CLOSED_UDP));
+    for i in 1..=2 {
+        let metrics = c.get(i, "/metrics").body;
+        assert!(
+            metrics.contains("podmeter_agent_policy_errors_total{stage=\"write\"} 0"),
+            "node {i}: every write succeeded:\n{metrics}"
+        );
+    }
 }
 
 #[test]
