@@ -1,7 +1,8 @@
 //! podmeter-agent: runs on every node (DaemonSet) and prepares it for the
 //! podmeter plugin: bpffs mounted, the plugin installed, and a conflist for
 //! the node's pod ranges, kept in line with its Node object; and the
-//! node's pods' NetworkPolicy, compiled from the API objects.
+//! node's pods' NetworkPolicy, compiled from the API objects and written
+//! to the kernel.
 //!
 //! The order matters: the conflist is what makes the runtime report the
 //! node's network ready, so it is written only once bpffs and the plugin
@@ -29,7 +30,7 @@ use tracing::{error, info, warn};
 
 use podmeter_agent::{
     admit, conflist,
-    netpol::{self, sink::LogSink, watch::PolicyWatch},
+    netpol::{self, kernel_sink::KernelSink, watch::PolicyWatch},
     ranges,
 };
 
@@ -124,8 +125,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client config (in-cluster service account or KUBECONFIG)")?;
-    // The kernel writer of the kubernetes tier is not glued on yet: the
-    // compiled tier is logged (and counted on /metrics), not enforced.
     let policy = async {
         if !args.network_policy {
             info!("not enforcing NetworkPolicy (--network-policy=false)");
@@ -136,7 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let watch = PolicyWatch {
             node_name: args.node_name.clone(),
-            sink: LogSink::default(),
+            sink: KernelSink::new(&args.pin_path, &args.ipam_data_dir),
             metrics: metrics.policy.clone(),
         };
         netpol::watch::run(client.clone(), watch, std::future::pending()).await

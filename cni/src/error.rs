@@ -50,6 +50,14 @@ pub enum PluginError {
     /// STATUS: ADD cannot work on this node.
     #[error("{0}")]
     NotAvailable(String),
+
+    /// The agent's file of the pod's kubernetes tier is unreadable: the
+    /// pod is not wired rather than wired without its NetworkPolicy.
+    #[error("reading the pod's NetworkPolicy tier under {dir}: {source}")]
+    KubernetesTier {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<PluginError> for CniError {
@@ -67,6 +75,7 @@ impl From<PluginError> for CniError {
             }
             PluginError::Masq(_) => CniError::Custom(CODE_MASQ, "ipMasq failure".into(), details),
             PluginError::NotAvailable(_) => CniError::PluginNotAvailable(details),
+            PluginError::KubernetesTier { .. } => CniError::IOFailure(details),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! plugin validates the values (names, ranges, paths) before acting.
 
 mod ipam;
+pub mod kubernetes_tier;
 mod plugin;
 mod render;
 

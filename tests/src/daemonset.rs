@@ -351,7 +351,12 @@ mod tests {
         let ds = DaemonSet::load();
         assert_eq!(ds.containers(), ["agent", "exporter"]);
         let tmp = Path::new("/tmp");
-        let volumes = [("bpffs", tmp), ("cni-bin", tmp), ("cni-conf", tmp)];
+        let volumes = [
+            ("bpffs", tmp),
+            ("cni-bin", tmp),
+            ("cni-conf", tmp),
+            ("ipam-data", tmp),
+        ];
         let mut agent = ds.container_config("agent", "node-a", &volumes, &[]);
         assert!(agent.envs.contains(&KeyValue {
             key: "NODE_NAME".into(),

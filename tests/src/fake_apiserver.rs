@@ -96,6 +96,13 @@ fn key_of(object: &Value) -> String {
     }
 }
 
+/// The uid the fake gives the object `key` ("namespace/name" or "name")
+/// created at `version` (what [`FakeApiServer::apply`] returns): like a
+/// real one, it is a plain file name.
+pub fn uid(key: &str, version: u64) -> String {
+    format!("uid-{}-{version}", key.replace('/', "-"))
+}
+
 /// A Namespace labelled `labels` (a JSON object); like the real API
 /// server, the fake adds no `kubernetes.io/metadata.name`.
 pub fn namespace(name: &str, labels: Value) -> Value {
@@ -305,7 +312,7 @@ impl FakeApiServer {
                 "MODIFIED"
             }
             None => {
-                object["metadata"]["uid"] = json!(format!("uid-{key}-{next}"));
+                object["metadata"]["uid"] = json!(uid(&key, next));
                 object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
                 "ADDED"
             }

@@ -199,11 +199,16 @@ impl Node {
 
     /// Makes a pod namespace and ADDs it with Kubernetes `CNI_ARGS`.
     pub fn add_pod(&self, name: &str, conf: &Value) -> Pod {
+        self.add_k8s_pod("test", name, &format!("uid-{name}"), conf)
+    }
+
+    /// [`add_pod`](Self::add_pod) as the pod `namespace/name` of `uid`.
+    pub fn add_k8s_pod(&self, namespace: &str, name: &str, uid: &str, conf: &Value) -> Pod {
         let ns = NetNs::new("pmt-pod");
         let container_id = crate::unique(name);
         // As kubelet passes them: IgnoreUnknown keeps strict delegates (host-local) happy.
         let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=test;K8S_POD_NAME={name};K8S_POD_UID=uid-{name}"
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"
         );
         let result = self
             .cni("ADD", conf, &container_id, Some(&ns), "eth0", &args)

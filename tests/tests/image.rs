@@ -154,14 +154,19 @@ fn the_image_runs_as_the_daemonset_and_its_plugin_and_exporter_serve_three_pods(
     ];
     let pin_path = node.pin_path.display().to_string();
     for name in ds.containers() {
-        let mut config = ds.container_config(&name, NODE, &volumes, &["web-config"]);
+        let mut config = ds.container_config(&name, NODE, &volumes, &["web-config", "ipam-data"]);
         set_flag(&mut config, "--bpf.pin-path", Some(&pin_path));
         match name.as_str() {
             "agent" => {
-                config.args.push(format!(
-                    "--ipam.data-dir={}",
-                    node.data_dir.path().display()
-                ));
+                // The node's IPAM dir at the same path inside, as on a
+                // node (the conflist names it for the plugin outside).
+                let data_dir = node.data_dir.path().display().to_string();
+                set_flag(&mut config, "--ipam.data-dir", Some(&data_dir));
+                config.mounts.push(Mount {
+                    container_path: data_dir.clone(),
+                    host_path: data_dir,
+                    ..Default::default()
+                });
                 config.envs.push(KeyValue {
                     key: "KUBECONFIG".into(),
                     value: format!("{KUBECONFIG_DIR}/kubeconfig"),

@@ -5,6 +5,7 @@
 pub mod cidr;
 pub mod compile;
 pub mod identity;
+pub mod kernel_sink;
 pub mod metrics;
 pub mod model;
 pub mod ports;

@@ -1,7 +1,8 @@
 //! ADD: lease addresses, wire the pod onto the bridge, start metering it.
 //!
 //! The order is what makes the counters exact: the veth pair is created
-//! down, the pod is registered (zeroed counters, the config's policy) and
+//! down, the pod is registered (zeroed counters, the config's policy and
+//! the kubernetes tier the node agent compiled for it) and
 //! the programs attached,
 //! and only then do the links come up, so the programs see every packet the
 //! kernel's own veth counters see.
@@ -9,9 +10,10 @@
 use ipnet::IpNet;
 use std::{fs::File, os::fd::AsFd};
 
+use podmeter_conflist::kubernetes_tier;
 use podmeter_ebpf::{
     pod,
-    policy::{store::PolicyStore, Owner},
+    policy::{kubernetes::KubePodPolicy, store::PolicyStore, Owner},
     programs::attach,
     programs::netns_cookie::current_netns_cookie,
     PodDevices, PodIdentity, PodSource,
@@ -28,6 +30,7 @@ use crate::{
     cni_args::PodRef,
     config::{FromNetconf, PluginConfig},
     error::PluginError,
+    ipam::Ipam,
     masq,
     net::{
         bridge::{ensure_bridge, ensure_netfilter},
@@ -41,6 +44,24 @@ use crate::{
     },
     timing,
 };
+
+/// The kubernetes tier the node agent compiled for this pod, if it wrote
+/// one where the built-in IPAM keeps its state: applied before the links
+/// come up, so that NetworkPolicy holds from the pod's first packet.
+fn kubernetes_tier(
+    inv: &Invocation,
+    pod: &PodIdentity,
+) -> Result<Option<KubePodPolicy>, PluginError> {
+    let Ipam::Builtin(ipam) = &inv.ipam else {
+        return Ok(None);
+    };
+    kubernetes_tier::read(&ipam.data_dir, &pod.namespace, &pod.pod, &pod.uid).map_err(|source| {
+        PluginError::KubernetesTier {
+            dir: kubernetes_tier::dir(&ipam.data_dir),
+            source,
+        }
+    })
+}
 
 pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
     let pod_ref = PodRef::from_cni_args(inv.cni_args)?;
@@ -106,13 +127,16 @@ pub fn add(inv: &Invocation) -> Result<CNIResult, PluginError> {
             .next()
             .map_or(Ok(()), |e| Err(e.to_string()))
     });
+    let k8s_tier = kubernetes_tier(inv, &identity)?;
     programs.maps().register(host.index, &identity, &devices)?;
-    if !inv.plugin.policy.is_empty() {
-        PolicyStore::under(&adding, programs.maps())?.apply(
-            host.index,
-            Owner::Config,
-            &inv.plugin.policy,
-        )?;
+    if !inv.plugin.policy.is_empty() || k8s_tier.is_some() {
+        let mut store = PolicyStore::under(&adding, programs.maps())?;
+        if !inv.plugin.policy.is_empty() {
+            store.apply(host.index, Owner::Config, &inv.plugin.policy)?;
+        }
+        if let Some(tier) = &k8s_tier {
+            store.apply_kubernetes(host.index, tier)?;
+        }
     }
     timing::mark("map writes");
     rollback.push("detach", move || {
