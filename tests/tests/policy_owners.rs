@@ -403,8 +403,14 @@ fn verdicts_on_new_flows_and_isolation_are_exported() {
             .iter()
             .filter(|(_, f)| f.opened_by == direction as u32)
             .collect::<Vec<_>>();
-        let tcp = opened.iter().filter(|(k, _)| k.proto == libc::IPPROTO_TCP as u8);
-        let connections = if direction == Direction::Receive { ALLOWED } else { 0 };
+        let tcp = opened
+            .iter()
+            .filter(|(k, _)| k.proto == libc::IPPROTO_TCP as u8);
+        let connections = if direction == Direction::Receive {
+            ALLOWED
+        } else {
+            0
+        };
         assert_eq!(tcp.count(), connections, "{direction:?}: {table:?}");
         assert_eq!(
             verdicts(direction, "allowed"),
@@ -420,7 +426,11 @@ fn verdicts_on_new_flows_and_isolation_are_exported() {
     );
     assert_eq!(verdicts(Direction::Transmit, "denied"), 0.0);
     let isolated = |pod: &str, direction: &str| {
-        series(pod, "policy_isolated", &format!(r#"direction="{direction}""#))
+        series(
+            pod,
+            "policy_isolated",
+            &format!(r#"direction="{direction}""#),
+        )
     };
     assert_eq!(isolated("b", "receive"), Some(1.0), "{metrics}");
     assert_eq!(isolated("b", "transmit"), Some(0.0));

@@ -328,7 +328,9 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
 
     let mut f = Family::start(out, format, &POLICY_ISOLATED);
     for (pod, l) in pods.iter().zip(&labels) {
-        let Some(isolated) = pod.isolated else { continue };
+        let Some(isolated) = pod.isolated else {
+            continue;
+        };
         for direction in Direction::ALL {
             more.clear();
             more.push("direction", direction.as_str());
