@@ -197,18 +197,21 @@ const DROPS: [Counter<PodCounter>; 2] = [
     ),
 ];
 
-/// A family of the flow table of pods with policy: a value per direction,
-/// the one that opened the flows.
+/// One field of a pod's flow state: a value per direction, the one that
+/// opened the flows.
+type FlowValues = fn(&FlowState) -> [u64; 2];
+
+/// A family of the flow table of pods with policy.
 struct FlowFamily {
     descriptor: Descriptor,
-    values: fn(&FlowState) -> [u64; 2],
+    values: FlowValues,
 }
 
 const fn flow_family(
     name: &'static str,
     kind: Kind,
     help: &'static str,
-    values: fn(&FlowState) -> [u64; 2],
+    values: FlowValues,
 ) -> FlowFamily {
     FlowFamily {
         descriptor: Descriptor {
@@ -257,8 +260,7 @@ const POLICY_ISOLATED: Descriptor = Descriptor {
 };
 
 /// The verdict label's values, with their counts in a pod's flow state.
-const VERDICTS: [(&str, fn(&FlowState) -> [u64; 2]); 2] =
-    [("allowed", |s| s.allowed), ("denied", |s| s.denied)];
+const VERDICTS: [(&str, FlowValues); 2] = [("allowed", |s| s.allowed), ("denied", |s| s.denied)];
 
 /// Writes `podmeter_pod_info`, the traffic and the drop counters of `pods`
 /// to `out`. Each pod's labels are escaped once, for all its series.
