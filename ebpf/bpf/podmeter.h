@@ -298,15 +298,22 @@ struct pm_flow {
 
 /*
  * pm_flow_state value, keyed by the pod's host ifindex (__u32): the
- * occupancy of its flow table, indexed by enum pm_direction (opened_by).
- * userspace creates it zeroed with the table; the programs keep it with
- * atomic adds.
+ * occupancy of its flow table and the policy's verdicts on new flows,
+ * indexed by enum pm_direction (opened_by). userspace creates it zeroed
+ * with the table, before the pod's pm_policy entry, and removes it after;
+ * the programs keep it with atomic adds.
  */
 struct pm_flow_state {
 	__u64 flows[2]; /* entries in the pod's table */
 	__u64 refused[2]; /* new flows not recorded: the budget was spent */
 	__u64 reclaimed[2]; /* expired flows deleted to make room */
 	__u64 swept_ns; /* when the table was last swept for expired flows */
+	/* Packets no live flow let through, on which the pod's policy
+	 * decided (policy.h): a new flow's first packet, or a flow's next
+	 * packet after a policy change. A denied flow opens nothing, so each
+	 * of its packets (a retransmitted SYN) is a decision of its own. */
+	__u64 allowed[2];
+	__u64 denied[2];
 };
 
 /*
@@ -366,7 +373,7 @@ _Static_assert(sizeof(struct pm_rule_key) == 28, "pm_rule_key layout");
 _Static_assert(sizeof(struct pm_rule_set) == 200, "pm_rule_set layout");
 _Static_assert(sizeof(struct pm_flow_key) == 28, "pm_flow_key layout");
 _Static_assert(sizeof(struct pm_flow) == 16, "pm_flow layout");
-_Static_assert(sizeof(struct pm_flow_state) == 56, "pm_flow_state layout");
+_Static_assert(sizeof(struct pm_flow_state) == 88, "pm_flow_state layout");
 _Static_assert(sizeof(struct pm_tcp) == 200, "pm_tcp layout");
 
 #endif /* PODMETER_H */

@@ -24,6 +24,10 @@
  *   direction (podmeter.h); a new flow over budget is not recorded
  *   (refused): its packet keeps the rules' verdict, its replies get no
  *   flow exception. No flow ever displaces another.
+ * - Each decision of the policy is counted in the pod's pm_flow_state, by
+ *   direction and verdict: once per allowed new flow (its later packets and
+ *   replies pass by the flow), once per denied packet (a denied flow opens
+ *   nothing: each retransmitted SYN is decided, and counted, again).
  */
 #ifndef PODMETER_POLICY_H
 #define PODMETER_POLICY_H
@@ -242,16 +246,16 @@ static __always_inline void flow_sweep(void *table, struct pm_flow_state *s, __u
 
 /*
  * Records flow k, opened by a packet in direction dir that the rules let
- * through, within the pod's budget for that direction; expired, an entry
- * of the same key left in the table. Returns 0 if it was not recorded:
- * the pod has no table, or the budget is spent even after a sweep (counted
- * as refused; the packet still passes, its replies meet the rules).
+ * through, within the pod's budget for that direction (s: the pod's
+ * pm_flow_state); expired, an entry of the same key left in the table.
+ * Returns 0 if it was not recorded: the pod has no table, or the budget is
+ * spent even after a sweep (counted as refused; the packet still passes,
+ * its replies meet the rules).
  */
-static __always_inline int flow_open(void *table, __u32 ifindex, const struct pm_flow_key *k,
-				     __u32 dir, __u32 generation, const struct pm_flow *expired,
-				     __u64 now)
+static __always_inline int flow_open(void *table, struct pm_flow_state *s,
+				     const struct pm_flow_key *k, __u32 dir, __u32 generation,
+				     const struct pm_flow *expired, __u64 now)
 {
-	struct pm_flow_state *s = bpf_map_lookup_elem(&pm_flow_state, &ifindex);
 	struct pm_flow opened = {
 		.last_seen_ns = now,
 		.opened_by = dir,
@@ -381,10 +385,11 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 	__u32 generation = pol->generation;
 	struct pm_flow_key k = {};
 	struct pm_flow_cache *cache;
+	struct pm_flow_state *s;
 	struct pm_flow *f;
 	__u32 zero = 0;
 	void *table;
-	int live;
+	int live, allowed;
 	__u64 now;
 
 	if (p->always_allowed)
@@ -411,13 +416,21 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, const struct 
 		flow_remember(cache, &k, f->opened_by, f->generation, now);
 		return 1;
 	}
-	if (policy_action(ifindex, dir, &p->t, pol) != PM_ACTION_ALLOW)
+	/* No live flow let it through: the policy decides on a new flow (or
+	 * on a flow again, under a new generation), counted per verdict in
+	 * the pod's state, which exists whenever its policy does, with or
+	 * without its flow table. */
+	allowed = policy_action(ifindex, dir, &p->t, pol) == PM_ACTION_ALLOW;
+	s = bpf_map_lookup_elem(&pm_flow_state, &ifindex);
+	if (s)
+		__sync_fetch_and_add(allowed ? &s->allowed[dir & 1] : &s->denied[dir & 1], 1);
+	if (!allowed)
 		return 0;
 	if (live) {
 		f->generation = generation;
 		flow_touch(f, now);
 		flow_remember(cache, &k, f->opened_by, generation, now);
-	} else if (flow_open(table, ifindex, &k, dir, generation, f, now)) {
+	} else if (flow_open(table, s, &k, dir, generation, f, now)) {
 		flow_remember(cache, &k, dir, generation, now);
 	}
 	return 1;

@@ -399,8 +399,9 @@ pub struct Flow {
     pub generation: u32,
 }
 
-/// Mirrors `struct pm_flow_state`: a pod's flow table occupancy, each
-/// field indexed by `enum pm_direction` (the direction that opened the flows).
+/// Mirrors `struct pm_flow_state`: a pod's flow table occupancy and its
+/// policy's verdicts on new flows, each field indexed by `enum
+/// pm_direction` (the direction that opened the flows).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct FlowState {
@@ -408,6 +409,12 @@ pub struct FlowState {
     pub refused: [u64; 2],
     pub reclaimed: [u64; 2],
     pub swept_ns: u64,
+    /// Packets no live flow let through that the policy allowed: each new
+    /// flow's first (a flow not recorded, refused, is decided again).
+    pub allowed: [u64; 2],
+    /// Packets no live flow let through that the policy denied: each
+    /// retransmission of a denied flow's first packet counts again.
+    pub denied: [u64; 2],
 }
 
 /// Mirrors `PM_TCP_RTT_BOUNDS`: the finite bounds of the RTT histogram.

@@ -193,7 +193,9 @@ fn rust_mirrors_match_btf() {
                 flows,
                 refused,
                 reclaimed,
-                swept_ns
+                swept_ns,
+                allowed,
+                denied
             }),
         ),
     ];

@@ -3,13 +3,15 @@
 //! store's API, as the node agent will) on real traffic between pod
 //! namespaces. Each owner replaces only its own; the owners' order decides:
 //! an admin (config or operator) rule first, then, for a pod NetworkPolicy
-//! isolates, the kubernetes tier, then the default.
+//! isolates, the kubernetes tier, then the default. The exporter shows
+//! each pod's verdicts on new flows and its isolation.
 
 use std::time::Duration;
 
 use ipnet::IpNet;
 use podmeter_ebpf::{
     abi::{Direction, Peer, IDENTITY_HOST},
+    maps::flow_tables::FlowTables,
     policy::{
         kubernetes::{KubePodPolicy, KubeProto, KubeRule},
         store::{self as policy_store, PolicyStore},
@@ -19,6 +21,8 @@ use podmeter_ebpf::{
     PodCounter,
 };
 use podmeter_tests::{
+    binary,
+    exporter::{promtool_check_metrics, sample, Exporter},
     traffic::{tcp_talks, TcpServer},
     Node, TwoPods,
 };
@@ -337,4 +341,100 @@ fn the_host_identity_is_always_allowed() {
         tcp_talks(&a.ns, &b_ip, 8000, QUICK),
         "a now counts as the node"
     );
+}
+
+/// The policy's verdicts on new flows, as the exporter shows them: pod `b`,
+/// isolated for receive, counts each allowed connection once (not its
+/// later packets, nor its replies, which pass by the flow), and each denied
+/// SYN once: a denied flow opens nothing, so a retransmitted SYN is decided
+/// and counted again, which makes the denied count equal the POLICY_DENIED
+/// drops. The node's own traffic (IGMP from the bridge) also opens flows
+/// the policy decides on: the allowed count is checked against b's flow
+/// table, where each TCP connection is one entry. The isolation gauge says
+/// receive only; `a`, without policy, has neither family.
+#[test]
+fn verdicts_on_new_flows_and_isolation_are_exported() {
+    podmeter_testkit::needs_root!();
+    const ALLOWED: usize = 5;
+    const DENIED_CONNECTIONS: u64 = 3;
+    let TwoPods { node, a, b, .. } = TwoPods::new();
+    let b_ip = b.ips()[0].clone();
+    let (b_index, _) = node.registered(&b);
+    let _servers = [8000, 8081].map(|port| TcpServer::start(&b.ns, port));
+    kubernetes(
+        &node,
+        b_index,
+        &a.ips(),
+        &isolated_receive(vec![receive_from_a(KubeProto::Tcp, ports(8000, 8000))]),
+    );
+    for i in 0..ALLOWED {
+        assert!(tcp_talks(&a.ns, &b_ip, 8000, QUICK), "allowed {i}");
+    }
+    for i in 0..DENIED_CONNECTIONS {
+        assert!(!tcp_talks(&a.ns, &b_ip, 8081, DENIED), "denied {i}");
+    }
+
+    let exporter = Exporter::start(&binary("podmeter-exporter"), &node.pin_path);
+    let metrics = exporter.metrics();
+    let denied_syns = node.policy_denied(&b, Direction::Receive).packets;
+    let flows = FlowTables::open(&node.layout()).unwrap();
+    let table = flows.flows(b_index).unwrap();
+    let (_, state) = flows
+        .occupancy()
+        .unwrap()
+        .into_iter()
+        .find(|(ifindex, _)| *ifindex == b_index)
+        .unwrap();
+    promtool_check_metrics(&metrics);
+    let series = |pod: &str, family: &str, labels: &str| {
+        let name = format!(
+            r#"podmeter_pod_{family}{{namespace="test",pod="{pod}",interface="eth0",{labels}}}"#
+        );
+        sample(&metrics, &name)
+    };
+    let verdicts = |direction: Direction, verdict: &str| {
+        let labels = format!(r#"direction="{}",verdict="{verdict}""#, direction.as_str());
+        series("b", "policy_flows_total", &labels).unwrap()
+    };
+    assert_eq!(state.refused, [0, 0]);
+    for direction in Direction::ALL {
+        // Each allowed decision opened one flow (or replaced an expired one).
+        let opened = table
+            .iter()
+            .filter(|(_, f)| f.opened_by == direction as u32)
+            .collect::<Vec<_>>();
+        let tcp = opened
+            .iter()
+            .filter(|(k, _)| k.proto == libc::IPPROTO_TCP as u8);
+        let connections = if direction == Direction::Receive {
+            ALLOWED
+        } else {
+            0
+        };
+        assert_eq!(tcp.count(), connections, "{direction:?}: {table:?}");
+        assert_eq!(
+            verdicts(direction, "allowed"),
+            (opened.len() as u64 + state.reclaimed[direction as usize]) as f64,
+            "{direction:?}: {table:?}\n{metrics}"
+        );
+    }
+    assert!(denied_syns >= DENIED_CONNECTIONS, "{denied_syns}");
+    assert_eq!(
+        verdicts(Direction::Receive, "denied"),
+        denied_syns as f64,
+        "one decision per denied SYN\n{metrics}"
+    );
+    assert_eq!(verdicts(Direction::Transmit, "denied"), 0.0);
+    let isolated = |pod: &str, direction: &str| {
+        series(
+            pod,
+            "policy_isolated",
+            &format!(r#"direction="{direction}""#),
+        )
+    };
+    assert_eq!(isolated("b", "receive"), Some(1.0), "{metrics}");
+    assert_eq!(isolated("b", "transmit"), Some(0.0));
+    assert_eq!(isolated("a", "receive"), None, "a has no policy");
+    let a_verdicts = r#"direction="receive",verdict="allowed""#;
+    assert_eq!(series("a", "policy_flows_total", a_verdicts), None);
 }

@@ -44,3 +44,16 @@ pub fn ifindexes(layout: &PinLayout) -> Result<BTreeSet<u32>, Error> {
         &flow_tables::STATE,
     ])
 }
+
+impl PinnedMaps {
+    /// Whether NetworkPolicy isolates each pod with policy, by host ifindex
+    /// and `Direction`: one read of `pm_policy`, which holds only the pods
+    /// with policy.
+    pub fn policy_isolation(&self) -> Result<Vec<(u32, [bool; 2])>, Error> {
+        let map: HashMap<&MapData, u32, PolicyEntry> = self.typed(POLICY_MAP)?;
+        map.iter()
+            .map(|entry| entry.map(|(ifindex, e)| (ifindex, e.k8s_isolated.map(|i| i != 0))))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error(POLICY_MAP, e))
+    }
+}

@@ -24,7 +24,7 @@ use crate::metrics::{
 };
 
 /// One pod interface with its counters, drops and, if it has policy, the
-/// occupancy of its flow table.
+/// occupancy of its flow table, its policy's verdicts and its isolation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSample {
     pub ifindex: u32,
@@ -32,6 +32,9 @@ pub struct PodSample {
     pub counters: PodCounters,
     pub drops: Vec<Drops>,
     pub flows: Option<FlowState>,
+    /// Whether NetworkPolicy isolates the pod, by `Direction` (none: the
+    /// pod has no policy).
+    pub isolated: Option<[bool; 2]>,
     /// The TCP statistics of the pod's netns (none: not read yet by ADD).
     pub tcp: Option<Tcp>,
 }
@@ -104,10 +107,12 @@ pub fn read(
     }
     // A few pods have policy, hence a flow table: one small read.
     let flows: HashMap<u32, FlowState> = maps.flow_occupancy()?.into_iter().collect();
+    let isolated: HashMap<u32, [bool; 2]> = maps.policy_isolation()?.into_iter().collect();
     let tcp = maps.tcp()?;
     for pod in &mut pods {
         pod.drops = by_ifindex.remove(&pod.ifindex).unwrap_or_default();
         pod.flows = flows.get(&pod.ifindex).copied();
+        pod.isolated = isolated.get(&pod.ifindex).copied();
         pod.tcp = tcp.get(&pod.ifindex).copied();
     }
     Ok(pods)
@@ -126,6 +131,7 @@ fn join(pods: Vec<(u32, PodIdentity)>, counters: &BTreeMap<u32, PodCounters>) ->
                 identity,
                 drops: Vec::new(),
                 flows: None,
+                isolated: None,
                 tcp: None,
             })
         })
@@ -191,18 +197,21 @@ const DROPS: [Counter<PodCounter>; 2] = [
     ),
 ];
 
-/// A family of the flow table of pods with policy: a value per direction,
-/// the one that opened the flows.
+/// One field of a pod's flow state: a value per direction, the one that
+/// opened the flows.
+type FlowValues = fn(&FlowState) -> [u64; 2];
+
+/// A family of the flow table of pods with policy.
 struct FlowFamily {
     descriptor: Descriptor,
-    values: fn(&FlowState) -> [u64; 2],
+    values: FlowValues,
 }
 
 const fn flow_family(
     name: &'static str,
     kind: Kind,
     help: &'static str,
-    values: fn(&FlowState) -> [u64; 2],
+    values: FlowValues,
 ) -> FlowFamily {
     FlowFamily {
         descriptor: Descriptor {
@@ -235,6 +244,23 @@ const FLOWS: [FlowFamily; 3] = [
         |s| s.reclaimed,
     ),
 ];
+
+const POLICY_FLOWS: Descriptor = Descriptor {
+    name: "podmeter_pod_policy_flows",
+    unit: None,
+    help: "Decisions of a pod's policy on new flows, by direction (transmit: opened by the pod) and verdict: once per allowed flow, once per denied packet (each retransmission of a denied flow's first packet counts).",
+    kind: Kind::Counter,
+};
+
+const POLICY_ISOLATED: Descriptor = Descriptor {
+    name: "podmeter_pod_policy_isolated",
+    unit: None,
+    help: "1 if NetworkPolicy isolates the pod in that direction (only what a policy allows passes), else 0; pods with policy only.",
+    kind: Kind::Gauge,
+};
+
+/// The verdict label's values, with their counts in a pod's flow state.
+const VERDICTS: [(&str, FlowValues); 2] = [("allowed", |s| s.allowed), ("denied", |s| s.denied)];
 
 /// Writes `podmeter_pod_info`, the traffic and the drop counters of `pods`
 /// to `out`. Each pod's labels are escaped once, for all its series.
@@ -286,6 +312,31 @@ pub fn write(out: &mut String, format: Format, pods: &[PodSample]) {
                 more.push("direction", direction.as_str());
                 f.sample(&[l, &more], values[direction as usize]);
             }
+        }
+    }
+
+    let mut f = Family::start(out, format, &POLICY_FLOWS);
+    for (pod, l) in pods.iter().zip(&labels) {
+        let Some(state) = &pod.flows else { continue };
+        for direction in Direction::ALL {
+            for (verdict, values) in VERDICTS {
+                more.clear();
+                more.push("direction", direction.as_str());
+                more.push("verdict", verdict);
+                f.sample(&[l, &more], values(state)[direction as usize]);
+            }
+        }
+    }
+
+    let mut f = Family::start(out, format, &POLICY_ISOLATED);
+    for (pod, l) in pods.iter().zip(&labels) {
+        let Some(isolated) = pod.isolated else {
+            continue;
+        };
+        for direction in Direction::ALL {
+            more.clear();
+            more.push("direction", direction.as_str());
+            f.sample(&[l, &more], u8::from(isolated[direction as usize]));
         }
     }
 
@@ -371,6 +422,7 @@ mod tests {
                 counters: counters[&1],
                 drops: Vec::new(),
                 flows: None,
+                isolated: None,
                 tcp: None,
             }]
         );
@@ -417,6 +469,14 @@ mod tests {
         #[prometheus(flatten)]
         pod: RefPod,
         direction: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct RefVerdict {
+        #[prometheus(flatten)]
+        pod: RefPod,
+        direction: String,
+        verdict: String,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -508,6 +568,35 @@ mod tests {
                     }
                 }
             }
+            let d = &POLICY_FLOWS;
+            let mut m = counter_family(&mut encoder, d)?;
+            for s in &self.0 {
+                let Some(state) = &s.flows else { continue };
+                for direction in Direction::ALL {
+                    for (verdict, values) in VERDICTS {
+                        let labels = RefVerdict {
+                            pod: pod(&s.identity),
+                            direction: direction.as_str().into(),
+                            verdict: verdict.into(),
+                        };
+                        ConstCounter::new(values(state)[direction as usize])
+                            .encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+            let d = &POLICY_ISOLATED;
+            let mut m = encoder.encode_descriptor(d.name, d.help, None, MetricType::Gauge)?;
+            for s in &self.0 {
+                let Some(isolated) = s.isolated else { continue };
+                for direction in Direction::ALL {
+                    let labels = RefDirection {
+                        pod: pod(&s.identity),
+                        direction: direction.as_str().into(),
+                    };
+                    ConstGauge::new(i64::from(isolated[direction as usize]))
+                        .encode(m.encode_family(&labels)?)?;
+                }
+            }
             Ok(())
         }
     }
@@ -543,7 +632,10 @@ mod tests {
                     refused: [0, u64::MAX / 2],
                     reclaimed: [7, 0],
                     swept_ns: 1,
+                    allowed: [u64::MAX, 2],
+                    denied: [0, 9],
                 }),
+                isolated: Some([false, true]),
                 tcp: None,
             },
             PodSample {
@@ -552,6 +644,7 @@ mod tests {
                 counters: counters(0),
                 drops: vec![],
                 flows: None,
+                isolated: None,
                 tcp: None,
             },
         ];

@@ -107,7 +107,10 @@ mod tests {
                 refused: [0, 9],
                 reclaimed: [1, 0],
                 swept_ns: 0,
+                allowed: [4, 5],
+                denied: [6, 0],
             }),
+            isolated: Some([true, false]),
             tcp: None,
         };
         let stats = ProgramStats {
@@ -124,6 +127,10 @@ mod tests {
     const DROP: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive",reason="NO_SOCKET"}"#;
     const RX: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive"}"#;
     const TX: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="transmit"}"#;
+    const RX_ALLOWED: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive",verdict="allowed"}"#;
+    const RX_DENIED: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="receive",verdict="denied"}"#;
+    const TX_ALLOWED: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="transmit",verdict="allowed"}"#;
+    const TX_DENIED: &str = r#"{namespace="default",pod="web-0",interface="eth0",direction="transmit",verdict="denied"}"#;
     const INFO: &str = r#"{namespace="default",pod="web-0",interface="eth0",uid="u-1",container_id="c0ffee",host_interface="pm0123",ips="10.22.0.5/24,fd00::5/64"} 1"#;
 
     #[test]
@@ -163,6 +170,16 @@ podmeter_pod_flows_refused_total{TX} 9
 # TYPE podmeter_pod_flows_reclaimed_total counter
 podmeter_pod_flows_reclaimed_total{RX} 1
 podmeter_pod_flows_reclaimed_total{TX} 0
+# HELP podmeter_pod_policy_flows_total Decisions of a pod's policy on new flows, by direction (transmit: opened by the pod) and verdict: once per allowed flow, once per denied packet (each retransmission of a denied flow's first packet counts).
+# TYPE podmeter_pod_policy_flows_total counter
+podmeter_pod_policy_flows_total{RX_ALLOWED} 4
+podmeter_pod_policy_flows_total{RX_DENIED} 6
+podmeter_pod_policy_flows_total{TX_ALLOWED} 5
+podmeter_pod_policy_flows_total{TX_DENIED} 0
+# HELP podmeter_pod_policy_isolated 1 if NetworkPolicy isolates the pod in that direction (only what a policy allows passes), else 0; pods with policy only.
+# TYPE podmeter_pod_policy_isolated gauge
+podmeter_pod_policy_isolated{RX} 1
+podmeter_pod_policy_isolated{TX} 0
 # HELP podmeter_bpf_program_run_count_total Times the eBPF program ran (while kernel.bpf_stats_enabled=1).
 # TYPE podmeter_bpf_program_run_count_total counter
 podmeter_bpf_program_run_count_total{{program=\"pm_ingress\"}} 5
@@ -187,6 +204,9 @@ podmeter_bpf_program_run_seconds_total{{program=\"pm_ingress\"}} 0.0015
             "# TYPE podmeter_pod_transmit_packets counter\n".to_owned(),
             format!("podmeter_pod_transmit_packets_total{POD} 2\n"),
             "# UNIT podmeter_bpf_program_run_seconds seconds\n".to_owned(),
+            "# TYPE podmeter_pod_policy_flows counter\n".to_owned(),
+            format!("podmeter_pod_policy_flows_total{RX_DENIED} 6\n"),
+            format!("podmeter_pod_policy_isolated{RX} 1\n"),
         ] {
             assert!(out.contains(&line), "{line:?} missing in\n{out}");
         }
