@@ -22,16 +22,22 @@ pub struct Block {
 }
 
 impl Block {
-    /// `None` for text that is no CIDR (the API refuses it too).
+    /// `None` for text that is no CIDR, in the block or in one of its
+    /// excepts (the API refuses both): a block whose hole cannot be read
+    /// matches nothing rather than everything around the hole.
     pub fn parse(cidr: &str, except: &[String]) -> Option<Self> {
         let cidr = cidr.parse::<IpNet>().ok()?.trunc();
-        let except = except
-            .iter()
-            .filter_map(|e| e.parse::<IpNet>().ok())
-            .map(|e| e.trunc())
-            .filter(|e| cidr.contains(e))
-            .collect();
-        Some(Self { cidr, except })
+        let mut holes = BTreeSet::new();
+        for e in except {
+            let e = e.parse::<IpNet>().ok()?.trunc();
+            if cidr.contains(&e) {
+                holes.insert(e);
+            }
+        }
+        Some(Self {
+            cidr,
+            except: holes,
+        })
     }
 
     fn covers(&self, prefix: &IpNet) -> bool {
@@ -104,6 +110,19 @@ mod tests {
         r.signature(addr.parse().unwrap())
             .map(|s| s.iter().map(|b| b.cidr).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_unreadable_except_fails_the_block_closed() {
+        let except = ["10.1.0.0/16".to_owned(), "10.2.0.0/33".to_owned()];
+        assert_eq!(Block::parse("10.0.0.0/8", &except), None);
+        assert_eq!(
+            Block::parse("10.0.0.0/8", &except[..1])
+                .unwrap()
+                .except
+                .len(),
+            1
+        );
     }
 
     #[test]
