@@ -228,11 +228,7 @@ impl FakeApiServer {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         listener.set_nonblocking(true).unwrap();
         let mut app = Router::new().route("/api/v1/nodes/{name}", get(get_node));
         for (resource, kind, path) in RESOURCES {
@@ -536,4 +532,14 @@ async fn get_node(
             &status(404, "NotFound", format!("nodes \"{name}\" not found")),
         ),
     }
+}
+
+/// A one-worker tokio runtime: what the server runs on, and what in-process
+/// code under test (the agent's watch, with [`FakeApiServer::client`]) runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }

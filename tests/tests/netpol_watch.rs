@@ -12,7 +12,9 @@ use podmeter_agent::netpol::{
     sink::ChannelSink,
     watch::{run, PolicyWatch},
 };
-use podmeter_tests::fake_apiserver::{namespace, network_policy, node, pod, FakeApiServer};
+use podmeter_tests::fake_apiserver::{
+    namespace, network_policy, node, pod, runtime, FakeApiServer,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -79,11 +81,7 @@ fn the_compiled_tier_follows_the_api_and_stays_while_it_is_away() {
     api.apply(y_b(json!({ "pod": "b" })));
     let dir = tempfile::tempdir().unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let mut registry = Registry::with_prefix("podmeter_agent");
     let metrics = PolicyMetrics::register(&mut registry);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -346,11 +346,7 @@ fn watch_latency(cli: &Cli, generated: &Cluster) {
         api.apply(v.clone());
     }
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = fake_apiserver::runtime();
     runtime.block_on(async {
         let client = api.client(dir.path()).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
